@@ -1,0 +1,19 @@
+/* Private: process-wide set-up of BLIS (kernel selection, threads). */
+#ifndef UL_RUNTIME_H
+#define UL_RUNTIME_H
+
+#include "unlearn/common.h"
+
+/* Must run before the first BLIS call. Chooses BLIS kernels for this CPU
+ * unless BLIS_ARCH_TYPE is set, and the thread count from UNLEARN_THREADS
+ * (default: all cores). Idempotent. */
+UL_API void ul_runtime_init(void);
+UL_API int ul_runtime_threads(void);
+UL_API const char *ul_runtime_blis_arch(void);
+UL_API const char *ul_runtime_blis_version(void);
+/* How the kernels were chosen, e.g. "detected by BLIS" or "set by unlearn
+ * (avx512)" or "set by BLIS_ARCH_TYPE". */
+UL_API const char *ul_runtime_blis_arch_source(void);
+UL_API void ul_runtime_set_threads(int n);
+
+#endif
