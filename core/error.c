@@ -32,5 +32,7 @@ void ul_error_prefix(ul_error *err, const char *fmt, ...)
     va_end(ap);
     char old[UL_ERROR_MAX];
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    int n = snprintf(err->msg, sizeof err->msg, "%s: ", prefix);
+    if (n > 0 && (size_t)n < sizeof err->msg)
+        snprintf(err->msg + n, sizeof err->msg - (size_t)n, "%s", old);
 }

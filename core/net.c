@@ -1,1 +1,1141 @@
-/* placeholder, being written */
+/* Networks as small DAGs of ops (net.h).
+ *
+ * Model plugins append nodes in topological order with the builder calls;
+ * every node only refers to nodes built before it, so running the nodes in
+ * index order is a valid forward pass and reverse index order a valid
+ * backward pass.
+ *
+ * Memory, and why it is laid out this way:
+ *  - Parameters are one float block, gradients one mirror block: optimizers,
+ *    the L1 penalty and checkpoints all see flat vectors. BatchNorm running
+ *    stats live in a second float block and num_batches_tracked in an int64
+ *    block, because they are state_dict entries but not trainable.
+ *  - Every node that owns its output gets max_batch·C·H·W floats. Some nodes
+ *    share their input's storage instead:
+ *      flatten   is a view (same memory, same gradient);
+ *      relu, add run in place over an input that has no other consumer and
+ *                whose own backward does not read its output. BN → ReLU is
+ *                the common case (BN's backward reads BN's input, not its
+ *                output), as is the residual add → ReLU of a BasicBlock.
+ *                This saves one buffer and one pass over memory per op, and
+ *                is what PyTorch's ReLU(inplace=True) does.
+ *  - An activation gradient is live only from the backward of its first
+ *    writer (its last consumer) to the backward of its own node, so the
+ *    gradients share a few slots assigned by interval colouring when the net
+ *    is finalized: a ResNet-18 needs a handful of gradient buffers, not one
+ *    per node.
+ *  - One conv scratch (im2col), sized for the largest convolution.
+ * All of it is allocated by ul_net_reserve; forward and backward never
+ * allocate. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unlearn/net.h"
+#include "unlearn/ops.h"
+
+/* PyTorch's BatchNorm2d defaults. */
+#define BN_MOMENTUM 0.1f
+#define BN_EPS 1e-5f
+
+/* Activation regions are aligned to cache lines for the GEMM kernels. */
+#define NET_ALIGN_FLOATS 16
+
+typedef enum net_op {
+    NET_INPUT,
+    NET_CONV,
+    NET_BN,
+    NET_RELU,
+    NET_MAXPOOL,
+    NET_AVGPOOL,
+    NET_GAP,
+    NET_ADD,
+    NET_FLATTEN,
+    NET_LINEAR,
+    NET_OP_COUNT
+} net_op;
+
+static const char *const net_op_names[] = {
+    "input", "conv2d", "batchnorm", "relu",    "maxpool",
+    "avgpool", "global_avgpool", "add", "flatten", "linear",
+};
+_Static_assert(sizeof net_op_names / sizeof net_op_names[0] == NET_OP_COUNT,
+               "net_op_names must name every net_op");
+
+typedef struct net_node {
+    net_op op;
+    char *name;          /* parameter prefix ("layer1.0.conv1"); NULL without parameters */
+    int in[2];           /* input nodes, -1 when unused */
+    int C, H, W;         /* output shape per example */
+    int kernel, stride, pad;
+    bool bias;
+    ul_conv_shape conv;  /* conv geometry for N = 1; N is set per call */
+
+    /* Decided when the net is compiled (net_plan). */
+    int n_consumers;
+    int inplace;         /* which input (0/1) this node overwrites, -1 for none */
+    int store;           /* node owning the output storage: itself, or an input's store */
+    bool needs_grad;     /* dL/d(output) is needed: some parameter lies upstream */
+    /* Only for store nodes whose gradient is needed: */
+    int grad_first;      /* node whose backward writes the gradient first (n_nodes: dlogits) */
+    int grad_last;       /* node whose backward reads it last */
+    int grad_slot;
+
+    /* Parameter views into the net's blocks (NULL when absent). */
+    size_t tensor0;      /* index of the node's first tensor */
+    float *w, *b, *dw, *db;
+    float *running_mean, *running_var;
+    int64_t *nbt;
+
+    /* Activations, set by ul_net_reserve. */
+    float *out, *dout;
+    float *mean, *rstd;  /* BN batch statistics saved for backward */
+    int32_t *argmax;     /* maxpool */
+} net_node;
+
+struct ul_net {
+    int C, H, W, n_classes;
+    net_node *nodes;
+    int n_nodes, cap_nodes;
+    int input;               /* the input node, -1 until ul_net_input */
+    bool failed;             /* a builder call failed; build_err says why */
+    ul_error build_err;
+    bool finalized;
+
+    float *params, *grads;
+    size_t n_params;
+    float *stats;            /* BN running mean and var */
+    size_t n_stats;
+    int64_t *counts;         /* BN num_batches_tracked */
+    size_t n_counts;
+    ul_tensor_info *tensors;
+    size_t n_tensors;
+
+    /* Gradient slots: per-example size, and store nodes ordered by the step
+     * at which backward first writes them (descending). */
+    size_t *slot_numel;
+    int n_slots;
+    int *grad_order;
+    int n_grad_order;
+
+    int max_batch;           /* 0 until ul_net_reserve */
+    float *act;              /* every float activation region, one allocation */
+    int32_t *act_i32;        /* maxpool argmax regions */
+    float *scratch;
+
+    int last_N;              /* batch of the last forward, 0 when none */
+    bool last_train;
+};
+
+/* ---- building -------------------------------------------------------------- */
+
+static size_t node_numel(const net_node *n)
+{
+    return (size_t)n->C * n->H * n->W;
+}
+
+static bool op_has_params(net_op op)
+{
+    return op == NET_CONV || op == NET_BN || op == NET_LINEAR;
+}
+
+/* Records the first builder error (later calls are then refused quietly, as
+ * their inputs are usually the failed node) and returns -1. */
+UL_PRINTF(2, 3) static int net_fail(ul_net *net, const char *fmt, ...)
+{
+    if (!net->failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        ul_verrorf(&net->build_err, UL_EINVAL, fmt, ap);
+        va_end(ap);
+        net->failed = true;
+    }
+    return -1;
+}
+
+/* Checks that a builder call may add a node reading node x. After a failed
+ * call (whose -1 is usually passed on as x) it refuses quietly: the first
+ * error is the one worth reporting. */
+static bool net_can_add(ul_net *net, const char *op, const char *name, int x, bool named)
+{
+    if (net->failed)
+        return false;
+    if (net->finalized) {
+        net_fail(net, "%s: the net is already finalized; nodes must be added before "
+                      "ul_net_finalize", op);
+        return false;
+    }
+    if (named && (!name || !name[0])) {
+        net_fail(net, "%s: a layer with parameters needs a name (its state_dict prefix)", op);
+        return false;
+    }
+    if (x < 0 || x >= net->n_nodes) {
+        net_fail(net, "%s%s%s%s: input node %d does not exist (the net has %d nodes)", op,
+                 named ? " '" : "", named ? name : "", named ? "'" : "", x, net->n_nodes);
+        return false;
+    }
+    return true;
+}
+
+static int net_push(ul_net *net, net_op op, const char *name, int a, int b, int C, int H, int W)
+{
+    if (net->n_nodes == net->cap_nodes) {
+        int cap = net->cap_nodes ? 2 * net->cap_nodes : 32;
+        net_node *nodes = realloc(net->nodes, (size_t)cap * sizeof *nodes);
+        if (!nodes)
+            return net_fail(net, "out of memory while building the net");
+        net->nodes = nodes;
+        net->cap_nodes = cap;
+    }
+    net_node *n = &net->nodes[net->n_nodes];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    if (name) {
+        n->name = strdup(name);
+        if (!n->name)
+            return net_fail(net, "out of memory while building the net");
+    }
+    n->in[0] = a;
+    n->in[1] = b;
+    n->C = C;
+    n->H = H;
+    n->W = W;
+    n->inplace = -1;
+    n->store = net->n_nodes;
+    n->grad_first = n->grad_last = n->grad_slot = -1;
+    return net->n_nodes++;
+}
+
+ul_net *ul_net_new(int C, int H, int W, int n_classes)
+{
+    ul_net *net = calloc(1, sizeof *net);
+    if (!net)
+        return NULL;
+    net->C = C;
+    net->H = H;
+    net->W = W;
+    net->n_classes = n_classes;
+    net->input = -1;
+    if (C < 1 || H < 1 || W < 1 || n_classes < 1)
+        net_fail(net, "the input shape %dx%dx%d and the class count %d must be positive", C, H,
+                 W, n_classes);
+    return net;
+}
+
+ul_node ul_net_input(ul_net *net)
+{
+    if (net->input >= 0)
+        return net->input;
+    if (net->failed)
+        return -1;
+    if (net->finalized)
+        return net_fail(net, "input: the net is already finalized");
+    net->input = net_push(net, NET_INPUT, NULL, -1, -1, net->C, net->H, net->W);
+    return net->input;
+}
+
+void ul_net_input_shape(const ul_net *net, int *C, int *H, int *W)
+{
+    *C = net->C;
+    *H = net->H;
+    *W = net->W;
+}
+
+int ul_net_classes(const ul_net *net)
+{
+    return net->n_classes;
+}
+
+void ul_net_node_shape(const ul_net *net, ul_node x, int *C, int *H, int *W)
+{
+    const net_node *n = (x >= 0 && x < net->n_nodes) ? &net->nodes[x] : NULL;
+    *C = n ? n->C : 0;
+    *H = n ? n->H : 0;
+    *W = n ? n->W : 0;
+}
+
+ul_node ul_net_conv2d(ul_net *net, const char *name, ul_node x, int out_channels, int kernel,
+                      int stride, int pad, bool bias)
+{
+    if (!net_can_add(net, "conv2d", name, x, true))
+        return -1;
+    const net_node *in = &net->nodes[x];
+    if (out_channels < 1 || kernel < 1 || stride < 1 || pad < 0)
+        return net_fail(net, "conv2d '%s': out_channels %d, kernel %d and stride %d must be "
+                             "positive and padding %d not negative",
+                        name, out_channels, kernel, stride, pad);
+    ul_conv_shape s;
+    if (!ul_conv_shape_init(&s, 1, in->C, in->H, in->W, out_channels, kernel, kernel, stride,
+                            pad))
+        return net_fail(net, "conv2d '%s': a %dx%d kernel with stride %d and padding %d gives "
+                             "an empty output for a %dx%d input",
+                        name, kernel, kernel, stride, pad, in->H, in->W);
+    int id = net_push(net, NET_CONV, name, x, -1, out_channels, s.P, s.Q);
+    if (id >= 0) {
+        net_node *n = &net->nodes[id];
+        n->kernel = kernel;
+        n->stride = stride;
+        n->pad = pad;
+        n->bias = bias;
+        n->conv = s;
+    }
+    return id;
+}
+
+ul_node ul_net_batchnorm(ul_net *net, const char *name, ul_node x)
+{
+    if (!net_can_add(net, "batchnorm", name, x, true))
+        return -1;
+    const net_node *in = &net->nodes[x];
+    return net_push(net, NET_BN, name, x, -1, in->C, in->H, in->W);
+}
+
+ul_node ul_net_relu(ul_net *net, ul_node x)
+{
+    if (!net_can_add(net, "relu", NULL, x, false))
+        return -1;
+    const net_node *in = &net->nodes[x];
+    return net_push(net, NET_RELU, NULL, x, -1, in->C, in->H, in->W);
+}
+
+static ul_node net_pool(ul_net *net, net_op op, ul_node x, int kernel, int stride, int pad)
+{
+    const char *what = net_op_names[op];
+    if (!net_can_add(net, what, NULL, x, false))
+        return -1;
+    const net_node *in = &net->nodes[x];
+    /* PyTorch's rule: the padding may be at most half the window. */
+    if (kernel < 1 || stride < 1 || pad < 0 || 2 * pad > kernel)
+        return net_fail(net, "%s: kernel %d and stride %d must be positive and padding %d "
+                             "between 0 and half the kernel",
+                        what, kernel, stride, pad);
+    int P, Q;
+    if (!ul_pool_out_size(in->H, in->W, kernel, stride, pad, &P, &Q))
+        return net_fail(net, "%s: a %dx%d window with stride %d and padding %d gives an empty "
+                             "output for a %dx%d input",
+                        what, kernel, kernel, stride, pad, in->H, in->W);
+    int id = net_push(net, op, NULL, x, -1, in->C, P, Q);
+    if (id >= 0) {
+        net->nodes[id].kernel = kernel;
+        net->nodes[id].stride = stride;
+        net->nodes[id].pad = pad;
+    }
+    return id;
+}
+
+ul_node ul_net_maxpool(ul_net *net, ul_node x, int kernel, int stride, int pad)
+{
+    return net_pool(net, NET_MAXPOOL, x, kernel, stride, pad);
+}
+
+ul_node ul_net_avgpool(ul_net *net, ul_node x, int kernel, int stride, int pad)
+{
+    return net_pool(net, NET_AVGPOOL, x, kernel, stride, pad);
+}
+
+ul_node ul_net_global_avgpool(ul_net *net, ul_node x)
+{
+    if (!net_can_add(net, "global_avgpool", NULL, x, false))
+        return -1;
+    return net_push(net, NET_GAP, NULL, x, -1, net->nodes[x].C, 1, 1);
+}
+
+ul_node ul_net_add(ul_net *net, ul_node a, ul_node b)
+{
+    if (!net_can_add(net, "add", NULL, a, false) || !net_can_add(net, "add", NULL, b, false))
+        return -1;
+    const net_node *na = &net->nodes[a], *nb = &net->nodes[b];
+    if (na->C != nb->C || na->H != nb->H || na->W != nb->W)
+        return net_fail(net, "add: the shapes differ: %dx%dx%d (node %d) and %dx%dx%d (node %d)",
+                        na->C, na->H, na->W, a, nb->C, nb->H, nb->W, b);
+    return net_push(net, NET_ADD, NULL, a, b, na->C, na->H, na->W);
+}
+
+ul_node ul_net_flatten(ul_net *net, ul_node x)
+{
+    if (!net_can_add(net, "flatten", NULL, x, false))
+        return -1;
+    return net_push(net, NET_FLATTEN, NULL, x, -1, (int)node_numel(&net->nodes[x]), 1, 1);
+}
+
+ul_node ul_net_linear(ul_net *net, const char *name, ul_node x, int out_features, bool bias)
+{
+    if (!net_can_add(net, "linear", name, x, true))
+        return -1;
+    const net_node *in = &net->nodes[x];
+    if (in->H != 1 || in->W != 1)
+        return net_fail(net, "linear '%s': its input is %dx%dx%d; flatten it first "
+                             "(ul_net_flatten), as nn.Linear expects (N, features)",
+                        name, in->C, in->H, in->W);
+    if (out_features < 1)
+        return net_fail(net, "linear '%s': out_features %d must be positive", name,
+                        out_features);
+    int id = net_push(net, NET_LINEAR, name, x, -1, out_features, 1, 1);
+    if (id >= 0)
+        net->nodes[id].bias = bias;
+    return id;
+}
+
+/* ---- compiling: storage sharing and gradient slots --------------------------- */
+
+/* Whether node j's output may be overwritten by its consumer: that consumer
+ * must be its only reader, and j's own backward must not read j's output
+ * (relu's does: its mask; a flatten is a view of storage others may read). */
+static bool net_overwritable(const ul_net *net, int j)
+{
+    const net_node *n = &net->nodes[j];
+    return n->n_consumers == 1 && n->op != NET_RELU && n->op != NET_FLATTEN;
+}
+
+/* Gives each store node that needs a gradient a slot. Time runs backwards
+ * (backward visits node n_nodes-1 first); a gradient is live from step
+ * grad_first down to step grad_last inclusive, and two gradients may share a
+ * slot only when their live ranges are disjoint. Best fit over free slots,
+ * growing the largest free one when none is big enough. */
+static int net_assign_slots(ul_net *net, ul_error *err)
+{
+    int n = net->n_nodes;
+    net->slot_numel = calloc((size_t)n, sizeof *net->slot_numel);
+    bool *busy = calloc((size_t)n, sizeof *busy);
+    net->grad_order = malloc((size_t)n * sizeof *net->grad_order);
+    if (!net->slot_numel || !busy || !net->grad_order) {
+        free(busy);
+        return ul_errorf(err, UL_ENOMEM, "out of memory while compiling the net");
+    }
+    for (int t = n; t >= 0; t--) {
+        for (int s = 0; s < n; s++) {
+            net_node *st = &net->nodes[s];
+            if (st->store != s || st->grad_last < 0 || st->grad_first != t)
+                continue;
+            size_t need = node_numel(st);
+            int best = -1;
+            for (int k = 0; k < net->n_slots; k++) {
+                if (busy[k])
+                    continue;
+                bool fits = net->slot_numel[k] >= need;
+                if (best < 0) {
+                    best = k;
+                    continue;
+                }
+                bool best_fits = net->slot_numel[best] >= need;
+                if ((fits && (!best_fits || net->slot_numel[k] < net->slot_numel[best])) ||
+                    (!fits && !best_fits && net->slot_numel[k] > net->slot_numel[best]))
+                    best = k;
+            }
+            if (best < 0)
+                best = net->n_slots++;
+            if (net->slot_numel[best] < need)
+                net->slot_numel[best] = need;
+            busy[best] = true;
+            st->grad_slot = best;
+            net->grad_order[net->n_grad_order++] = s;
+        }
+        for (int s = 0; s < n; s++) {
+            const net_node *st = &net->nodes[s];
+            if (st->store == s && st->grad_last == t && st->grad_slot >= 0)
+                busy[st->grad_slot] = false;
+        }
+    }
+    free(busy);
+    return UL_OK;
+}
+
+/* Validates the finished graph and decides storage sharing and gradient
+ * liveness (see the comment at the top of the file). */
+static int net_plan(ul_net *net, ul_error *err)
+{
+    if (net->failed) {
+        if (err)
+            *err = net->build_err;
+        return net->build_err.code;
+    }
+    int n = net->n_nodes;
+    if (n == 0 || net->input < 0)
+        return ul_errorf(err, UL_EINVAL, "the model built no input node (ul_net_input)");
+    const net_node *last = &net->nodes[n - 1];
+    if (last->C != net->n_classes || last->H != 1 || last->W != 1)
+        return ul_errorf(err, UL_EINVAL, "the last node (%s) has shape %dx%dx%d; a model must "
+                                         "end in (%d) logits, one per class",
+                         net_op_names[last->op], last->C, last->H, last->W, net->n_classes);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (net->nodes[i].name && net->nodes[j].name &&
+                !strcmp(net->nodes[i].name, net->nodes[j].name))
+                return ul_errorf(err, UL_EINVAL, "two layers are named '%s'; state_dict names "
+                                                 "must be unique", net->nodes[i].name);
+
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 2; k++)
+            if (net->nodes[i].in[k] >= 0)
+                net->nodes[net->nodes[i].in[k]].n_consumers++;
+
+    for (int i = 0; i < n; i++) {
+        net_node *nd = &net->nodes[i];
+        if (nd->op == NET_RELU && net_overwritable(net, nd->in[0]))
+            nd->inplace = 0;
+        else if (nd->op == NET_ADD && net_overwritable(net, nd->in[0]))
+            nd->inplace = 0;
+        else if (nd->op == NET_ADD && net_overwritable(net, nd->in[1]))
+            nd->inplace = 1;
+        if (nd->op == NET_FLATTEN)
+            nd->store = net->nodes[nd->in[0]].store;
+        else if (nd->inplace >= 0)
+            nd->store = net->nodes[nd->in[nd->inplace]].store;
+
+        nd->needs_grad = op_has_params(nd->op);
+        for (int k = 0; k < 2; k++)
+            if (nd->in[k] >= 0 && net->nodes[nd->in[k]].needs_grad)
+                nd->needs_grad = true;
+    }
+
+    /* Gradient liveness per store: read last by its lowest member that needs
+     * a gradient, written first by the highest node writing into it through
+     * a din (members sharing the storage do not write through a din). */
+    for (int i = 0; i < n; i++) {
+        net_node *nd = &net->nodes[i];
+        if (!nd->needs_grad)
+            continue;
+        net_node *st = &net->nodes[nd->store];
+        if (st->grad_last < 0)
+            st->grad_last = i;
+        for (int k = 0; k < 2; k++) {
+            int j = nd->in[k];
+            if (j < 0 || !net->nodes[j].needs_grad || k == nd->inplace || nd->op == NET_FLATTEN)
+                continue;
+            net_node *sj = &net->nodes[net->nodes[j].store];
+            if (sj->grad_first < i)
+                sj->grad_first = i;
+        }
+    }
+    if (last->needs_grad)
+        net->nodes[last->store].grad_first = n;
+    /* A dead end (built but never consumed) gets a zero gradient. */
+    for (int i = 0; i < n; i++) {
+        net_node *st = &net->nodes[i];
+        if (st->store == i && st->grad_last >= 0 && st->grad_first < st->grad_last)
+            st->grad_first = st->grad_last;
+    }
+    return net_assign_slots(net, err);
+}
+
+static char *net_join(const char *prefix, const char *suffix)
+{
+    size_t a = strlen(prefix), b = strlen(suffix);
+    char *s = malloc(a + b + 2);
+    if (s) {
+        memcpy(s, prefix, a);
+        s[a] = '.';
+        memcpy(s + a + 1, suffix, b + 1);
+    }
+    return s;
+}
+
+static void *net_alloc_aligned(size_t n_bytes)
+{
+    size_t rounded = (n_bytes + 63) / 64 * 64;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+/* Adds one tensor to the table; data points into the blocks, which are
+ * allocated before the table is filled. */
+static int net_add_tensor(ul_net *net, const char *prefix, const char *suffix, ul_dtype dtype,
+                          int ndim, const int64_t *shape, void *data, float *grad)
+{
+    ul_tensor_info *t = &net->tensors[net->n_tensors];
+    t->name = net_join(prefix, suffix);
+    if (!t->name)
+        return UL_ENOMEM;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        t->shape[d] = shape[d];
+        t->numel *= shape[d];
+    }
+    t->data = data;
+    t->grad = grad;
+    t->trainable = grad != NULL;
+    net->n_tensors++;
+    return UL_OK;
+}
+
+/* Allocates the parameter, gradient and buffer blocks and fills the tensor
+ * table in state_dict order: node order, and within a node weight, bias,
+ * (BN) running_mean, running_var, num_batches_tracked. */
+static int net_alloc_params(ul_net *net, ul_error *err)
+{
+    size_t n_tensors = 0, n_params = 0, n_stats = 0, n_counts = 0;
+    for (int i = 0; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        const net_node *in = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
+        if (nd->op == NET_CONV) {
+            n_tensors += 1 + nd->bias;
+            n_params += (size_t)nd->C * in->C * nd->kernel * nd->kernel + (nd->bias ? nd->C : 0);
+        } else if (nd->op == NET_LINEAR) {
+            n_tensors += 1 + nd->bias;
+            n_params += (size_t)nd->C * in->C + (nd->bias ? nd->C : 0);
+        } else if (nd->op == NET_BN) {
+            n_tensors += 5;
+            n_params += 2 * (size_t)nd->C;
+            n_stats += 2 * (size_t)nd->C;
+            n_counts += 1;
+        }
+    }
+    net->params = net_alloc_aligned(n_params * sizeof(float));
+    net->grads = net_alloc_aligned(n_params * sizeof(float));
+    net->stats = net_alloc_aligned(n_stats * sizeof(float));
+    net->counts = net_alloc_aligned(n_counts * sizeof(int64_t));
+    net->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *net->tensors);
+    if (!net->params || !net->grads || !net->stats || !net->counts || !net->tensors)
+        goto oom;
+    net->n_params = n_params;
+    net->n_stats = n_stats;
+    net->n_counts = n_counts;
+    memset(net->grads, 0, n_params * sizeof(float));
+
+    float *p = net->params, *g = net->grads, *st = net->stats;
+    int64_t *cnt = net->counts;
+    for (int i = 0; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        const net_node *in = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
+        if (!op_has_params(nd->op))
+            continue;
+        nd->tensor0 = net->n_tensors;
+        int rc = UL_OK;
+        if (nd->op == NET_CONV || nd->op == NET_LINEAR) {
+            int64_t conv_shape[4] = {nd->C, in->C, nd->kernel, nd->kernel};
+            int64_t lin_shape[2] = {nd->C, in->C};
+            bool conv = nd->op == NET_CONV;
+            size_t wn = (size_t)nd->C * in->C * (conv ? nd->kernel * nd->kernel : 1);
+            nd->w = p;
+            nd->dw = g;
+            rc = net_add_tensor(net, nd->name, "weight", UL_F32, conv ? 4 : 2,
+                                conv ? conv_shape : lin_shape, p, g);
+            p += wn;
+            g += wn;
+            if (rc == UL_OK && nd->bias) {
+                int64_t bshape[1] = {nd->C};
+                nd->b = p;
+                nd->db = g;
+                rc = net_add_tensor(net, nd->name, "bias", UL_F32, 1, bshape, p, g);
+                p += nd->C;
+                g += nd->C;
+            }
+        } else {
+            int64_t cshape[1] = {nd->C};
+            nd->w = p;
+            nd->dw = g;
+            nd->b = p + nd->C;
+            nd->db = g + nd->C;
+            nd->running_mean = st;
+            nd->running_var = st + nd->C;
+            nd->nbt = cnt;
+            if (net_add_tensor(net, nd->name, "weight", UL_F32, 1, cshape, nd->w, nd->dw) ||
+                net_add_tensor(net, nd->name, "bias", UL_F32, 1, cshape, nd->b, nd->db) ||
+                net_add_tensor(net, nd->name, "running_mean", UL_F32, 1, cshape,
+                               nd->running_mean, NULL) ||
+                net_add_tensor(net, nd->name, "running_var", UL_F32, 1, cshape,
+                               nd->running_var, NULL) ||
+                /* A 0-dim tensor, as in PyTorch. */
+                net_add_tensor(net, nd->name, "num_batches_tracked", UL_I64, 0, NULL, nd->nbt,
+                               NULL))
+                rc = UL_ENOMEM;
+            p += 2 * (size_t)nd->C;
+            g += 2 * (size_t)nd->C;
+            st += 2 * (size_t)nd->C;
+            cnt += 1;
+        }
+        if (rc != UL_OK)
+            goto oom;
+    }
+    return UL_OK;
+oom:
+    return ul_errorf(err, UL_ENOMEM, "out of memory allocating %zu parameters", n_params);
+}
+
+/* PyTorch's default initialisation: Conv2d and Linear weights by
+ * kaiming_uniform(a=√5) and biases alike, both U(−1/√fan_in, 1/√fan_in);
+ * BatchNorm γ=1, β=0, running mean 0, var 1. Draws follow tensor order. */
+static void net_init_params(ul_net *net, ul_rng *rng)
+{
+    for (int i = 0; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        if (nd->op == NET_CONV || nd->op == NET_LINEAR) {
+            const net_node *in = &net->nodes[nd->in[0]];
+            size_t fan_in = (size_t)in->C * (nd->op == NET_CONV ? nd->kernel * nd->kernel : 1);
+            size_t wn = (size_t)nd->C * fan_in;
+            double bound = 1.0 / sqrt((double)fan_in);
+            for (size_t k = 0; k < wn; k++)
+                nd->w[k] = (float)((2.0 * ul_rng_uniform(rng) - 1.0) * bound);
+            for (int k = 0; nd->b && k < nd->C; k++)
+                nd->b[k] = (float)((2.0 * ul_rng_uniform(rng) - 1.0) * bound);
+        } else if (nd->op == NET_BN) {
+            for (int k = 0; k < nd->C; k++) {
+                nd->w[k] = 1.0f;
+                nd->b[k] = 0.0f;
+                nd->running_mean[k] = 0.0f;
+                nd->running_var[k] = 1.0f;
+            }
+            *nd->nbt = 0;
+        }
+    }
+}
+
+static int net_compile(ul_net *net, ul_error *err)
+{
+    if (net->finalized)
+        return ul_errorf(err, UL_EINVAL, "the net is already finalized");
+    int rc = net_plan(net, err);
+    if (rc == UL_OK)
+        rc = net_alloc_params(net, err);
+    if (rc == UL_OK)
+        net->finalized = true;
+    return rc;
+}
+
+int ul_net_finalize(ul_net *net, ul_rng *rng, ul_error *err)
+{
+    int rc = net_compile(net, err);
+    if (rc == UL_OK)
+        net_init_params(net, rng);
+    return rc;
+}
+
+/* ---- activations --------------------------------------------------------------- */
+
+static size_t align_floats(size_t n)
+{
+    return (n + NET_ALIGN_FLOATS - 1) / NET_ALIGN_FLOATS * NET_ALIGN_FLOATS;
+}
+
+/* Lays out (or, with base NULL, measures) the float activation block for
+ * batches of B; returns its size in floats. */
+static size_t net_layout_act(ul_net *net, int B, float *base, int32_t *base_i32,
+                             size_t *n_i32)
+{
+    size_t off = 0, off_i32 = 0;
+#define NET_TAKE(ptr, count)                                  \
+    do {                                                      \
+        if (base)                                             \
+            (ptr) = base + off;                               \
+        off += align_floats(count);                           \
+    } while (0)
+    size_t scratch = 0;
+    if (base)
+        net->scratch = NULL;
+    for (int i = 0; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        if (nd->op == NET_CONV) {
+            ul_conv_shape s = nd->conv;
+            s.N = B;
+            size_t need = ul_conv2d_scratch(&s);
+            if (need > scratch)
+                scratch = need;
+        }
+        if (nd->store == i)
+            NET_TAKE(nd->out, (size_t)B * node_numel(nd));
+        if (nd->op == NET_BN) {
+            NET_TAKE(nd->mean, (size_t)nd->C);
+            NET_TAKE(nd->rstd, (size_t)nd->C);
+        }
+        if (nd->op == NET_MAXPOOL) {
+            if (base_i32)
+                nd->argmax = base_i32 + off_i32;
+            off_i32 += align_floats((size_t)B * node_numel(nd));
+        }
+    }
+    float *slot0 = base ? base + off : NULL;
+    size_t slot_off = 0;
+    for (int k = 0; k < net->n_slots; k++)
+        slot_off += align_floats((size_t)B * net->slot_numel[k]);
+    off += slot_off;
+    if (scratch)
+        NET_TAKE(net->scratch, scratch);
+#undef NET_TAKE
+    if (base) {
+        /* Nodes sharing storage point into their store's buffers. */
+        for (int i = 0; i < net->n_nodes; i++) {
+            net_node *nd = &net->nodes[i];
+            const net_node *st = &net->nodes[nd->store];
+            nd->out = st->out;
+            nd->dout = NULL;
+            if (st->grad_slot >= 0) {
+                size_t o = 0;
+                for (int k = 0; k < st->grad_slot; k++)
+                    o += align_floats((size_t)B * net->slot_numel[k]);
+                nd->dout = slot0 + o;
+            }
+        }
+    }
+    *n_i32 = off_i32;
+    return off;
+}
+
+int ul_net_reserve(ul_net *net, int max_batch, ul_error *err)
+{
+    if (!net->finalized)
+        return ul_errorf(err, UL_EINVAL, "ul_net_reserve: the net is not finalized");
+    if (max_batch < 1)
+        return ul_errorf(err, UL_EINVAL, "ul_net_reserve: batch size %d must be positive",
+                         max_batch);
+    if (max_batch <= net->max_batch)
+        return UL_OK;
+    size_t n_i32 = 0;
+    size_t n_f = net_layout_act(net, max_batch, NULL, NULL, &n_i32);
+    float *act = net_alloc_aligned(n_f * sizeof(float));
+    int32_t *act_i32 = net_alloc_aligned(n_i32 * sizeof(int32_t));
+    if (!act || !act_i32) {
+        free(act);
+        free(act_i32);
+        return ul_errorf(err, UL_ENOMEM, "out of memory: activations for a batch of %d need "
+                                         "%.1f MiB",
+                         max_batch, (double)(n_f * 4 + n_i32 * 4) / (1024.0 * 1024.0));
+    }
+    free(net->act);
+    free(net->act_i32);
+    net->act = act;
+    net->act_i32 = act_i32;
+    net_layout_act(net, max_batch, act, act_i32, &n_i32);
+    net->max_batch = max_batch;
+    net->last_N = 0;
+    return UL_OK;
+}
+
+/* ---- forward and backward -------------------------------------------------------- */
+
+static void relu_inplace(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* Backward of an in-place relu: the gradient buffer is shared with the input,
+ * so mask it where the output was not positive. */
+static void relu_mask_inplace(float *g, const float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = out[i] > 0.0f ? g[i] : 0.0f;
+}
+
+static void accumulate(float *dst, const float *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+/* Backward of BatchNorm in eval mode, where it is an affine map per channel:
+ * out = (x − μ_run)·r·γ + β with r = 1/√(var_run + eps). ops.h only has the
+ * train-mode backward, which differentiates through the batch statistics. */
+static void bn_eval_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                             const float *in, const float *running_mean,
+                             const float *running_var, const float *gamma, int N, int C, int HW)
+{
+    for (int c = 0; c < C; c++) {
+        float r = 1.0f / sqrtf(running_var[c] + BN_EPS);
+        double sg = 0.0, sb = 0.0;
+        for (int n = 0; n < N; n++) {
+            size_t base = ((size_t)n * C + c) * HW;
+            for (int i = 0; i < HW; i++) {
+                float g = dout[base + i];
+                sb += g;
+                sg += (double)g * (in[base + i] - running_mean[c]) * r;
+                if (din)
+                    din[base + i] += g * gamma[c] * r;
+            }
+        }
+        dgamma[c] += (float)sg;
+        dbeta[c] += (float)sb;
+    }
+}
+
+static void node_forward(ul_net *net, net_node *nd, const float *x, int N, bool train)
+{
+    const net_node *a = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
+    const net_node *b = nd->in[1] >= 0 ? &net->nodes[nd->in[1]] : NULL;
+    size_t count = (size_t)N * node_numel(nd);
+    switch (nd->op) {
+    case NET_INPUT:
+        /* A copy, so the caller may reuse x before backward (the first conv's
+         * backward reads it). */
+        memcpy(nd->out, x, count * sizeof(float));
+        break;
+    case NET_CONV: {
+        ul_conv_shape s = nd->conv;
+        s.N = N;
+        ul_conv2d_forward(nd->out, a->out, nd->w, nd->b, &s, net->scratch);
+        break;
+    }
+    case NET_BN:
+        if (train) {
+            ul_batchnorm_forward_train(nd->out, nd->mean, nd->rstd, a->out, nd->w, nd->b,
+                                       nd->running_mean, nd->running_var, N, nd->C,
+                                       nd->H * nd->W, BN_MOMENTUM, BN_EPS);
+            (*nd->nbt)++;
+        } else {
+            ul_batchnorm_forward_eval(nd->out, a->out, nd->w, nd->b, nd->running_mean,
+                                      nd->running_var, N, nd->C, nd->H * nd->W, BN_EPS);
+        }
+        break;
+    case NET_RELU:
+        if (nd->inplace >= 0)
+            relu_inplace(nd->out, count);
+        else
+            ul_relu_forward(nd->out, a->out, count);
+        break;
+    case NET_MAXPOOL:
+        ul_maxpool2d_forward(nd->out, nd->argmax, a->out, N, a->C, a->H, a->W, nd->kernel,
+                             nd->stride, nd->pad);
+        break;
+    case NET_AVGPOOL:
+        ul_avgpool2d_forward(nd->out, a->out, N, a->C, a->H, a->W, nd->kernel, nd->stride,
+                             nd->pad);
+        break;
+    case NET_GAP:
+        ul_global_avgpool_forward(nd->out, a->out, N, a->C, a->H * a->W);
+        break;
+    case NET_ADD:
+        if (nd->inplace >= 0)
+            accumulate(nd->out, (nd->inplace == 0 ? b : a)->out, count);
+        else
+            ul_add_forward(nd->out, a->out, b->out, count);
+        break;
+    case NET_FLATTEN:
+        break;
+    case NET_LINEAR:
+        ul_linear_forward(nd->out, a->out, nd->w, nd->b, N, a->C, nd->C);
+        break;
+    case NET_OP_COUNT:
+        break;
+    }
+}
+
+const float *ul_net_forward(ul_net *net, const float *x, int N, bool train)
+{
+    if (!net->finalized || N < 1 || N > net->max_batch)
+        return NULL;
+    for (int i = 0; i < net->n_nodes; i++)
+        node_forward(net, &net->nodes[i], x, N, train);
+    net->last_N = N;
+    net->last_train = train;
+    return net->nodes[net->n_nodes - 1].out;
+}
+
+/* The gradient buffer of input k, or NULL when no gradient flows there. */
+static float *node_din(ul_net *net, const net_node *nd, int k)
+{
+    int j = nd->in[k];
+    return (j >= 0 && net->nodes[j].needs_grad) ? net->nodes[j].dout : NULL;
+}
+
+static void node_backward(ul_net *net, net_node *nd, int N)
+{
+    const net_node *a = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
+    float *din = node_din(net, nd, 0);
+    size_t count = (size_t)N * node_numel(nd);
+    switch (nd->op) {
+    case NET_CONV: {
+        ul_conv_shape s = nd->conv;
+        s.N = N;
+        ul_conv2d_backward(din, nd->dw, nd->db, nd->dout, a->out, nd->w, &s, net->scratch);
+        break;
+    }
+    case NET_BN:
+        if (net->last_train)
+            ul_batchnorm_backward(din, nd->dw, nd->db, nd->dout, a->out, nd->mean, nd->rstd,
+                                  nd->w, N, nd->C, nd->H * nd->W);
+        else
+            bn_eval_backward(din, nd->dw, nd->db, nd->dout, a->out, nd->running_mean,
+                             nd->running_var, nd->w, N, nd->C, nd->H * nd->W);
+        break;
+    case NET_RELU:
+        if (nd->inplace >= 0)
+            relu_mask_inplace(nd->dout, nd->out, count);
+        else if (din)
+            ul_relu_backward(din, nd->dout, nd->out, count);
+        break;
+    case NET_MAXPOOL:
+        if (din)
+            ul_maxpool2d_backward(din, nd->dout, nd->argmax, N, a->C, a->H, a->W, nd->kernel,
+                                  nd->stride, nd->pad);
+        break;
+    case NET_AVGPOOL:
+        if (din)
+            ul_avgpool2d_backward(din, nd->dout, N, a->C, a->H, a->W, nd->kernel, nd->stride,
+                                  nd->pad);
+        break;
+    case NET_GAP:
+        if (din)
+            ul_global_avgpool_backward(din, nd->dout, N, a->C, a->H * a->W);
+        break;
+    case NET_ADD:
+        /* The overwritten input shares this node's gradient buffer already. */
+        for (int k = 0; k < 2; k++) {
+            float *dk = node_din(net, nd, k);
+            if (k != nd->inplace && dk)
+                accumulate(dk, nd->dout, count);
+        }
+        break;
+    case NET_LINEAR:
+        ul_linear_backward(din, nd->dw, nd->db, nd->dout, a->out, nd->w, N, a->C, nd->C);
+        break;
+    case NET_INPUT:
+    case NET_FLATTEN:
+    case NET_OP_COUNT:
+        break;
+    }
+}
+
+void ul_net_backward(ul_net *net, const float *dlogits)
+{
+    int N = net->last_N, n = net->n_nodes;
+    if (N == 0 || !net->nodes[n - 1].needs_grad)
+        return;
+    /* grad_order lists stores by first write, latest first: the logits'
+     * store (written by dlogits) leads. */
+    int k = 0;
+    const net_node *last = &net->nodes[n - 1];
+    memcpy(last->dout, dlogits, (size_t)N * node_numel(last) * sizeof(float));
+    k++;
+    for (int i = n - 1; i >= 0; i--) {
+        for (; k < net->n_grad_order && net->nodes[net->grad_order[k]].grad_first == i; k++) {
+            const net_node *st = &net->nodes[net->grad_order[k]];
+            memset(st->dout, 0, (size_t)N * node_numel(st) * sizeof(float));
+        }
+        if (net->nodes[i].needs_grad)
+            node_backward(net, &net->nodes[i], N);
+    }
+}
+
+void ul_net_zero_grad(ul_net *net)
+{
+    if (net->grads)
+        memset(net->grads, 0, net->n_params * sizeof(float));
+}
+
+/* ---- ownership, copies, views ------------------------------------------------- */
+
+void ul_net_free(ul_net *net)
+{
+    if (!net)
+        return;
+    for (int i = 0; i < net->n_nodes; i++)
+        free(net->nodes[i].name);
+    free(net->nodes);
+    for (size_t t = 0; t < net->n_tensors; t++)
+        free((char *)net->tensors[t].name);
+    free(net->tensors);
+    free(net->params);
+    free(net->grads);
+    free(net->stats);
+    free(net->counts);
+    free(net->slot_numel);
+    free(net->grad_order);
+    free(net->act);
+    free(net->act_i32);
+    free(net);
+}
+
+/* Re-issues the builder call that created node src in dst. */
+static int net_replay(ul_net *dst, const net_node *nd)
+{
+    switch (nd->op) {
+    case NET_INPUT: return ul_net_input(dst);
+    case NET_CONV:
+        return ul_net_conv2d(dst, nd->name, nd->in[0], nd->C, nd->kernel, nd->stride, nd->pad,
+                             nd->bias);
+    case NET_BN: return ul_net_batchnorm(dst, nd->name, nd->in[0]);
+    case NET_RELU: return ul_net_relu(dst, nd->in[0]);
+    case NET_MAXPOOL: return ul_net_maxpool(dst, nd->in[0], nd->kernel, nd->stride, nd->pad);
+    case NET_AVGPOOL: return ul_net_avgpool(dst, nd->in[0], nd->kernel, nd->stride, nd->pad);
+    case NET_GAP: return ul_net_global_avgpool(dst, nd->in[0]);
+    case NET_ADD: return ul_net_add(dst, nd->in[0], nd->in[1]);
+    case NET_FLATTEN: return ul_net_flatten(dst, nd->in[0]);
+    case NET_LINEAR: return ul_net_linear(dst, nd->name, nd->in[0], nd->C, nd->bias);
+    case NET_OP_COUNT: break;
+    }
+    return -1;
+}
+
+ul_net *ul_net_clone(const ul_net *src, ul_error *err)
+{
+    if (!src->finalized) {
+        ul_errorf(err, UL_EINVAL, "ul_net_clone: the net is not finalized");
+        return NULL;
+    }
+    ul_net *dst = ul_net_new(src->C, src->H, src->W, src->n_classes);
+    if (!dst) {
+        ul_errorf(err, UL_ENOMEM, "out of memory cloning the net");
+        return NULL;
+    }
+    for (int i = 0; i < src->n_nodes; i++)
+        net_replay(dst, &src->nodes[i]);
+    if (net_compile(dst, err) || ul_net_copy_weights(dst, src, err))
+        goto fail;
+    /* A clone is ready to run at the batch size its source was. */
+    if (src->max_batch > 0 && ul_net_reserve(dst, src->max_batch, err))
+        goto fail;
+    return dst;
+fail:
+    ul_net_free(dst);
+    return NULL;
+}
+
+int ul_net_copy_weights(ul_net *dst, const ul_net *src, ul_error *err)
+{
+    if (!dst->finalized || !src->finalized)
+        return ul_errorf(err, UL_EINVAL, "ul_net_copy_weights: both nets must be finalized");
+    if (dst->n_tensors != src->n_tensors)
+        return ul_errorf(err, UL_EINVAL, "cannot copy weights: the nets have %zu and %zu "
+                                         "tensors", dst->n_tensors, src->n_tensors);
+    for (size_t t = 0; t < src->n_tensors; t++) {
+        const ul_tensor_info *a = &dst->tensors[t], *b = &src->tensors[t];
+        if (strcmp(a->name, b->name) || a->numel != b->numel)
+            return ul_errorf(err, UL_EINVAL, "cannot copy weights: tensor %zu is '%s' "
+                                             "(%lld values) here but '%s' (%lld values) in the "
+                                             "source",
+                             t, a->name, (long long)a->numel, b->name, (long long)b->numel);
+    }
+    memcpy(dst->params, src->params, src->n_params * sizeof(float));
+    memcpy(dst->stats, src->stats, src->n_stats * sizeof(float));
+    memcpy(dst->counts, src->counts, src->n_counts * sizeof(int64_t));
+    return UL_OK;
+}
+
+float *ul_net_params(ul_net *net, size_t *n)
+{
+    if (n)
+        *n = net->n_params;
+    return net->params;
+}
+
+float *ul_net_grads(ul_net *net, size_t *n)
+{
+    if (n)
+        *n = net->n_params;
+    return net->grads;
+}
+
+int64_t ul_net_param_count(const ul_net *net)
+{
+    return (int64_t)net->n_params;
+}
+
+size_t ul_net_tensor_count(const ul_net *net)
+{
+    return net->n_tensors;
+}
+
+const ul_tensor_info *ul_net_tensor(const ul_net *net, size_t i)
+{
+    return i < net->n_tensors ? &net->tensors[i] : NULL;
+}
+
+const ul_tensor_info *ul_net_find_tensor(const ul_net *net, const char *name)
+{
+    for (size_t t = 0; t < net->n_tensors; t++)
+        if (!strcmp(net->tensors[t].name, name))
+            return &net->tensors[t];
+    return NULL;
+}

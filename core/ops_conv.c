@@ -1,1 +1,294 @@
-/* placeholder, being written */
+/* 2-D convolution as im2col + GEMM, with direct-loop references.
+ *
+ * The batch is processed in chunks of nb images so that each GEMM has at
+ * least UL_CONV_COLS columns: late ResNet stages have tiny P·Q (4×4), and a
+ * per-image GEMM there would run BLIS far below its peak. A chunk's columns
+ * are laid out image after image, so the GEMM result is (K, nb·P·Q) and has
+ * to be scattered into NCHW; when nb = 1 it is written in place instead.
+ *
+ * Scratch (floats), with nb = min(N, ceil(UL_CONV_COLS / (P·Q))):
+ *   col   (C·R·S, nb·P·Q)   im2col of the chunk, reused for dcol in backward
+ *   tmp   (K, nb·P·Q)       GEMM output / gathered dout, only when nb > 1
+ * A 1×1 stride-1 unpadded conv with nb = 1 needs none: each image already
+ * is its own (C, H·W) column matrix. */
+#include <string.h>
+
+#include "unlearn/ops.h"
+
+#define UL_CONV_COLS 1024
+#define UL_OMP_MIN 32768
+
+bool ul_conv_shape_init(ul_conv_shape *s, int N, int C, int H, int W, int K, int R, int S,
+                        int stride, int pad)
+{
+    *s = (ul_conv_shape){.N = N, .C = C, .H = H, .W = W, .K = K, .R = R, .S = S,
+                         .stride = stride, .pad = pad};
+    if (N <= 0 || C <= 0 || H <= 0 || W <= 0 || K <= 0 || R <= 0 || S <= 0 || stride <= 0 ||
+        pad < 0 || H + 2 * pad < R || W + 2 * pad < S)
+        return false;
+    s->P = (H + 2 * pad - R) / stride + 1;
+    s->Q = (W + 2 * pad - S) / stride + 1;
+    return true;
+}
+
+static int conv_chunk(const ul_conv_shape *s)
+{
+    int pq = s->P * s->Q;
+    int nb = (UL_CONV_COLS + pq - 1) / pq;
+    return nb < s->N ? nb : s->N;
+}
+
+static bool conv_is_pointwise(const ul_conv_shape *s)
+{
+    return s->R == 1 && s->S == 1 && s->stride == 1 && s->pad == 0;
+}
+
+size_t ul_conv2d_scratch(const ul_conv_shape *s)
+{
+    int nb = conv_chunk(s);
+    size_t cols = (size_t)nb * s->P * s->Q;
+    if (nb == 1 && conv_is_pointwise(s))
+        return 0;
+    return ((size_t)s->C * s->R * s->S + (nb > 1 ? (size_t)s->K : 0)) * cols;
+}
+
+/* Output positions q in [*lo, *hi) read input column q·stride + off inside
+ * [0, W); the rest fall on padding. */
+static void conv_valid_range(int off, int stride, int W, int Q, int *lo, int *hi)
+{
+    int a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int b = W - 1 - off < 0 ? 0 : (W - 1 - off) / stride + 1;
+    if (a > Q)
+        a = Q;
+    if (b > Q)
+        b = Q;
+    *lo = a;
+    *hi = b < a ? a : b;
+}
+
+static void im2col(float *col, const float *in, const ul_conv_shape *s, int nbc)
+{
+    // col is (C*R*S, nbc*P*Q), in is (nbc,C,H,W)
+    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, P = s->P, Q = s->Q;
+    const int st = s->stride, pad = s->pad;
+    const size_t PQ = (size_t)P * Q, ld = (size_t)nbc * PQ;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)C * R * S * ld >= UL_OMP_MIN)
+    for (int c = 0; c < C; c++) {
+        for (int n = 0; n < nbc; n++) {
+            const float *x = in + ((size_t)n * C + c) * H * W;
+            for (int r = 0; r < R; r++) {
+                for (int sx = 0; sx < S; sx++) {
+                    float *dst = col + ((size_t)(c * R + r) * S + sx) * ld + n * PQ;
+                    int q0, q1;
+                    conv_valid_range(sx - pad, st, W, Q, &q0, &q1);
+                    for (int p = 0; p < P; p++) {
+                        float *d = dst + (size_t)p * Q;
+                        int h = p * st - pad + r;
+                        if (h < 0 || h >= H) {
+                            memset(d, 0, (size_t)Q * sizeof(float));
+                            continue;
+                        }
+                        const float *xr = x + (size_t)h * W + (q0 * st - pad + sx);
+                        for (int q = 0; q < q0; q++)
+                            d[q] = 0.0f;
+                        if (st == 1)
+                            memcpy(d + q0, xr, (size_t)(q1 - q0) * sizeof(float));
+                        else
+                            for (int q = q0; q < q1; q++)
+                                d[q] = xr[(q - q0) * st];
+                        for (int q = q1; q < Q; q++)
+                            d[q] = 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Adds the columns back onto the image; each (n,c) plane is owned by one
+ * thread and summed in a fixed order, so the result is deterministic. */
+static void col2im_add(float *din, const float *col, const ul_conv_shape *s, int nbc)
+{
+    // din is (nbc,C,H,W), col is (C*R*S, nbc*P*Q)
+    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, P = s->P, Q = s->Q;
+    const int st = s->stride, pad = s->pad;
+    const size_t PQ = (size_t)P * Q, ld = (size_t)nbc * PQ;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)C * R * S * ld >= UL_OMP_MIN)
+    for (int n = 0; n < nbc; n++) {
+        for (int c = 0; c < C; c++) {
+            float *x = din + ((size_t)n * C + c) * H * W;
+            for (int r = 0; r < R; r++) {
+                for (int sx = 0; sx < S; sx++) {
+                    const float *src = col + ((size_t)(c * R + r) * S + sx) * ld + n * PQ;
+                    int q0, q1;
+                    conv_valid_range(sx - pad, st, W, Q, &q0, &q1);
+                    for (int p = 0; p < P; p++) {
+                        int h = p * st - pad + r;
+                        if (h < 0 || h >= H)
+                            continue;
+                        float *xr = x + (size_t)h * W + (q0 * st - pad + sx);
+                        const float *sr = src + (size_t)p * Q;
+                        for (int q = q0; q < q1; q++)
+                            xr[(q - q0) * st] += sr[q];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void ul_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const ul_conv_shape *s, float *scratch)
+{
+    // out is (N,K,P,Q), in is (N,C,H,W), w is (K,C,R,S), b is (K) or NULL
+    const int N = s->N, K = s->K, CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)K * PQ;
+    const int nb = conv_chunk(s);
+    const bool pointwise = conv_is_pointwise(s);
+    float *tmp = nb > 1 ? scratch + (size_t)CRS * nb * PQ : NULL;
+
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        const int nbc = N - n0 < nb ? N - n0 : nb, cols = nbc * PQ;
+        const float *x = in + n0 * in_img;
+        float *y = out + n0 * out_img;
+        const float *col = x;
+        if (!(pointwise && nbc == 1)) {
+            im2col(scratch, x, s, nbc);
+            col = scratch;
+        }
+        if (nb == 1) {
+            float beta = 0.0f;
+            if (b) {
+                for (int k = 0; k < K; k++)
+                    for (int j = 0; j < PQ; j++)
+                        y[(size_t)k * PQ + j] = b[k];
+                beta = 1.0f;
+            }
+            ul_sgemm(false, false, K, PQ, CRS, 1.0f, w, CRS, col, PQ, beta, y, PQ);
+            continue;
+        }
+        // tmp is (K, nbc*PQ); scatter it into y (nbc,K,P,Q)
+        ul_sgemm(false, false, K, cols, CRS, 1.0f, w, CRS, col, cols, 0.0f, tmp, cols);
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)K * cols >= UL_OMP_MIN)
+        for (int n = 0; n < nbc; n++) {
+            for (int k = 0; k < K; k++) {
+                const float *t = tmp + (size_t)k * cols + (size_t)n * PQ;
+                float *yy = y + ((size_t)n * K + k) * PQ;
+                float bk = b ? b[k] : 0.0f;
+                for (int j = 0; j < PQ; j++)
+                    yy[j] = t[j] + bk;
+            }
+        }
+    }
+}
+
+void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, const ul_conv_shape *s, float *scratch)
+{
+    // din is (N,C,H,W), dw is (K,C,R,S), db is (K), dout is (N,K,P,Q)
+    const int N = s->N, C = s->C, K = s->K, CRS = C * s->R * s->S, PQ = s->P * s->Q;
+    const size_t in_img = (size_t)C * s->H * s->W, out_img = (size_t)K * PQ;
+    const int nb = conv_chunk(s);
+    const bool pointwise = conv_is_pointwise(s);
+    float *tmp = nb > 1 ? scratch + (size_t)CRS * nb * PQ : NULL;
+
+    if (db) {
+#pragma omp parallel for schedule(static) if ((size_t)N * out_img >= UL_OMP_MIN)
+        for (int k = 0; k < K; k++) {
+            double acc = 0.0;
+            for (int n = 0; n < N; n++) {
+                const float *d = dout + n * out_img + (size_t)k * PQ;
+                float part = 0.0f;
+                for (int j = 0; j < PQ; j++)
+                    part += d[j];
+                acc += part;
+            }
+            db[k] += (float)acc;
+        }
+    }
+    if (!din && !dw)
+        return;
+
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        const int nbc = N - n0 < nb ? N - n0 : nb, cols = nbc * PQ;
+        const float *x = in + n0 * in_img;
+        // dy is (K, nbc*PQ)
+        const float *dy = dout + n0 * out_img;
+        if (nb > 1) {
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)K * cols >= UL_OMP_MIN)
+            for (int n = 0; n < nbc; n++)
+                for (int k = 0; k < K; k++)
+                    memcpy(tmp + (size_t)k * cols + (size_t)n * PQ,
+                           dy + n * out_img + (size_t)k * PQ, (size_t)PQ * sizeof(float));
+            dy = tmp;
+        }
+        if (dw) {
+            const float *col = x;
+            if (!(pointwise && nbc == 1)) {
+                im2col(scratch, x, s, nbc);
+                col = scratch;
+            }
+            ul_sgemm(false, true, K, CRS, cols, 1.0f, dy, cols, col, cols, 1.0f, dw, CRS);
+        }
+        if (din) {
+            float *dx = din + n0 * in_img;
+            if (pointwise && nbc == 1) {
+                ul_sgemm(true, false, C, PQ, K, 1.0f, w, CRS, dy, PQ, 1.0f, dx, PQ);
+            } else {
+                ul_sgemm(true, false, CRS, cols, K, 1.0f, w, CRS, dy, cols, 0.0f, scratch, cols);
+                col2im_add(dx, scratch, s, nbc);
+            }
+        }
+    }
+}
+
+void ul_conv2d_forward_ref(float *out, const float *in, const float *w, const float *b,
+                           const ul_conv_shape *s)
+{
+    const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R, S = s->S;
+    const int P = s->P, Q = s->Q, st = s->stride, pad = s->pad;
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            for (int p = 0; p < P; p++)
+                for (int q = 0; q < Q; q++) {
+                    double acc = b ? b[k] : 0.0;
+                    for (int c = 0; c < C; c++)
+                        for (int r = 0; r < R; r++)
+                            for (int sx = 0; sx < S; sx++) {
+                                int h = p * st - pad + r, ww = q * st - pad + sx;
+                                if (h < 0 || h >= H || ww < 0 || ww >= W)
+                                    continue;
+                                acc += (double)in[(((size_t)n * C + c) * H + h) * W + ww] *
+                                       w[(((size_t)k * C + c) * R + r) * S + sx];
+                            }
+                    out[(((size_t)n * K + k) * P + p) * Q + q] = (float)acc;
+                }
+}
+
+void ul_conv2d_backward_ref(float *din, float *dw, float *db, const float *dout,
+                            const float *in, const float *w, const ul_conv_shape *s)
+{
+    const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R, S = s->S;
+    const int P = s->P, Q = s->Q, st = s->stride, pad = s->pad;
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            for (int p = 0; p < P; p++)
+                for (int q = 0; q < Q; q++) {
+                    float g = dout[(((size_t)n * K + k) * P + p) * Q + q];
+                    if (db)
+                        db[k] += g;
+                    for (int c = 0; c < C; c++)
+                        for (int r = 0; r < R; r++)
+                            for (int sx = 0; sx < S; sx++) {
+                                int h = p * st - pad + r, ww = q * st - pad + sx;
+                                if (h < 0 || h >= H || ww < 0 || ww >= W)
+                                    continue;
+                                size_t xi = (((size_t)n * C + c) * H + h) * W + ww;
+                                size_t wi = (((size_t)k * C + c) * R + r) * S + sx;
+                                if (din)
+                                    din[xi] += g * w[wi];
+                                if (dw)
+                                    dw[wi] += g * in[xi];
+                            }
+                }
+}

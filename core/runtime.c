@@ -1,1 +1,98 @@
-/* placeholder, being written */
+/* BLIS set-up. Debian's BLIS 0.9 picks its kernels from the CPU model and
+ * falls back to the slow `generic` kernels on CPUs it does not know, even
+ * when they have AVX2/FMA or AVX-512. We choose from the CPU's features
+ * instead, before BLIS initialises, unless the user set BLIS_ARCH_TYPE.
+ * BLIS 0.9 only honours BLIS_ARCH_TYPE when bli_init() runs before the
+ * first query, so ul_runtime_init always calls it first. */
+#include <blis.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int n_threads = 1;
+static char arch_source[96] = "detected by BLIS";
+
+#if defined(__x86_64__) || defined(__i386__)
+static int choose_arch(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        return BLIS_ARCH_SKX;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return __builtin_cpu_is("amd") ? -1 /* BLIS knows the Zen family */ : BLIS_ARCH_HASWELL;
+    return -1;
+}
+#else
+static int choose_arch(void) { return -1; }
+#endif
+
+static void init_once(void)
+{
+    if (getenv("BLIS_ARCH_TYPE")) {
+        snprintf(arch_source, sizeof arch_source, "set by BLIS_ARCH_TYPE");
+    } else {
+        int id = choose_arch();
+        if (id >= 0) {
+            char buf[16];
+            snprintf(buf, sizeof buf, "%d", id);
+            setenv("BLIS_ARCH_TYPE", buf, 0);
+            snprintf(arch_source, sizeof arch_source, "chosen by unlearn from CPU features");
+        }
+    }
+    bli_init();
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    n_threads = cores > 0 ? (int)cores : 1;
+    const char *t = getenv("UNLEARN_THREADS");
+    if (t && *t) {
+        char *end;
+        long v = strtol(t, &end, 10);
+        if (*end == '\0' && v >= 1 && v <= 1024)
+            n_threads = (int)v;
+    }
+    bli_thread_set_num_threads(n_threads);
+    omp_set_num_threads(n_threads);
+}
+
+void ul_runtime_init(void) { pthread_once(&once, init_once); }
+
+int ul_runtime_threads(void)
+{
+    ul_runtime_init();
+    return n_threads;
+}
+
+void ul_runtime_set_threads(int n)
+{
+    ul_runtime_init();
+    if (n >= 1) {
+        n_threads = n;
+        bli_thread_set_num_threads(n);
+        omp_set_num_threads(n);
+    }
+}
+
+const char *ul_runtime_blis_arch(void)
+{
+    ul_runtime_init();
+    return bli_arch_string(bli_arch_query_id());
+}
+
+const char *ul_runtime_blis_version(void)
+{
+    ul_runtime_init();
+    return bli_info_get_version_str();
+}
+
+const char *ul_runtime_blis_arch_source(void)
+{
+    ul_runtime_init();
+    return arch_source;
+}

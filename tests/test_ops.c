@@ -1,1 +1,882 @@
-int main(void) { return 0; } /* placeholder */
+/* Tests of the numeric ops (unlearn/ops.h).
+ *
+ * Backward passes are checked against central finite differences of a random
+ * scalar loss L = Σ out·G (G fixed and random, so every output matters; L is
+ * accumulated in double). Tolerance for a gradient element:
+ *   |analytic − numeric| ≤ 1e-2 · (max(|analytic|, |numeric|) + 0.1·max_j |analytic_j|)
+ * — relative 1e-2, with a floor at the gradient's own scale for elements near
+ * zero, where float32 rounding in the forward dominates the difference.
+ * Fast kernels are held to their naive references at 1e-4 relative to the
+ * largest reference magnitude. Hand-computed values use their own stated
+ * tolerances. Seeds are fixed. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+#include "unlearn/ops.h"
+#include "unlearn/rng.h"
+
+#define FD_RTOL 1e-2
+#define FD_MAX_SAMPLES 64
+#define REF_RTOL 1e-4
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static float *falloc(size_t n)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+static void fill_uniform(ul_rng *r, float *x, size_t n, double lo, double hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(lo + (hi - lo) * ul_rng_uniform(r));
+}
+
+static float *rand_buf(ul_rng *r, size_t n, double lo, double hi)
+{
+    float *x = falloc(n);
+    fill_uniform(r, x, n, lo, hi);
+    return x;
+}
+
+static double sum_prod(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+static double max_abs(const float *x, size_t n)
+{
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+/* Fails unless max_i |got_i − want_i| ≤ rtol · max_i |want_i|. */
+static void assert_close(const char *what, const float *got, const float *want, size_t n,
+                         double rtol)
+{
+    double scale = max_abs(want, n);
+    ck_assert_msg(scale > 0.0, "%s: reference is all zero, the comparison proves nothing", what);
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        ck_assert_msg(d <= rtol * scale, "%s[%zu]: expected %.8g, got %.8g (|diff| %.3g > %.3g)",
+                      what, i, want[i], got[i], d, rtol * scale);
+    }
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+/* Compares grad, the analytic gradient of f with respect to x (n values),
+ * with central differences at up to FD_MAX_SAMPLES elements. */
+static void check_fd(const char *what, loss_fn f, void *ctx, float *x, const float *grad,
+                     size_t n, float eps)
+{
+    double gmax = max_abs(grad, n);
+    ck_assert_msg(gmax > 0.0, "%s: analytic gradient is all zero, the check proves nothing",
+                  what);
+    ul_rng r;
+    ul_rng_seed(&r, 99, 1);
+    size_t count = n < FD_MAX_SAMPLES ? n : FD_MAX_SAMPLES;
+    for (size_t t = 0; t < count; t++) {
+        size_t i = n <= FD_MAX_SAMPLES ? t : ul_rng_below(&r, (uint32_t)n);
+        float old = x[i];
+        float xp = old + eps, xm = old - eps;
+        x[i] = xp;
+        double lp = f(ctx);
+        x[i] = xm;
+        double lm = f(ctx);
+        x[i] = old;
+        double num = (lp - lm) / ((double)xp - xm);
+        double an = grad[i];
+        double tol = FD_RTOL * (fmax(fabs(an), fabs(num)) + 0.1 * gmax);
+        ck_assert_msg(fabs(an - num) <= tol,
+                      "%s[%zu]: finite difference %.8g, backward %.8g (|diff| %.3g > %.3g)",
+                      what, i, num, an, fabs(an - num), tol);
+    }
+}
+
+/* ---- GEMM ----------------------------------------------------------------- */
+
+static void gemm_naive(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
+                       int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0.0;
+            for (int p = 0; p < k; p++) {
+                float av = ta ? a[p * lda + i] : a[i * lda + p];
+                float bv = tb ? b[j * ldb + p] : b[p * ldb + j];
+                acc += (double)av * bv;
+            }
+            c[i * ldc + j] = (float)(alpha * acc + beta * c[i * ldc + j]);
+        }
+}
+
+static const int gemm_sizes[][3] = {{5, 7, 3}, {67, 45, 129}, {1, 33, 17}, {40, 1, 8}};
+
+START_TEST(test_sgemm_transposes)
+{
+    for (int combo = 0; combo < 4; combo++) {
+        bool ta = combo & 1, tb = combo & 2;
+        for (size_t z = 0; z < sizeof gemm_sizes / sizeof gemm_sizes[0]; z++) {
+            int m = gemm_sizes[z][0], n = gemm_sizes[z][1], k = gemm_sizes[z][2];
+            /* Stored shapes, each with 3 padding columns that must stay untouched. */
+            int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+            int lda = ac + 3, ldb = bc + 3, ldc = n + 3;
+            ul_rng r;
+            ul_rng_seed(&r, 1000 + (uint64_t)combo * 10 + z, 0);
+            float *a = rand_buf(&r, (size_t)ar * lda, -1, 1);
+            float *b = rand_buf(&r, (size_t)br * ldb, -1, 1);
+            float *c = rand_buf(&r, (size_t)m * ldc, -1, 1);
+            float *want = falloc((size_t)m * ldc);
+            memcpy(want, c, (size_t)m * ldc * sizeof(float));
+            gemm_naive(ta, tb, m, n, k, 0.7f, a, lda, b, ldb, 0.3f, want, ldc);
+            ul_sgemm(ta, tb, m, n, k, 0.7f, a, lda, b, ldb, 0.3f, c, ldc);
+            char what[64];
+            snprintf(what, sizeof what, "sgemm(ta=%d,tb=%d,%dx%dx%d)", ta, tb, m, n, k);
+            assert_close(what, c, want, (size_t)m * ldc, REF_RTOL);
+            for (int i = 0; i < m; i++)
+                for (int j = n; j < ldc; j++)
+                    ck_assert_msg(c[i * ldc + j] == want[i * ldc + j],
+                                  "%s wrote into the padding at (%d,%d)", what, i, j);
+            free(a);
+            free(b);
+            free(c);
+            free(want);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_sgemm_beta_zero_ignores_nan)
+{
+    /* beta = 0 must overwrite C, not multiply it: workspace is often garbage. */
+    float a[4] = {1, 2, 3, 4}, b[4] = {1, 0, 0, 1}, c[4] = {NAN, NAN, NAN, NAN};
+    ul_sgemm(false, false, 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(c[i] == a[i], "c[%d]: expected %g, got %g", i, a[i], c[i]);
+}
+END_TEST
+
+/* ---- linear ----------------------------------------------------------------- */
+
+typedef struct {
+    int N, I, O;
+    float *in, *w, *b, *out, *G;
+} linear_ctx;
+
+static double linear_loss(void *p)
+{
+    linear_ctx *c = p;
+    ul_linear_forward(c->out, c->in, c->w, c->b, c->N, c->I, c->O);
+    return sum_prod(c->out, c->G, (size_t)c->N * c->O);
+}
+
+START_TEST(test_linear_forward_hand)
+{
+    /* out = in·Wᵀ + b with in (1,2) = [1, 2], W (2,2) = [[1, 2], [3, 4]], b = [10, 20]. */
+    float in[2] = {1, 2}, w[4] = {1, 2, 3, 4}, b[2] = {10, 20}, out[2];
+    ul_linear_forward(out, in, w, b, 1, 2, 2);
+    ck_assert_msg(out[0] == 15.0f && out[1] == 31.0f, "expected [15, 31], got [%g, %g]",
+                  out[0], out[1]);
+}
+END_TEST
+
+START_TEST(test_linear_grad)
+{
+    ul_rng r;
+    ul_rng_seed(&r, 1, 0);
+    linear_ctx c = {.N = 3, .I = 5, .O = 4};
+    c.in = rand_buf(&r, 15, -1, 1);
+    c.w = rand_buf(&r, 20, -1, 1);
+    c.b = rand_buf(&r, 4, -1, 1);
+    c.out = falloc(12);
+    c.G = rand_buf(&r, 12, -1, 1);
+    float *din = falloc(15), *dw = falloc(20), *db = falloc(4);
+    linear_loss(&c);
+    ul_linear_backward(din, dw, db, c.G, c.in, c.w, c.N, c.I, c.O);
+    check_fd("linear din", linear_loss, &c, c.in, din, 15, 1e-2f);
+    check_fd("linear dw", linear_loss, &c, c.w, dw, 20, 1e-2f);
+    check_fd("linear db", linear_loss, &c, c.b, db, 4, 1e-2f);
+    free(c.in), free(c.w), free(c.b), free(c.out), free(c.G), free(din), free(dw), free(db);
+}
+END_TEST
+
+/* ---- conv2d ----------------------------------------------------------------- */
+
+typedef struct {
+    int N, C, H, W, K, R, S, stride, pad, bias;
+} conv_case;
+
+/* Covers kernels 1, 3, 5×3, 2×4 and whole-input, strides 1–3, paddings 0–2,
+ * batch chunks of one image (P·Q ≥ 1024), of several, and a ragged last
+ * chunk, and the scratch-free 1×1 path. */
+static const conv_case conv_cases[] = {
+    {2, 3, 7, 6, 4, 3, 3, 1, 1, 1},   {3, 2, 9, 7, 3, 5, 3, 2, 2, 0},
+    {2, 2, 8, 8, 3, 1, 1, 1, 0, 1},   {2, 3, 6, 6, 2, 1, 1, 2, 0, 0},
+    {2, 2, 5, 5, 3, 3, 3, 2, 0, 1},   {2, 2, 32, 32, 3, 3, 3, 1, 1, 1},
+    {2, 3, 32, 32, 4, 1, 1, 1, 0, 0}, {4, 2, 20, 20, 3, 1, 1, 1, 0, 1},
+    {5, 3, 10, 10, 4, 3, 3, 1, 2, 0}, {1, 1, 4, 4, 1, 4, 4, 1, 0, 1},
+    {3, 2, 11, 9, 3, 2, 4, 3, 1, 1},
+};
+#define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
+
+typedef struct {
+    ul_conv_shape s;
+    size_t nin, nw, nout, nscratch;
+    float *in, *w, *b, *out, *G, *scratch;
+} conv_ctx;
+
+#define CANARY 16
+
+static void conv_ctx_init(conv_ctx *c, const conv_case *k, uint64_t seed)
+{
+    ck_assert(ul_conv_shape_init(&c->s, k->N, k->C, k->H, k->W, k->K, k->R, k->S, k->stride,
+                                 k->pad));
+    ul_rng r;
+    ul_rng_seed(&r, seed, 0);
+    c->nin = (size_t)k->N * k->C * k->H * k->W;
+    c->nw = (size_t)k->K * k->C * k->R * k->S;
+    c->nout = (size_t)k->N * k->K * c->s.P * c->s.Q;
+    c->nscratch = ul_conv2d_scratch(&c->s);
+    c->in = rand_buf(&r, c->nin, -1, 1);
+    c->w = rand_buf(&r, c->nw, -1, 1);
+    c->b = k->bias ? rand_buf(&r, (size_t)k->K, -1, 1) : NULL;
+    c->out = falloc(c->nout);
+    c->G = rand_buf(&r, c->nout, -1, 1);
+    /* A canary after the declared scratch size catches overruns. */
+    c->scratch = falloc(c->nscratch + CANARY);
+    for (int i = 0; i < CANARY; i++)
+        c->scratch[c->nscratch + i] = 12345.0f;
+}
+
+static void conv_ctx_check_canary(const conv_ctx *c)
+{
+    for (int i = 0; i < CANARY; i++)
+        ck_assert_msg(c->scratch[c->nscratch + i] == 12345.0f,
+                      "conv wrote past ul_conv2d_scratch() = %zu floats", c->nscratch);
+}
+
+static void conv_ctx_free(conv_ctx *c)
+{
+    free(c->in), free(c->w), free(c->b), free(c->out), free(c->G), free(c->scratch);
+}
+
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    ul_conv2d_forward(c->out, c->in, c->w, c->b, &c->s, c->scratch);
+    return sum_prod(c->out, c->G, c->nout);
+}
+
+START_TEST(test_conv_shape_init)
+{
+    ul_conv_shape s;
+    ck_assert(ul_conv_shape_init(&s, 2, 3, 32, 30, 8, 3, 5, 2, 1));
+    /* PyTorch: floor((H + 2·pad − R)/stride) + 1. */
+    ck_assert_msg(s.P == 16 && s.Q == 14, "expected P=16 Q=14, got P=%d Q=%d", s.P, s.Q);
+    ck_assert(!ul_conv_shape_init(&s, 2, 3, 2, 2, 8, 5, 5, 1, 1));
+    ck_assert(!ul_conv_shape_init(&s, 2, 3, 8, 8, 8, 3, 3, 0, 1));
+    ck_assert(!ul_conv_shape_init(&s, 0, 3, 8, 8, 8, 3, 3, 1, 1));
+}
+END_TEST
+
+START_TEST(test_conv_vs_ref)
+{
+    const conv_case *k = &conv_cases[_i];
+    conv_ctx c;
+    conv_ctx_init(&c, k, 200 + (uint64_t)_i);
+    char what[96];
+    snprintf(what, sizeof what, "conv case %d (%dx%d k%dx%d s%d p%d)", _i, k->H, k->W, k->R,
+             k->S, k->stride, k->pad);
+
+    float *want = falloc(c.nout);
+    ul_conv2d_forward_ref(want, c.in, c.w, c.b, &c.s);
+    conv_loss(&c);
+    conv_ctx_check_canary(&c);
+    assert_close(what, c.out, want, c.nout, REF_RTOL);
+
+    /* Gradients start non-zero: backward must add, not overwrite. */
+    ul_rng r;
+    ul_rng_seed(&r, 300 + (uint64_t)_i, 0);
+    size_t K = (size_t)k->K;
+    float *din = rand_buf(&r, c.nin, -1, 1), *dw = rand_buf(&r, c.nw, -1, 1);
+    float *db = rand_buf(&r, K, -1, 1);
+    float *din_ref = falloc(c.nin), *dw_ref = falloc(c.nw), *db_ref = falloc(K);
+    memcpy(din_ref, din, c.nin * sizeof(float));
+    memcpy(dw_ref, dw, c.nw * sizeof(float));
+    memcpy(db_ref, db, K * sizeof(float));
+    ul_conv2d_backward(din, dw, db, c.G, c.in, c.w, &c.s, c.scratch);
+    ul_conv2d_backward_ref(din_ref, dw_ref, db_ref, c.G, c.in, c.w, &c.s);
+    conv_ctx_check_canary(&c);
+    assert_close("conv din vs ref", din, din_ref, c.nin, REF_RTOL);
+    assert_close("conv dw vs ref", dw, dw_ref, c.nw, REF_RTOL);
+    assert_close("conv db vs ref", db, db_ref, K, REF_RTOL);
+
+    /* Each gradient alone, the others NULL. */
+    size_t nmax = c.nin > c.nw ? c.nin : c.nw;
+    float *alone = falloc(nmax), *alone_ref = falloc(nmax);
+    ul_conv2d_backward(alone, NULL, NULL, c.G, c.in, c.w, &c.s, c.scratch);
+    ul_conv2d_backward_ref(alone_ref, NULL, NULL, c.G, c.in, c.w, &c.s);
+    assert_close("conv din alone", alone, alone_ref, c.nin, REF_RTOL);
+    memset(alone, 0, nmax * sizeof(float));
+    memset(alone_ref, 0, nmax * sizeof(float));
+    ul_conv2d_backward(NULL, alone, NULL, c.G, c.in, c.w, &c.s, c.scratch);
+    ul_conv2d_backward_ref(NULL, alone_ref, NULL, c.G, c.in, c.w, &c.s);
+    assert_close("conv dw alone", alone, alone_ref, c.nw, REF_RTOL);
+    conv_ctx_check_canary(&c);
+
+    free(want), free(din), free(dw), free(db), free(din_ref), free(dw_ref), free(db_ref);
+    free(alone), free(alone_ref);
+    conv_ctx_free(&c);
+}
+END_TEST
+
+START_TEST(test_conv_grad)
+{
+    const conv_case *k = &conv_cases[_i];
+    conv_ctx c;
+    conv_ctx_init(&c, k, 400 + (uint64_t)_i);
+    float *din = falloc(c.nin), *dw = falloc(c.nw), *db = falloc((size_t)k->K);
+    conv_loss(&c);
+    ul_conv2d_backward(din, dw, k->bias ? db : NULL, c.G, c.in, c.w, &c.s, c.scratch);
+    check_fd("conv din", conv_loss, &c, c.in, din, c.nin, 1e-2f);
+    check_fd("conv dw", conv_loss, &c, c.w, dw, c.nw, 1e-2f);
+    if (k->bias)
+        check_fd("conv db", conv_loss, &c, c.b, db, (size_t)k->K, 1e-2f);
+    free(din), free(dw), free(db);
+    conv_ctx_free(&c);
+}
+END_TEST
+
+START_TEST(test_conv_hand)
+{
+    /* 1×1×3×3 input 1..9, 2×2 kernel of ones, pad 1, stride 2: outputs are the
+     * sums of the clipped windows at the corners: 1, 2+3, 4+7, 5+6+8+9. */
+    float in[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 1, 1, 1}, out[4], scratch[64];
+    ul_conv_shape s;
+    ck_assert(ul_conv_shape_init(&s, 1, 1, 3, 3, 1, 2, 2, 2, 1));
+    ck_assert_int_eq(s.P, 2);
+    ck_assert_uint_le(ul_conv2d_scratch(&s), 64);
+    ul_conv2d_forward(out, in, w, NULL, &s, scratch);
+    const float want[4] = {1, 5, 11, 28};
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(out[i] == want[i], "out[%d]: expected %g, got %g", i, want[i], out[i]);
+}
+END_TEST
+
+/* ---- batch normalisation ----------------------------------------------------- */
+
+START_TEST(test_bn_train_hand)
+{
+    /* N=2, C=1, HW=2: x = [1, 2 | 3, 6]. mean 3, biased var (4+1+0+9)/4 = 3.5,
+     * unbiased var 14/3. Running stats from (0, 1) with momentum 0.1:
+     * mean 0.1·3 = 0.3, var 0.9·1 + 0.1·14/3 = 1.3666667. */
+    float x[4] = {1, 2, 3, 6}, out[4], mean, rstd, g = 2.0f, b = 0.5f, rm = 0.0f, rv = 1.0f;
+    const float eps = 1e-5f;
+    ul_batchnorm_forward_train(out, &mean, &rstd, x, &g, &b, &rm, &rv, 2, 1, 2, 0.1f, eps);
+    ck_assert_msg(fabs(mean - 3.0) < 1e-6, "mean: expected 3, got %.8g", mean);
+    double want_rstd = 1.0 / sqrt(3.5 + 1e-5);
+    ck_assert_msg(fabs(rstd - want_rstd) < 1e-6, "rstd: expected %.8g, got %.8g", want_rstd,
+                  rstd);
+    ck_assert_msg(fabs(rm - 0.3) < 1e-6, "running_mean: expected 0.3, got %.8g", rm);
+    ck_assert_msg(fabs(rv - 1.3666667) < 1e-6, "running_var: expected 1.3666667, got %.8g", rv);
+    for (int i = 0; i < 4; i++) {
+        double want = (x[i] - 3.0) * want_rstd * 2.0 + 0.5;
+        ck_assert_msg(fabs(out[i] - want) < 1e-5, "out[%d]: expected %.8g, got %.8g", i, want,
+                      out[i]);
+    }
+}
+END_TEST
+
+START_TEST(test_bn_eval_hand)
+{
+    /* Two channels, eval: y = (x − rm)/sqrt(rv + eps)·γ + β. */
+    float x[4] = {1, 2, 3, 4}, out[4];
+    float g[2] = {1, 2}, b[2] = {0, -1}, rm[2] = {1, 2}, rv[2] = {4, 0.25f};
+    ul_batchnorm_forward_eval(out, x, g, b, rm, rv, 1, 2, 2, 0.0f);
+    const float want[4] = {0.0f, 0.5f, 3.0f, 7.0f};
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(fabs(out[i] - want[i]) < 1e-6, "out[%d]: expected %g, got %g", i,
+                      want[i], out[i]);
+}
+END_TEST
+
+typedef struct {
+    int N, C, HW;
+    float *in, *gamma, *beta, *out, *mean, *rstd, *G;
+} bn_ctx;
+
+static double bn_loss(void *p)
+{
+    bn_ctx *c = p;
+    ul_batchnorm_forward_train(c->out, c->mean, c->rstd, c->in, c->gamma, c->beta, NULL, NULL,
+                               c->N, c->C, c->HW, 0.1f, 1e-5f);
+    return sum_prod(c->out, c->G, (size_t)c->N * c->C * c->HW);
+}
+
+START_TEST(test_bn_grad)
+{
+    ul_rng r;
+    ul_rng_seed(&r, 2, 0);
+    bn_ctx c = {.N = 3, .C = 2, .HW = 5};
+    size_t n = 30;
+    /* A non-zero mean, so a backward that forgets the mean would fail. */
+    c.in = rand_buf(&r, n, 0.5, 2.5);
+    c.gamma = rand_buf(&r, 2, 0.5, 1.5);
+    c.beta = rand_buf(&r, 2, -1, 1);
+    c.out = falloc(n), c.mean = falloc(2), c.rstd = falloc(2);
+    c.G = rand_buf(&r, n, -1, 1);
+    float *din = falloc(n), *dg = falloc(2), *dbeta = falloc(2);
+    bn_loss(&c);
+    ul_batchnorm_backward(din, dg, dbeta, c.G, c.in, c.mean, c.rstd, c.gamma, c.N, c.C, c.HW);
+    check_fd("bn din", bn_loss, &c, c.in, din, n, 1e-3f);
+    check_fd("bn dgamma", bn_loss, &c, c.gamma, dg, 2, 1e-3f);
+    check_fd("bn dbeta", bn_loss, &c, c.beta, dbeta, 2, 1e-3f);
+    free(c.in), free(c.gamma), free(c.beta), free(c.out), free(c.mean), free(c.rstd), free(c.G);
+    free(din), free(dg), free(dbeta);
+}
+END_TEST
+
+/* ---- relu ---------------------------------------------------------------------- */
+
+typedef struct {
+    size_t n;
+    float *in, *out, *G;
+} elt_ctx;
+
+static double relu_loss(void *p)
+{
+    elt_ctx *c = p;
+    ul_relu_forward(c->out, c->in, c->n);
+    return sum_prod(c->out, c->G, c->n);
+}
+
+START_TEST(test_relu)
+{
+    ul_rng r;
+    ul_rng_seed(&r, 3, 0);
+    elt_ctx c = {.n = 40};
+    c.in = rand_buf(&r, c.n, -1, 1);
+    /* Keep inputs away from the kink so ±eps does not cross it. */
+    for (size_t i = 0; i < c.n; i++)
+        c.in[i] += c.in[i] >= 0 ? 0.05f : -0.05f;
+    c.out = falloc(c.n);
+    c.G = rand_buf(&r, c.n, -1, 1);
+    relu_loss(&c);
+    for (size_t i = 0; i < c.n; i++)
+        ck_assert_msg(c.out[i] == (c.in[i] > 0 ? c.in[i] : 0.0f), "relu(%g) = %g", c.in[i],
+                      c.out[i]);
+    float *din = falloc(c.n);
+    ul_relu_backward(din, c.G, c.out, c.n);
+    check_fd("relu din", relu_loss, &c, c.in, din, c.n, 1e-3f);
+    float nan_in = NAN, nan_out;
+    ul_relu_forward(&nan_out, &nan_in, 1);
+    ck_assert_msg(isnan(nan_out), "relu(NaN) should stay NaN (as PyTorch), got %g", nan_out);
+    free(c.in), free(c.out), free(c.G), free(din);
+}
+END_TEST
+
+START_TEST(test_add)
+{
+    float a[3] = {1, 2, 3}, b[3] = {0.5f, -2, 10}, out[3];
+    ul_add_forward(out, a, b, 3);
+    ck_assert(out[0] == 1.5f && out[1] == 0.0f && out[2] == 13.0f);
+}
+END_TEST
+
+/* ---- pooling --------------------------------------------------------------------- */
+
+START_TEST(test_pool_out_size)
+{
+    int P, Q;
+    ck_assert(ul_pool_out_size(32, 31, 3, 2, 1, &P, &Q));
+    ck_assert_msg(P == 16 && Q == 16, "expected 16x16, got %dx%d", P, Q);
+    ck_assert(ul_pool_out_size(7, 7, 2, 2, 0, &P, &Q));
+    ck_assert_msg(P == 3 && Q == 3, "expected 3x3, got %dx%d", P, Q);
+    ck_assert_msg(!ul_pool_out_size(8, 8, 2, 2, 2, &P, &Q), "pad > k/2 must be refused");
+    ck_assert(!ul_pool_out_size(1, 1, 3, 1, 0, &P, &Q));
+}
+END_TEST
+
+START_TEST(test_maxpool_pads_with_neg_inf)
+{
+    /* All inputs negative: zero padding would win every window. 2×2 input,
+     * k=3, stride 1, pad 1: every window sees the whole input → max −2 at 1. */
+    float in[4] = {-5, -2, -4, -3}, out[4];
+    int32_t am[4];
+    ul_maxpool2d_forward(out, am, in, 1, 1, 2, 2, 3, 1, 1);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_msg(out[i] == -2.0f, "out[%d]: expected -2, got %g", i, out[i]);
+        ck_assert_msg(am[i] == 1, "argmax[%d]: expected 1, got %d", i, am[i]);
+    }
+    float din[4] = {0}, dout[4] = {1, 2, 3, 4};
+    ul_maxpool2d_backward(din, dout, am, 1, 1, 2, 2, 3, 1, 1);
+    ck_assert_msg(din[1] == 10.0f && din[0] == 0.0f, "din: expected [0,10,0,0], got [%g,%g,..]",
+                  din[0], din[1]);
+}
+END_TEST
+
+typedef struct {
+    int N, C, H, W, k, stride, pad, P, Q;
+    float *in, *out, *G;
+    int32_t *am;
+} pool_ctx;
+
+static double maxpool_loss(void *p)
+{
+    pool_ctx *c = p;
+    ul_maxpool2d_forward(c->out, c->am, c->in, c->N, c->C, c->H, c->W, c->k, c->stride, c->pad);
+    return sum_prod(c->out, c->G, (size_t)c->N * c->C * c->P * c->Q);
+}
+
+static double avgpool_loss(void *p)
+{
+    pool_ctx *c = p;
+    ul_avgpool2d_forward(c->out, c->in, c->N, c->C, c->H, c->W, c->k, c->stride, c->pad);
+    return sum_prod(c->out, c->G, (size_t)c->N * c->C * c->P * c->Q);
+}
+
+static const int pool_cases[][3] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 0}};
+
+static void pool_ctx_init(pool_ctx *c, int i)
+{
+    *c = (pool_ctx){.N = 2, .C = 2, .H = 7, .W = 6, .k = pool_cases[i][0],
+                    .stride = pool_cases[i][1], .pad = pool_cases[i][2]};
+    ck_assert(ul_pool_out_size(c->H, c->W, c->k, c->stride, c->pad, &c->P, &c->Q));
+    size_t n = (size_t)c->N * c->C * c->H * c->W, m = (size_t)c->N * c->C * c->P * c->Q;
+    ul_rng r;
+    ul_rng_seed(&r, 500 + (uint64_t)i, 0);
+    /* Distinct values 0.01 apart (a shuffled grid), so ±1e-3 never changes
+     * which element is the maximum. */
+    int64_t *perm = malloc(n * sizeof(int64_t));
+    ck_assert_ptr_nonnull(perm);
+    for (size_t j = 0; j < n; j++)
+        perm[j] = (int64_t)j;
+    ul_rng_shuffle_i64(&r, perm, (int64_t)n);
+    c->in = falloc(n);
+    for (size_t j = 0; j < n; j++)
+        c->in[j] = 0.01f * (float)perm[j] - 0.8f;
+    free(perm);
+    c->out = falloc(m);
+    c->G = rand_buf(&r, m, -1, 1);
+    c->am = malloc(m * sizeof(int32_t));
+    ck_assert_ptr_nonnull(c->am);
+}
+
+static void pool_ctx_free(pool_ctx *c)
+{
+    free(c->in), free(c->out), free(c->G), free(c->am);
+}
+
+START_TEST(test_maxpool_grad)
+{
+    pool_ctx c;
+    pool_ctx_init(&c, _i);
+    size_t n = (size_t)c.N * c.C * c.H * c.W;
+    float *din = falloc(n);
+    maxpool_loss(&c);
+    ul_maxpool2d_backward(din, c.G, c.am, c.N, c.C, c.H, c.W, c.k, c.stride, c.pad);
+    check_fd("maxpool din", maxpool_loss, &c, c.in, din, n, 1e-3f);
+    free(din);
+    pool_ctx_free(&c);
+}
+END_TEST
+
+START_TEST(test_avgpool_hand)
+{
+    /* count_include_pad: 2×2 input, k=3, stride 1, pad 1 → every window holds
+     * all four values and five padded zeros, so each output is 10/9. */
+    float in[4] = {1, 2, 3, 4}, out[4];
+    ul_avgpool2d_forward(out, in, 1, 1, 2, 2, 3, 1, 1);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(fabs(out[i] - 10.0 / 9.0) < 1e-6, "out[%d]: expected %.7g, got %.7g", i,
+                      10.0 / 9.0, out[i]);
+}
+END_TEST
+
+START_TEST(test_avgpool_grad)
+{
+    pool_ctx c;
+    pool_ctx_init(&c, _i);
+    size_t n = (size_t)c.N * c.C * c.H * c.W;
+    float *din = falloc(n);
+    avgpool_loss(&c);
+    ul_avgpool2d_backward(din, c.G, c.N, c.C, c.H, c.W, c.k, c.stride, c.pad);
+    check_fd("avgpool din", avgpool_loss, &c, c.in, din, n, 1e-2f);
+    free(din);
+    pool_ctx_free(&c);
+}
+END_TEST
+
+typedef struct {
+    int N, C, HW;
+    float *in, *out, *G;
+} gap_ctx;
+
+static double gap_loss(void *p)
+{
+    gap_ctx *c = p;
+    ul_global_avgpool_forward(c->out, c->in, c->N, c->C, c->HW);
+    return sum_prod(c->out, c->G, (size_t)c->N * c->C);
+}
+
+START_TEST(test_global_avgpool)
+{
+    float x[6] = {1, 2, 3, 10, 20, 30}, y[2];
+    ul_global_avgpool_forward(y, x, 1, 2, 3);
+    ck_assert_msg(y[0] == 2.0f && y[1] == 20.0f, "expected [2, 20], got [%g, %g]", y[0], y[1]);
+
+    ul_rng r;
+    ul_rng_seed(&r, 4, 0);
+    gap_ctx c = {.N = 2, .C = 3, .HW = 5};
+    c.in = rand_buf(&r, 30, -1, 1);
+    c.out = falloc(6);
+    c.G = rand_buf(&r, 6, -1, 1);
+    float *din = falloc(30);
+    gap_loss(&c);
+    ul_global_avgpool_backward(din, c.G, c.N, c.C, c.HW);
+    check_fd("global avgpool din", gap_loss, &c, c.in, din, 30, 1e-2f);
+    free(c.in), free(c.out), free(c.G), free(din);
+}
+END_TEST
+
+/* ---- losses ---------------------------------------------------------------------- */
+
+START_TEST(test_xent_hand)
+{
+    /* Row 0: lse(1,2,3) = 3 + log(1 + e⁻¹ + e⁻²) = 3.4076059644, label 2 →
+     * loss 0.4076059644. Row 1: logits ±1000 would overflow a naive exp;
+     * lse = 1000 (to double precision), label 1 → loss 1000. */
+    float logits[6] = {1, 2, 3, 1000, 0, -1000}, probs[6], losses[2];
+    int32_t labels[2] = {2, 1};
+    float mean = ul_softmax_xent_forward(probs, losses, logits, labels, 2, 3);
+    ck_assert_msg(fabs(losses[0] - 0.4076059644) < 1e-6, "loss[0]: expected 0.4076059644, got %.10g",
+                  losses[0]);
+    ck_assert_msg(fabs(losses[1] - 1000.0) < 1e-3, "loss[1]: expected 1000, got %.10g",
+                  losses[1]);
+    ck_assert_msg(fabs(mean - 500.2038029822) < 1e-3, "mean: expected 500.2038, got %.10g",
+                  mean);
+    /* softmax(1,2,3) = (0.0900306, 0.2447285, 0.6652410). */
+    ck_assert_msg(fabs(probs[0] - 0.0900306) < 1e-6 && fabs(probs[2] - 0.6652410) < 1e-6,
+                  "probs row 0: got (%.7g, %.7g, %.7g)", probs[0], probs[1], probs[2]);
+    ck_assert_msg(probs[3] == 1.0f && probs[4] == 0.0f, "probs row 1: got (%g, %g, %g)",
+                  probs[3], probs[4], probs[5]);
+}
+END_TEST
+
+typedef struct {
+    int N, K;
+    float *logits, *probs, *losses, *teacher;
+    int32_t *labels;
+    float T;
+} loss_ctx;
+
+static double xent_loss(void *p)
+{
+    loss_ctx *c = p;
+    ul_softmax_xent_forward(c->probs, c->losses, c->logits, c->labels, c->N, c->K);
+    double s = 0.0;
+    for (int n = 0; n < c->N; n++)
+        s += c->losses[n];
+    return 0.5 * s / c->N;
+}
+
+START_TEST(test_xent_grad)
+{
+    ul_rng r;
+    ul_rng_seed(&r, 5, 0);
+    loss_ctx c = {.N = 4, .K = 5};
+    c.logits = rand_buf(&r, 20, -3, 3);
+    c.probs = falloc(20), c.losses = falloc(4);
+    int32_t labels[4] = {0, 4, 2, 2};
+    c.labels = labels;
+    float *d = falloc(20);
+    xent_loss(&c);
+    /* scale 0.5 must match the 0.5 in xent_loss. */
+    ul_softmax_xent_backward(d, c.probs, c.labels, c.N, c.K, 0.5f);
+    check_fd("xent dlogits", xent_loss, &c, c.logits, d, 20, 1e-3f);
+    free(c.logits), free(c.probs), free(c.losses), free(d);
+}
+END_TEST
+
+START_TEST(test_kl_hand)
+{
+    /* KL(p‖p) = 0 for any logits and temperature. */
+    float z[6] = {0.3f, -1.2f, 2.0f, 5.0f, 5.0f, -7.0f};
+    float kl0 = ul_kl_div_forward(z, z, 2, 3, 4.0f);
+    ck_assert_msg(fabs(kl0) < 1e-7, "KL(p||p): expected 0, got %.3g", kl0);
+
+    /* T = 2, teacher (2·ln 3, 0) → p_T(t) = (3/4, 1/4); student (0, 0) →
+     * (1/2, 1/2). KL = 3/4·ln(3/2) + 1/4·ln(1/2) = 0.1308120; times T² = 4
+     * gives 0.5232481. Gradient: scale·T/N·(p_s − p_t) = 2·(−1/4, 1/4). */
+    float t[2] = {(float)(2.0 * log(3.0)), 0.0f}, s[2] = {0.0f, 0.0f}, ds[2] = {0, 0};
+    float kl = ul_kl_div_forward(s, t, 1, 2, 2.0f);
+    ck_assert_msg(fabs(kl - 0.5232481) < 1e-6, "KL: expected 0.5232481, got %.8g", kl);
+    ul_kl_div_backward(ds, s, t, 1, 2, 2.0f, 1.0f);
+    ck_assert_msg(fabs(ds[0] + 0.5) < 1e-6 && fabs(ds[1] - 0.5) < 1e-6,
+                  "dKL/ds: expected (-0.5, 0.5), got (%.8g, %.8g)", ds[0], ds[1]);
+}
+END_TEST
+
+static double kl_loss(void *p)
+{
+    loss_ctx *c = p;
+    return 0.5 * ul_kl_div_forward(c->logits, c->teacher, c->N, c->K, c->T);
+}
+
+START_TEST(test_kl_grad)
+{
+    const float temps[2] = {1.0f, 4.0f};
+    ul_rng r;
+    ul_rng_seed(&r, 6 + (uint64_t)_i, 0);
+    loss_ctx c = {.N = 3, .K = 4, .T = temps[_i]};
+    c.logits = rand_buf(&r, 12, -3, 3);
+    c.teacher = rand_buf(&r, 12, -3, 3);
+    float *d = falloc(12);
+    ul_kl_div_backward(d, c.logits, c.teacher, c.N, c.K, c.T, 0.5f);
+    check_fd(_i ? "KL dstudent (T=4)" : "KL dstudent (T=1)", kl_loss, &c, c.logits, d, 12,
+             1e-2f);
+    free(c.logits), free(c.teacher), free(d);
+}
+END_TEST
+
+START_TEST(test_l1_hand)
+{
+    float w[3] = {-2, 0, 3}, g[3] = {1, 1, 1};
+    double pen = ul_l1_penalty(g, w, 3, 0.5f);
+    ck_assert_msg(fabs(pen - 2.5) < 1e-12, "penalty: expected 2.5, got %.10g", pen);
+    ck_assert_msg(g[0] == 0.5f && g[1] == 1.0f && g[2] == 1.5f,
+                  "grad: expected [0.5, 1, 1.5], got [%g, %g, %g]", g[0], g[1], g[2]);
+    ck_assert(ul_l1_penalty(NULL, w, 3, 1.0f) == 5.0);
+}
+END_TEST
+
+typedef struct {
+    float *w;
+    size_t n;
+} l1_ctx;
+
+static double l1_loss(void *p)
+{
+    l1_ctx *c = p;
+    return ul_l1_penalty(NULL, c->w, c->n, 0.3f);
+}
+
+START_TEST(test_l1_grad)
+{
+    ul_rng r;
+    ul_rng_seed(&r, 8, 0);
+    l1_ctx c = {.n = 20};
+    c.w = rand_buf(&r, c.n, -1, 1);
+    for (size_t i = 0; i < c.n; i++)
+        c.w[i] += c.w[i] >= 0 ? 0.05f : -0.05f;
+    float *g = falloc(c.n);
+    ul_l1_penalty(g, c.w, c.n, 0.3f);
+    check_fd("l1 subgradient", l1_loss, &c, c.w, g, c.n, 1e-2f);
+    free(c.w), free(g);
+}
+END_TEST
+
+/* ---- determinism -------------------------------------------------------------- */
+
+START_TEST(test_repeatable)
+{
+    /* Same inputs, same thread count → bit-identical results. Large enough
+     * for the OpenMP paths to run in parallel. */
+    conv_case k = {8, 16, 16, 16, 16, 3, 3, 1, 1, 1};
+    conv_ctx c;
+    conv_ctx_init(&c, &k, 77);
+    float *d1 = falloc(c.nin), *d2 = falloc(c.nin), *w1 = falloc(c.nw), *w2 = falloc(c.nw);
+    ul_conv2d_backward(d1, w1, NULL, c.G, c.in, c.w, &c.s, c.scratch);
+    ul_conv2d_backward(d2, w2, NULL, c.G, c.in, c.w, &c.s, c.scratch);
+    ck_assert(memcmp(d1, d2, c.nin * sizeof(float)) == 0);
+    ck_assert(memcmp(w1, w2, c.nw * sizeof(float)) == 0);
+
+    float *y1 = falloc(c.nout), *y2 = falloc(c.nout), m[16], rs[16];
+    float gam[16], bet[16];
+    for (int i = 0; i < 16; i++)
+        gam[i] = 1.0f, bet[i] = 0.0f;
+    int HW = c.s.P * c.s.Q;
+    ul_batchnorm_forward_train(y1, m, rs, c.G, gam, bet, NULL, NULL, 8, 16, HW, 0.1f, 1e-5f);
+    ul_batchnorm_forward_train(y2, m, rs, c.G, gam, bet, NULL, NULL, 8, 16, HW, 0.1f, 1e-5f);
+    ck_assert(memcmp(y1, y2, c.nout * sizeof(float)) == 0);
+    free(d1), free(d2), free(w1), free(w2), free(y1), free(y2);
+    conv_ctx_free(&c);
+}
+END_TEST
+
+static Suite *ops_suite(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *t = tcase_create("gemm");
+    tcase_add_test(t, test_sgemm_transposes);
+    tcase_add_test(t, test_sgemm_beta_zero_ignores_nan);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("linear");
+    tcase_add_test(t, test_linear_forward_hand);
+    tcase_add_test(t, test_linear_grad);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("conv2d");
+    tcase_add_test(t, test_conv_shape_init);
+    tcase_add_test(t, test_conv_hand);
+    tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
+    tcase_add_loop_test(t, test_conv_grad, 0, N_CONV_CASES);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("batchnorm");
+    tcase_add_test(t, test_bn_train_hand);
+    tcase_add_test(t, test_bn_eval_hand);
+    tcase_add_test(t, test_bn_grad);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("elementwise");
+    tcase_add_test(t, test_relu);
+    tcase_add_test(t, test_add);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("pooling");
+    tcase_add_test(t, test_pool_out_size);
+    tcase_add_test(t, test_maxpool_pads_with_neg_inf);
+    tcase_add_loop_test(t, test_maxpool_grad, 0, 3);
+    tcase_add_test(t, test_avgpool_hand);
+    tcase_add_loop_test(t, test_avgpool_grad, 0, 3);
+    tcase_add_test(t, test_global_avgpool);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("losses");
+    tcase_add_test(t, test_xent_hand);
+    tcase_add_test(t, test_xent_grad);
+    tcase_add_test(t, test_kl_hand);
+    tcase_add_loop_test(t, test_kl_grad, 0, 2);
+    tcase_add_test(t, test_l1_hand);
+    tcase_add_test(t, test_l1_grad);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("determinism");
+    tcase_add_test(t, test_repeatable);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    ul_runtime_init();
+    SRunner *sr = srunner_create(ops_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

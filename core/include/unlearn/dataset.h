@@ -34,6 +34,12 @@ static inline int64_t ul_dataset_example_size(const ul_dataset *d)
  * dimensions. expected_ndim is 1 (labels) or 3 (images). */
 UL_API int ul_idx_read(const char *path, int expected_ndim, uint8_t **data, int64_t dims[3],
                        ul_error *err);
+/* The MNIST directory layout, shared by MNIST-like dataset plugins:
+ * dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte, each optionally .gz.
+ * Fills out with 1×H×W images normalised as (x/255 − mean)/std and labels
+ * that must be below n_classes; on error nothing stays allocated. */
+UL_API int ul_idx_load_dir(const char *dir, double mean, double std, int n_classes,
+                           ul_dataset *out, ul_error *err);
 
 #ifdef __cplusplus
 }
