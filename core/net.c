@@ -397,6 +397,8 @@ static bool net_overwritable(const ul_net *net, int j)
 static int net_assign_slots(ul_net *net, ul_error *err)
 {
     int n = net->n_nodes;
+    if (n < 1)
+        return UL_OK;
     net->slot_numel = calloc((size_t)n, sizeof *net->slot_numel);
     bool *busy = calloc((size_t)n, sizeof *busy);
     net->grad_order = malloc((size_t)n * sizeof *net->grad_order);

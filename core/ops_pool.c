@@ -104,7 +104,7 @@ void ul_avgpool2d_forward(float *out, const float *in, int N, int C, int H, int 
                 for (int h = h0; h < h1; h++)
                     for (int w = w0; w < w1; w++)
                         s += x[h * W + w];
-                y[p * Q + q] = s / (float)((h1 - h0) * (w1 - w0));
+                y[p * Q + q] = s * inv;
             }
         }
     }

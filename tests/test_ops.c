@@ -527,6 +527,16 @@ START_TEST(test_maxpool_pads_with_neg_inf)
 }
 END_TEST
 
+START_TEST(test_maxpool_propagates_nan)
+{
+    /* A NaN in the window wins, as in PyTorch, so divergence stays visible. */
+    float in[4] = {1, NAN, 3, 2}, out[1];
+    int32_t am[1];
+    ul_maxpool2d_forward(out, am, in, 1, 1, 2, 2, 2, 2, 0);
+    ck_assert_msg(isnan(out[0]) && am[0] == 1, "expected NaN at 1, got %g at %d", out[0], am[0]);
+}
+END_TEST
+
 typedef struct {
     int N, C, H, W, k, stride, pad, P, Q;
     float *in, *out, *G;
@@ -850,6 +860,7 @@ static Suite *ops_suite(void)
     t = tcase_create("pooling");
     tcase_add_test(t, test_pool_out_size);
     tcase_add_test(t, test_maxpool_pads_with_neg_inf);
+    tcase_add_test(t, test_maxpool_propagates_nan);
     tcase_add_loop_test(t, test_maxpool_grad, 0, 3);
     tcase_add_test(t, test_avgpool_hand);
     tcase_add_loop_test(t, test_avgpool_grad, 0, 3);
