@@ -98,8 +98,9 @@ int ul_idx_read(const char *path, int expected_ndim, uint8_t **data, int64_t dim
     if ((magic & 0xffffff00u) != 0x00000800u) {
         rc = ul_errorf(err, UL_EINVAL,
                        "%s: not an IDX file of unsigned bytes (magic 0x%08x); expected "
-                       "0x%08x for %s",
-                       path, magic, want_magic, expected_ndim == 1 ? "labels" : "images");
+                       "0x%08x for %s%s",
+                       path, magic, want_magic, expected_ndim == 1 ? "labels" : "images",
+                       (magic >> 16) == 0x1f8b ? " (the file was gzip-compressed twice?)" : "");
         goto cleanup;
     }
     int ndim = (int)(magic & 0xffu);

@@ -34,6 +34,9 @@ static size_t vtable_min_size(uint32_t kind)
     switch (kind) {
     case UL_KIND_MODEL: return offsetof(ul_model_vtable, build) + sizeof(void *);
     case UL_KIND_DATASET: return offsetof(ul_dataset_vtable, load) + sizeof(void *);
+    case UL_KIND_METHOD: return offsetof(ul_method_vtable, unlearn) + sizeof(void *);
+    case UL_KIND_METRIC: return offsetof(ul_metric_vtable, compute) + sizeof(void *);
+    case UL_KIND_GOAL: return offsetof(ul_goal_vtable, objective) + sizeof(void *);
     default: return sizeof(uint32_t);
     }
 }
@@ -43,6 +46,10 @@ static bool vtable_complete(uint32_t kind, const void *vt)
     switch (kind) {
     case UL_KIND_MODEL: return ((const ul_model_vtable *)vt)->build != NULL;
     case UL_KIND_DATASET: return ((const ul_dataset_vtable *)vt)->load != NULL;
+    case UL_KIND_METHOD: return ((const ul_method_vtable *)vt)->unlearn != NULL;
+    case UL_KIND_METRIC: return ((const ul_metric_vtable *)vt)->compute != NULL;
+    case UL_KIND_GOAL: return ((const ul_goal_vtable *)vt)->objective != NULL &&
+                              ((const ul_goal_vtable *)vt)->requires != NULL;
     default: return true;
     }
 }

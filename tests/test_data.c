@@ -167,7 +167,8 @@ START_TEST(idx_rejects_double_gzip)
     int64_t d[3];
     ul_error err = {0};
     ck_assert_int_eq(read_idx("outer.gz", 3, &data, d, &err), UL_EINVAL);
-    ck_assert_msg(strstr(err.msg, "not an IDX file") && strstr(err.msg, "magic 0x1f8b08"),
+    ck_assert_msg(strstr(err.msg, "not an IDX file") && strstr(err.msg, "magic 0x1f8b08") &&
+                      strstr(err.msg, "compressed twice"),
                   "got: %s", err.msg);
 }
 END_TEST

@@ -1,1 +1,756 @@
-int main(void) { return 0; } /* placeholder */
+/* Tests of the net (unlearn/net.h) and the model plugins, loaded through the
+ * real plugin loader (ul_model_create).
+ *
+ * Gradients: end-to-end central finite differences of L = Σ logits·G (G fixed
+ * and random, accumulated in double) at a random sample of parameter
+ * coordinates — FD_SAMPLES per net, each drawn by picking a trainable tensor
+ * uniformly and then an element, so BatchNorm γ/β and biases are covered, not
+ * only the largest weight. BatchNorm in train mode makes L a function of the
+ * whole batch, which finite differences handle; the running stats each
+ * forward updates do not affect train-mode outputs. Tolerance per coordinate:
+ *   |analytic − numeric| ≤ FD_RTOL · (max(|analytic|, |numeric|) + 0.1·max_j |analytic_j|)
+ * — relative, with a floor at the gradient's own scale for coordinates near
+ * zero where float32 rounding in the forward dominates. Narrow nets are far
+ * from smooth (a ReLU or max-pool switch within ±eps changes the difference
+ * quotient completely), so each coordinate is differenced at eps and eps/2:
+ * on a smooth stretch the two agree to O(eps²), and a coordinate where they
+ * do not is a kink, skipped and counted (at most FD_MAX_KINKS per net, and
+ * FD_SAMPLES coordinates must pass). A wrong backward gives two agreeing
+ * differences that disagree with it, and fails.
+ *
+ * Expected tensor names and parameter counts are derived by hand from the
+ * PyTorch modules the plugins document (see each test). Seeds are fixed. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "plugin_loader.h"
+#include "runtime.h"
+#include "unlearn/net.h"
+#include "unlearn/rng.h"
+
+#define FD_SAMPLES 30
+#define FD_RTOL 2e-2
+#define FD_EPS 2e-4f
+#define FD_MAX_KINKS 10
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* One "key=value" per string, NULL-terminated; values are YAML text. */
+static ul_net *make_model(const char *name, double width, const char *const *kv, int C, int H,
+                          int W, int classes, uint64_t seed)
+{
+    ul_error err = {0};
+    const ul_plugin *p;
+    ck_assert_msg(ul_plugin_find(UL_KIND_MODEL, name, &p, &err) == UL_OK, "%s", err.msg);
+    ul_params *params = ul_params_new(p->desc->params, p->desc->n_params, &err);
+    ck_assert_msg(params != NULL, "%s", err.msg);
+    for (; kv && *kv; kv++) {
+        char key[64];
+        const char *eq = strchr(*kv, '=');
+        ck_assert(eq && (size_t)(eq - *kv) < sizeof key);
+        memcpy(key, *kv, (size_t)(eq - *kv));
+        key[eq - *kv] = '\0';
+        ck_assert_msg(ul_params_set(params, key, eq + 1, &err) == UL_OK, "%s", err.msg);
+    }
+    ul_rng rng;
+    ul_rng_seed(&rng, seed, 7);
+    ul_net *net = NULL;
+    int rc = ul_model_create(name, width, params, C, H, W, classes, &rng, &net, &err);
+    ul_params_free(params);
+    ck_assert_msg(rc == UL_OK, "%s at width %g: %s", name, width, err.msg);
+    return net;
+}
+
+static float *rand_floats(ul_rng *r, size_t n, double lo, double hi)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(lo + (hi - lo) * ul_rng_uniform(r));
+    return x;
+}
+
+static double loss_of(ul_net *net, const float *x, const float *G, int N, bool train)
+{
+    const float *z = ul_net_forward(net, x, N, train);
+    ck_assert_ptr_nonnull(z);
+    double s = 0.0;
+    for (size_t i = 0; i < (size_t)N * ul_net_classes(net); i++)
+        s += (double)z[i] * G[i];
+    return s;
+}
+
+static double central_diff(ul_net *net, float *p, float eps, const float *x, const float *G,
+                           int N, bool train)
+{
+    float old = *p, xp = old + eps, xm = old - eps;
+    *p = xp;
+    double lp = loss_of(net, x, G, N, train);
+    *p = xm;
+    double lm = loss_of(net, x, G, N, train);
+    *p = old;
+    return (lp - lm) / ((double)xp - xm);
+}
+
+/* The finite-difference check described at the top of the file. */
+static void check_net_grad(const char *what, ul_net *net, int N, bool train, uint64_t seed)
+{
+    int C, H, W;
+    ul_net_input_shape(net, &C, &H, &W);
+    int K = ul_net_classes(net);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_reserve(net, N, &err) == UL_OK, "%s", err.msg);
+    ul_rng r;
+    ul_rng_seed(&r, seed + (getenv("FD_SEED") ? atoi(getenv("FD_SEED")) * 1000 : 0), 3);
+    float *x = rand_floats(&r, (size_t)N * C * H * W, -1, 1);
+    float *G = rand_floats(&r, (size_t)N * K, -1, 1);
+
+    size_t n;
+    float *theta = ul_net_params(net, &n);
+    float *grad = ul_net_grads(net, &n);
+    ul_net_zero_grad(net);
+    loss_of(net, x, G, N, train);
+    ul_net_backward(net, G);
+    double gmax = 0.0;
+    for (size_t i = 0; i < n; i++)
+        gmax = fmax(gmax, fabs(grad[i]));
+    ck_assert_msg(gmax > 0.0, "%s: the gradient is all zero, the check proves nothing", what);
+
+    size_t n_trainable = 0, n_tensors = ul_net_tensor_count(net);
+    const ul_tensor_info **trainable = malloc(n_tensors * sizeof *trainable);
+    ck_assert_ptr_nonnull(trainable);
+    for (size_t t = 0; t < n_tensors; t++)
+        if (ul_net_tensor(net, t)->trainable)
+            trainable[n_trainable++] = ul_net_tensor(net, t);
+
+    int checked = 0, kinks = 0;
+    while (checked < FD_SAMPLES) {
+        const ul_tensor_info *t = trainable[ul_rng_below(&r, (uint32_t)n_trainable)];
+        size_t e = ul_rng_below(&r, (uint32_t)t->numel);
+        float *p = (float *)t->data + e;
+        double an = grad[(size_t)(p - theta)];
+        double num1 = central_diff(net, p, FD_EPS, x, G, N, train);
+        double num2 = central_diff(net, p, FD_EPS / 2, x, G, N, train);
+        double scale = fmax(fabs(an), fmax(fabs(num1), fabs(num2))) + 0.1 * gmax;
+        if (fabs(num1 - num2) > FD_RTOL * scale) {
+            kinks++;
+            ck_assert_msg(kinks <= FD_MAX_KINKS,
+                          "%s: the loss is not smooth within ±%g at %d sampled coordinates "
+                          "(last: %s[%zu], differences %.7g and %.7g)",
+                          what, FD_EPS, kinks, t->name, e, num1, num2);
+            continue;
+        }
+        ck_assert_msg(fabs(an - num2) <= FD_RTOL * scale,
+                      "%s: d/d %s[%zu]: finite difference %.7g (%.7g at twice the step), "
+                      "backward %.7g (|diff| %.3g > %.3g)",
+                      what, t->name, e, num2, num1, an, fabs(an - num2), FD_RTOL * scale);
+        checked++;
+    }
+    free(trainable);
+    free(x);
+    free(G);
+}
+
+/* Runs a few train-mode forwards so BN running stats move away from 0/1,
+ * then one more to check gradients of the eval-mode net. */
+static void warm_running_stats(ul_net *net, int N, uint64_t seed)
+{
+    int C, H, W;
+    ul_net_input_shape(net, &C, &H, &W);
+    ul_rng r;
+    ul_rng_seed(&r, seed, 5);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_reserve(net, N, &err) == UL_OK, "%s", err.msg);
+    for (int k = 0; k < 3; k++) {
+        float *x = rand_floats(&r, (size_t)N * C * H * W, -1, 2);
+        ck_assert_ptr_nonnull(ul_net_forward(net, x, N, true));
+        free(x);
+    }
+}
+
+static void assert_shape(const ul_net *net, const char *name, int ndim, int64_t d0, int64_t d1,
+                         int64_t d2, int64_t d3)
+{
+    const ul_tensor_info *t = ul_net_find_tensor(net, name);
+    ck_assert_msg(t != NULL, "tensor '%s' is missing", name);
+    int64_t want[4] = {d0, d1, d2, d3};
+    ck_assert_msg(t->ndim == ndim, "%s: expected %d dims, got %d", name, ndim, t->ndim);
+    for (int d = 0; d < ndim; d++)
+        ck_assert_msg(t->shape[d] == want[d], "%s: dim %d is %lld, expected %lld", name, d,
+                      (long long)t->shape[d], (long long)want[d]);
+}
+
+/* ---- gradients of the model plugins ------------------------------------------------ */
+
+START_TEST(test_grad_mlp)
+{
+    /* width 0.05 and 0.1 of base 256: 13 and 26 hidden units. */
+    static const double widths[] = {0.05, 0.1};
+    static const char *const kv[] = {"depth=2", NULL};
+    for (int k = 0; k < 2; k++) {
+        ul_net *net = make_model("mlp", widths[k], kv, 1, 5, 5, 3, 11 + k);
+        char what[64];
+        snprintf(what, sizeof what, "mlp width %g", widths[k]);
+        check_net_grad(what, net, 4, true, 100 + k);
+        ul_net_free(net);
+    }
+}
+END_TEST
+
+START_TEST(test_grad_cnn)
+{
+    /* width 1/32 and 1/16 of base 32: channels 1/2/4 and 2/4/8; 8x8 → 1x1. */
+    static const double widths[] = {0.03125, 0.0625};
+    for (int k = 0; k < 2; k++) {
+        ul_net *net = make_model("cnn", widths[k], NULL, 1, 8, 8, 3, 21 + k);
+        char what[64];
+        snprintf(what, sizeof what, "cnn width %g", widths[k]);
+        check_net_grad(what, net, 4, true, 200 + k);
+        ul_net_free(net);
+    }
+}
+END_TEST
+
+START_TEST(test_grad_resnet18)
+{
+    /* width 0.02: channels 1/3/5/10; 0.04: 3/5/10/20; 8x8 reaches 1x1 in
+     * layer4, so BN there normalises over the batch alone. */
+    static const double widths[] = {0.02, 0.04};
+    for (int k = 0; k < 2; k++) {
+        ul_net *net = make_model("resnet18", widths[k], NULL, 3, 8, 8, 4, 31 + k);
+        char what[64];
+        snprintf(what, sizeof what, "resnet18 width %g", widths[k]);
+        check_net_grad(what, net, 4, true, 300 + k);
+        ul_net_free(net);
+    }
+}
+END_TEST
+
+START_TEST(test_grad_resnet18_keep_stem)
+{
+    /* A 64-channel stem before 1-channel stages gives layer1.0 a downsample. */
+    static const char *const kv[] = {"keep_stem=true", NULL};
+    ul_net *net = make_model("resnet18", 0.02, kv, 1, 8, 8, 3, 41);
+    ck_assert_ptr_nonnull(ul_net_find_tensor(net, "layer1.0.downsample.0.weight"));
+    check_net_grad("resnet18 keep_stem width 0.02", net, 3, true, 400);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_grad_eval_mode)
+{
+    /* Backward after an eval-mode forward differentiates BN as the affine
+     * map of its running stats (e.g. NegGrad+ run in eval mode). */
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 51);
+    warm_running_stats(net, 4, 52);
+    check_net_grad("resnet18 width 0.04 eval mode", net, 4, false, 500);
+    ul_net_free(net);
+
+    net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 53);
+    warm_running_stats(net, 4, 54);
+    check_net_grad("cnn width 0.0625 eval mode", net, 4, false, 501);
+    ul_net_free(net);
+}
+END_TEST
+
+/* A graph exercising what the model plugins do not: a BN output with two
+ * consumers (so its ReLU cannot run in place), add(x, x), max pool with
+ * padding, average pool, a flatten read twice, in-place add → ReLU over a
+ * linear, global average pool, and a dead-end branch (zero gradient). */
+static ul_net *make_tricky_net(uint64_t seed)
+{
+    ul_net *net = ul_net_new(2, 6, 6, 3);
+    ck_assert_ptr_nonnull(net);
+    ul_node x = ul_net_input(net);
+    ul_node c1 = ul_net_conv2d(net, "c1", x, 3, 3, 1, 1, true);
+    ul_net_conv2d(net, "dead", c1, 2, 1, 1, 0, false);
+    ul_node b1 = ul_net_batchnorm(net, "b1", c1);
+    ul_node r1 = ul_net_relu(net, b1);
+    ul_node s = ul_net_add(net, b1, r1);
+    ul_node ss = ul_net_add(net, s, s);
+    ul_node mp = ul_net_maxpool(net, ss, 3, 2, 1);   /* 3x3x3 */
+    ul_node ap = ul_net_avgpool(net, mp, 2, 1, 0);   /* 3x2x2 */
+    ul_node f = ul_net_flatten(net, ap);             /* 12 */
+    ul_node l1 = ul_net_linear(net, "l1", f, 5, true);
+    ul_node l2 = ul_net_linear(net, "l2", f, 5, false);
+    ul_node l3 = ul_net_linear(net, "l3", ul_net_global_avgpool(net, mp), 5, true);
+    ul_node h = ul_net_relu(net, ul_net_add(net, ul_net_add(net, l1, l2), l3));
+    ul_net_linear(net, "head", h, 3, true);
+    ul_rng rng;
+    ul_rng_seed(&rng, seed, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    return net;
+}
+
+START_TEST(test_grad_tricky_graph)
+{
+    ul_net *net = make_tricky_net(61);
+    check_net_grad("tricky graph", net, 3, true, 600);
+    warm_running_stats(net, 3, 62);
+    check_net_grad("tricky graph eval mode", net, 3, false, 601);
+    /* The dead-end branch gets exactly zero gradient. */
+    ul_net_zero_grad(net);
+    ul_rng r;
+    ul_rng_seed(&r, 63, 0);
+    float *x = rand_floats(&r, 3 * 2 * 6 * 6, -1, 1), *G = rand_floats(&r, 3 * 3, -1, 1);
+    loss_of(net, x, G, 3, true);
+    ul_net_backward(net, G);
+    const ul_tensor_info *dead = ul_net_find_tensor(net, "dead.weight");
+    for (int64_t i = 0; i < dead->numel; i++)
+        ck_assert_float_eq(dead->grad[i], 0.0f);
+    free(x);
+    free(G);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_backward_accumulates)
+{
+    ul_net *net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 71);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_reserve(net, 3, &err) == UL_OK, "%s", err.msg);
+    ul_rng r;
+    ul_rng_seed(&r, 72, 0);
+    float *x = rand_floats(&r, 3 * 64, -1, 1), *G = rand_floats(&r, 9, -1, 1);
+    size_t n;
+    float *g = ul_net_grads(net, &n);
+    ul_net_zero_grad(net);
+    ul_net_forward(net, x, 3, true);
+    ul_net_backward(net, G);
+    float *once = malloc(n * sizeof *once);
+    memcpy(once, g, n * sizeof *once);
+    ul_net_forward(net, x, 3, true);
+    ul_net_backward(net, G);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabsf(g[i] - 2.0f * once[i]) <= 1e-5f * (1.0f + fabsf(once[i])),
+                      "grad[%zu]: expected %.8g after two backward passes, got %.8g", i,
+                      2.0 * once[i], g[i]);
+    ul_net_zero_grad(net);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_float_eq(g[i], 0.0f);
+    free(once);
+    free(x);
+    free(G);
+    ul_net_free(net);
+}
+END_TEST
+
+/* ---- names and parameter counts --------------------------------------------------- */
+
+/* torchvision's resnet18 state_dict order, written out from its module
+ * registration order: conv1, bn1, layer1..4 (each BasicBlock registers
+ * conv1, bn1, conv2, bn2, then downsample.0 conv and downsample.1 BN), fc.
+ * BN entries: weight, bias, running_mean, running_var, num_batches_tracked.
+ *   entries: stem 1+5 = 6; plain block 2·(1+5) = 12; downsampling block
+ *   12 + 6 = 18; layer1 2·12, layer2..4 18+12 each; fc 2:
+ *   6 + 24 + 3·30 + 2 = 122, of which trainable 3 + 12 + 3·15 + 2 = 62
+ *   (20 BNs × 3 buffers = 60 more). */
+static size_t torchvision_resnet18_names(char names[][64])
+{
+    static const char *const bn_fields[] = {"weight", "bias", "running_mean", "running_var",
+                                            "num_batches_tracked"};
+    size_t n = 0;
+    snprintf(names[n++], 64, "conv1.weight");
+    for (int f = 0; f < 5; f++)
+        snprintf(names[n++], 64, "bn1.%s", bn_fields[f]);
+    for (int layer = 1; layer <= 4; layer++)
+        for (int block = 0; block < 2; block++) {
+            for (int c = 1; c <= 2; c++) {
+                snprintf(names[n++], 64, "layer%d.%d.conv%d.weight", layer, block, c);
+                for (int f = 0; f < 5; f++)
+                    snprintf(names[n++], 64, "layer%d.%d.bn%d.%s", layer, block, c,
+                             bn_fields[f]);
+            }
+            if (layer > 1 && block == 0) {
+                snprintf(names[n++], 64, "layer%d.0.downsample.0.weight", layer);
+                for (int f = 0; f < 5; f++)
+                    snprintf(names[n++], 64, "layer%d.0.downsample.1.%s", layer, bn_fields[f]);
+            }
+        }
+    snprintf(names[n++], 64, "fc.weight");
+    snprintf(names[n++], 64, "fc.bias");
+    return n;
+}
+
+START_TEST(test_resnet18_torchvision_names)
+{
+    ul_net *net = make_model("resnet18", 1.0, NULL, 3, 32, 32, 10, 81);
+    static char expected[160][64];
+    size_t n_expected = torchvision_resnet18_names(expected);
+    ck_assert_uint_eq(n_expected, 122);
+    ck_assert_uint_eq(ul_net_tensor_count(net), 122);
+    size_t trainable = 0;
+    for (size_t i = 0; i < n_expected; i++) {
+        const ul_tensor_info *t = ul_net_tensor(net, i);
+        ck_assert_msg(!strcmp(t->name, expected[i]), "tensor %zu: expected '%s', got '%s'", i,
+                      expected[i], t->name);
+        bool is_nbt = strstr(t->name, "num_batches_tracked") != NULL;
+        bool is_stat = is_nbt || strstr(t->name, "running_") != NULL;
+        ck_assert_int_eq(t->trainable, !is_stat);
+        ck_assert_int_eq(t->dtype, is_nbt ? UL_I64 : UL_F32);
+        trainable += t->trainable;
+    }
+    ck_assert_uint_eq(trainable, 62);
+    /* The first block, spelled out. */
+    static const char *const first[] = {
+        "conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
+        "bn1.num_batches_tracked", "layer1.0.conv1.weight", "layer1.0.bn1.weight",
+        "layer1.0.bn1.bias", "layer1.0.bn1.running_mean", "layer1.0.bn1.running_var",
+        "layer1.0.bn1.num_batches_tracked", "layer1.0.conv2.weight", "layer1.0.bn2.weight",
+        "layer1.0.bn2.bias", "layer1.0.bn2.running_mean", "layer1.0.bn2.running_var",
+        "layer1.0.bn2.num_batches_tracked", "layer1.1.conv1.weight"};
+    for (size_t i = 0; i < sizeof first / sizeof first[0]; i++)
+        ck_assert_str_eq(ul_net_tensor(net, i)->name, first[i]);
+    ck_assert_str_eq(ul_net_tensor(net, 121)->name, "fc.bias");
+
+    assert_shape(net, "conv1.weight", 4, 64, 3, 3, 3);
+    assert_shape(net, "bn1.num_batches_tracked", 0, 0, 0, 0, 0);
+    assert_shape(net, "layer2.0.conv1.weight", 4, 128, 64, 3, 3);
+    assert_shape(net, "layer2.0.downsample.0.weight", 4, 128, 64, 1, 1);
+    assert_shape(net, "layer4.1.bn2.running_var", 1, 512, 0, 0, 0);
+    assert_shape(net, "fc.weight", 2, 10, 512, 0, 0);
+    ck_assert_ptr_null(ul_net_find_tensor(net, "layer1.0.downsample.0.weight"));
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_resnet18_param_count)
+{
+    /* The CIFAR ResNet-18 (3x3 stem) at width 1 on 3x32x32, 10 classes:
+     * PyTorch reports 11,173,962 trainable parameters. */
+    ul_net *net = make_model("resnet18", 1.0, NULL, 3, 32, 32, 10, 91);
+    ck_assert_int_eq(ul_net_param_count(net), 11173962);
+    ul_net_free(net);
+
+    /* keep_stem at width 0.5: stem 64, stages 32/64/128/256, so layer1.0
+     * gets a 64→32 downsample. */
+    static const char *const kv[] = {"keep_stem=true", NULL};
+    net = make_model("resnet18", 0.5, kv, 3, 32, 32, 10, 92);
+    assert_shape(net, "conv1.weight", 4, 64, 3, 3, 3);
+    assert_shape(net, "layer1.0.conv1.weight", 4, 32, 64, 3, 3);
+    assert_shape(net, "layer1.0.downsample.0.weight", 4, 32, 64, 1, 1);
+    assert_shape(net, "fc.weight", 2, 10, 256, 0, 0);
+    ck_assert_uint_eq(ul_net_tensor_count(net), 128);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_mlp_names_and_count)
+{
+    /* 1x28x28, 10 classes, depth 2, 256 hidden:
+     * 784·256+256 + 256·256+256 + 256·10+10 = 200960 + 65792 + 2570 = 269322. */
+    ul_net *net = make_model("mlp", 1.0, NULL, 1, 28, 28, 10, 101);
+    ck_assert_int_eq(ul_net_param_count(net), 269322);
+    static const char *const names[] = {"hidden.0.weight", "hidden.0.bias", "hidden.1.weight",
+                                        "hidden.1.bias", "fc.weight", "fc.bias"};
+    ck_assert_uint_eq(ul_net_tensor_count(net), 6);
+    for (size_t i = 0; i < 6; i++)
+        ck_assert_str_eq(ul_net_tensor(net, i)->name, names[i]);
+    assert_shape(net, "hidden.0.weight", 2, 256, 784, 0, 0);
+    ul_net_free(net);
+
+    /* width 0.05: round(12.8) = 13 hidden; depth 3 adds hidden.2:
+     * 784·13+13 + 2·(13·13+13) + 13·10+10 = 10205 + 364 + 140 = 10709. */
+    static const char *const kv[] = {"depth=3", NULL};
+    net = make_model("mlp", 0.05, kv, 1, 28, 28, 10, 102);
+    ck_assert_int_eq(ul_net_param_count(net), 10709);
+    assert_shape(net, "hidden.2.weight", 2, 13, 13, 0, 0);
+    ul_net_free(net);
+
+    /* Python's round() halves to even: base 5 at width 0.5 is 2 units, not 3. */
+    static const char *const kv5[] = {"base=5", "depth=1", NULL};
+    net = make_model("mlp", 0.5, kv5, 1, 2, 2, 2, 103);
+    assert_shape(net, "hidden.0.weight", 2, 2, 4, 0, 0);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_cnn_names_and_count)
+{
+    /* 1x28x28, 10 classes, 3 stages of 32/64/128 channels; 28→14→7→3:
+     * conv 1·32·9 = 288, bn 64; conv 32·64·9 = 18432, bn 128;
+     * conv 64·128·9 = 73728, bn 256; fc 128·3·3·10 + 10 = 11530:
+     * total 104426. */
+    ul_net *net = make_model("cnn", 1.0, NULL, 1, 28, 28, 10, 111);
+    ck_assert_int_eq(ul_net_param_count(net), 104426);
+    ck_assert_uint_eq(ul_net_tensor_count(net), 3 * 6 + 2);
+    static const char *const names[] = {
+        "features.0.conv.weight", "features.0.bn.weight", "features.0.bn.bias",
+        "features.0.bn.running_mean", "features.0.bn.running_var",
+        "features.0.bn.num_batches_tracked", "features.1.conv.weight"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        ck_assert_str_eq(ul_net_tensor(net, i)->name, names[i]);
+    assert_shape(net, "features.2.conv.weight", 4, 128, 64, 3, 3);
+    assert_shape(net, "fc.weight", 2, 10, 1152, 0, 0);
+    ul_net_free(net);
+
+    /* 3x32x32 at width 0.5: 16/32/64 channels, 32→4: fc 64·16 = 1024 in. */
+    net = make_model("cnn", 0.5, NULL, 3, 32, 32, 10, 112);
+    assert_shape(net, "features.0.conv.weight", 4, 16, 3, 3, 3);
+    assert_shape(net, "fc.weight", 2, 10, 1024, 0, 0);
+    ul_net_free(net);
+
+    /* Too many stages for the input is a build error naming the limit. */
+    const ul_plugin *p;
+    ul_error err = {0};
+    ck_assert_int_eq(ul_plugin_find(UL_KIND_MODEL, "cnn", &p, &err), UL_OK);
+    ul_params *params = ul_params_new(p->desc->params, p->desc->n_params, &err);
+    ck_assert_int_eq(ul_params_set(params, "stages", "5", &err), UL_OK);
+    ul_rng rng;
+    ul_rng_seed(&rng, 1, 0);
+    ck_assert_int_eq(ul_model_create("cnn", 1.0, params, 1, 28, 28, 10, &rng, &net, &err),
+                     UL_EINVAL);
+    ck_assert_msg(strstr(err.msg, "at most 4") != NULL, "unexpected message: %s", err.msg);
+    ul_params_free(params);
+}
+END_TEST
+
+START_TEST(test_init_bounds)
+{
+    /* PyTorch's default: conv/linear weights and biases in ±1/√fan_in,
+     * BN γ=1 β=0, running stats 0/1, num_batches_tracked 0. */
+    ul_net *net = make_model("cnn", 0.5, NULL, 1, 28, 28, 10, 121);
+    struct { const char *name; double fan_in; } cases[] = {
+        {"features.0.conv.weight", 1 * 9}, {"features.1.conv.weight", 16 * 9},
+        {"fc.weight", 64 * 9}, {"fc.bias", 64 * 9}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const ul_tensor_info *t = ul_net_find_tensor(net, cases[c].name);
+        double bound = 1.0 / sqrt(cases[c].fan_in), mx = 0.0;
+        for (int64_t i = 0; i < t->numel; i++)
+            mx = fmax(mx, fabs(((float *)t->data)[i]));
+        ck_assert_msg(mx <= bound && mx > 0.5 * bound, "%s: max |w| %.5g, bound %.5g",
+                      cases[c].name, mx, bound);
+    }
+    const ul_tensor_info *g = ul_net_find_tensor(net, "features.1.bn.weight");
+    const ul_tensor_info *v = ul_net_find_tensor(net, "features.1.bn.running_var");
+    for (int64_t i = 0; i < g->numel; i++) {
+        ck_assert_float_eq(((float *)g->data)[i], 1.0f);
+        ck_assert_float_eq(((float *)v->data)[i], 1.0f);
+    }
+    ck_assert_int_eq(*(int64_t *)ul_net_find_tensor(net, "features.1.bn.num_batches_tracked")->data, 0);
+    ul_net_free(net);
+}
+END_TEST
+
+/* ---- BatchNorm modes, clone, misuse ------------------------------------------------ */
+
+START_TEST(test_bn_modes_by_hand)
+{
+    /* input (2,1,1) → bn → flatten: logits are the BN output itself. */
+    ul_net *net = ul_net_new(2, 1, 1, 2);
+    ul_net_flatten(net, ul_net_batchnorm(net, "bn", ul_net_input(net)));
+    ul_rng rng;
+    ul_rng_seed(&rng, 1, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    ck_assert_int_eq(ul_net_reserve(net, 3, &err), UL_OK);
+    float *gamma = ul_net_find_tensor(net, "bn.weight")->data;
+    float *beta = ul_net_find_tensor(net, "bn.bias")->data;
+    float *rm = ul_net_find_tensor(net, "bn.running_mean")->data;
+    float *rv = ul_net_find_tensor(net, "bn.running_var")->data;
+    int64_t *nbt = ul_net_find_tensor(net, "bn.num_batches_tracked")->data;
+    const float g0[2] = {1.5f, -0.5f}, b0[2] = {0.25f, 2.0f}, m0[2] = {0.5f, -1.0f},
+                v0[2] = {4.0f, 0.25f};
+    memcpy(gamma, g0, sizeof g0);
+    memcpy(beta, b0, sizeof b0);
+    memcpy(rm, m0, sizeof m0);
+    memcpy(rv, v0, sizeof v0);
+    const float x[3 * 2] = {1.0f, 2.0f, -2.0f, 0.5f, 4.0f, -3.0f}; /* (n, c) */
+
+    /* Eval: (x − running_mean)/√(running_var + 1e-5)·γ + β. */
+    const float *z = ul_net_forward(net, x, 3, false);
+    for (int n = 0; n < 3; n++)
+        for (int c = 0; c < 2; c++) {
+            double want = (x[n * 2 + c] - m0[c]) / sqrt(v0[c] + 1e-5) * g0[c] + b0[c];
+            ck_assert_msg(fabs(z[n * 2 + c] - want) <= 1e-5 * (1 + fabs(want)),
+                          "eval out[%d,%d]: expected %.7g, got %.7g", n, c, want, z[n * 2 + c]);
+        }
+    ck_assert_int_eq(*nbt, 0);
+    ck_assert_float_eq(rm[0], m0[0]);
+
+    /* Train: batch mean and biased variance; running stats move by 0.1
+     * towards the mean and the unbiased variance. */
+    z = ul_net_forward(net, x, 3, true);
+    for (int c = 0; c < 2; c++) {
+        double mean = (x[c] + x[2 + c] + x[4 + c]) / 3.0, ss = 0.0;
+        for (int n = 0; n < 3; n++)
+            ss += (x[n * 2 + c] - mean) * (x[n * 2 + c] - mean);
+        double var_b = ss / 3.0, var_u = ss / 2.0;
+        for (int n = 0; n < 3; n++) {
+            double want = (x[n * 2 + c] - mean) / sqrt(var_b + 1e-5) * g0[c] + b0[c];
+            ck_assert_msg(fabs(z[n * 2 + c] - want) <= 1e-5 * (1 + fabs(want)),
+                          "train out[%d,%d]: expected %.7g, got %.7g", n, c, want,
+                          z[n * 2 + c]);
+        }
+        double want_m = 0.9 * m0[c] + 0.1 * mean, want_v = 0.9 * v0[c] + 0.1 * var_u;
+        ck_assert_msg(fabs(rm[c] - want_m) <= 1e-6 && fabs(rv[c] - want_v) <= 1e-5,
+                      "running stats[%d]: expected %.7g/%.7g, got %.7g/%.7g", c, want_m,
+                      want_v, rm[c], rv[c]);
+    }
+    ck_assert_int_eq(*nbt, 1);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_clone_identical)
+{
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 131);
+    warm_running_stats(net, 5, 132);
+    ul_error err = {0};
+    ul_net *copy = ul_net_clone(net, &err);
+    ck_assert_msg(copy != NULL, "%s", err.msg);
+    ck_assert_uint_eq(ul_net_tensor_count(copy), ul_net_tensor_count(net));
+    for (size_t i = 0; i < ul_net_tensor_count(net); i++) {
+        const ul_tensor_info *a = ul_net_tensor(net, i), *b = ul_net_tensor(copy, i);
+        ck_assert_str_eq(a->name, b->name);
+        ck_assert_ptr_ne(a->data, b->data);
+        size_t bytes = (size_t)a->numel * (a->dtype == UL_I64 ? 8 : 4);
+        ck_assert_msg(!memcmp(a->data, b->data, bytes), "%s differs in the clone", a->name);
+    }
+    ul_rng r;
+    ul_rng_seed(&r, 133, 0);
+    float *x = rand_floats(&r, 5 * 3 * 64, -1, 1);
+    size_t K = 5 * 4;
+    float za[20], zb[20];
+    /* The clone is reserved like its source: no reserve call needed. */
+    for (int train = 0; train < 2; train++) {
+        memcpy(za, ul_net_forward(net, x, 5, train), K * sizeof(float));
+        const float *z = ul_net_forward(copy, x, 5, train);
+        ck_assert_ptr_nonnull(z);
+        memcpy(zb, z, K * sizeof(float));
+        ck_assert_msg(!memcmp(za, zb, K * sizeof(float)), "clone logits differ (train=%d)",
+                      train);
+    }
+    /* Changing the clone leaves the source alone. */
+    size_t n;
+    float *pc = ul_net_params(copy, &n);
+    float before = ul_net_params(net, &n)[0];
+    pc[0] += 1.0f;
+    ck_assert_float_eq(ul_net_params(net, &n)[0], before);
+    ck_assert_int_eq(ul_net_copy_weights(copy, net, &err), UL_OK);
+    ck_assert_float_eq(pc[0], before);
+
+    ul_net *other = make_model("cnn", 1.0, NULL, 3, 8, 8, 4, 134);
+    ck_assert_int_eq(ul_net_copy_weights(other, net, &err), UL_EINVAL);
+    ck_assert_msg(strstr(err.msg, "tensors") != NULL, "unexpected message: %s", err.msg);
+    ul_net_free(other);
+    free(x);
+    ul_net_free(copy);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_reserve_and_batch_size)
+{
+    ul_net *net = make_model("mlp", 0.1, NULL, 1, 5, 5, 3, 141);
+    ul_rng r;
+    ul_rng_seed(&r, 142, 0);
+    float *x = rand_floats(&r, 8 * 25, -1, 1);
+    ck_assert_ptr_null(ul_net_forward(net, x, 2, false)); /* not reserved */
+    ul_error err = {0};
+    ck_assert_int_eq(ul_net_reserve(net, 2, &err), UL_OK);
+    float z2[6];
+    memcpy(z2, ul_net_forward(net, x, 2, false), sizeof z2);
+    ck_assert_ptr_null(ul_net_forward(net, x, 3, false)); /* over the reserve */
+    ck_assert_int_eq(ul_net_reserve(net, 8, &err), UL_OK);
+    const float *z8 = ul_net_forward(net, x, 8, false);
+    ck_assert_ptr_nonnull(z8);
+    /* Examples are independent in eval mode: the first two match. */
+    for (int i = 0; i < 6; i++)
+        ck_assert_float_eq_tol(z8[i], z2[i], 1e-6f * (1 + fabsf(z2[i])));
+    ck_assert_int_eq(ul_net_reserve(net, 0, &err), UL_EINVAL);
+    free(x);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_build_errors)
+{
+    ul_rng rng;
+    ul_rng_seed(&rng, 1, 0);
+    ul_error err = {0};
+
+    /* A kernel larger than the padded input; the error names the layer and
+     * survives later builder calls fed with the failed node. */
+    ul_net *net = ul_net_new(1, 4, 4, 2);
+    ul_node c = ul_net_conv2d(net, "big", ul_net_input(net), 2, 7, 1, 0, false);
+    ck_assert_int_eq(c, -1);
+    ul_net_linear(net, "fc", ul_net_flatten(net, c), 2, true);
+    ck_assert_int_eq(ul_net_finalize(net, &rng, &err), UL_EINVAL);
+    ck_assert_msg(strstr(err.msg, "'big'") && strstr(err.msg, "4x4"), "message: %s", err.msg);
+    ul_net_free(net);
+
+    /* The last node must give one logit per class. */
+    net = ul_net_new(1, 4, 4, 3);
+    ul_net_linear(net, "fc", ul_net_flatten(net, ul_net_input(net)), 2, true);
+    ck_assert_int_eq(ul_net_finalize(net, &rng, &err), UL_EINVAL);
+    ck_assert_msg(strstr(err.msg, "(3) logits") != NULL, "message: %s", err.msg);
+    ul_net_free(net);
+
+    /* state_dict names must be unique. */
+    net = ul_net_new(1, 4, 4, 2);
+    ul_node f = ul_net_flatten(net, ul_net_input(net));
+    ul_net_linear(net, "fc", ul_net_linear(net, "fc", f, 3, true), 2, true);
+    ck_assert_int_eq(ul_net_finalize(net, &rng, &err), UL_EINVAL);
+    ck_assert_msg(strstr(err.msg, "'fc'") != NULL, "message: %s", err.msg);
+    ul_net_free(net);
+
+    /* Linear wants a flat input; add wants equal shapes. */
+    net = ul_net_new(2, 3, 3, 2);
+    ck_assert_int_eq(ul_net_linear(net, "fc", ul_net_input(net), 2, true), -1);
+    ck_assert_int_eq(ul_net_finalize(net, &rng, &err), UL_EINVAL);
+    ck_assert_msg(strstr(err.msg, "flatten") != NULL, "message: %s", err.msg);
+    ul_net_free(net);
+    net = ul_net_new(2, 4, 4, 2);
+    ul_node in = ul_net_input(net);
+    ck_assert_int_eq(ul_net_add(net, in, ul_net_maxpool(net, in, 2, 2, 0)), -1);
+    ck_assert_int_eq(ul_net_finalize(net, &rng, &err), UL_EINVAL);
+    ck_assert_msg(strstr(err.msg, "shapes differ") != NULL, "message: %s", err.msg);
+    ul_net_free(net);
+}
+END_TEST
+
+static Suite *net_suite(void)
+{
+    Suite *s = suite_create("net");
+    TCase *t = tcase_create("gradients");
+    tcase_add_test(t, test_grad_mlp);
+    tcase_add_test(t, test_grad_cnn);
+    tcase_add_test(t, test_grad_resnet18);
+    tcase_add_test(t, test_grad_resnet18_keep_stem);
+    tcase_add_test(t, test_grad_eval_mode);
+    tcase_add_test(t, test_grad_tricky_graph);
+    tcase_add_test(t, test_backward_accumulates);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("models");
+    tcase_add_test(t, test_resnet18_torchvision_names);
+    tcase_add_test(t, test_resnet18_param_count);
+    tcase_add_test(t, test_mlp_names_and_count);
+    tcase_add_test(t, test_cnn_names_and_count);
+    tcase_add_test(t, test_init_bounds);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("net");
+    tcase_add_test(t, test_bn_modes_by_hand);
+    tcase_add_test(t, test_clone_identical);
+    tcase_add_test(t, test_reserve_and_batch_size);
+    tcase_add_test(t, test_build_errors);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    ul_runtime_init();
+    SRunner *sr = srunner_create(net_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -219,15 +219,17 @@ typedef struct {
 } conv_case;
 
 /* Covers kernels 1, 3, 5×3, 2×4 and whole-input, strides 1–3, paddings 0–2,
- * batch chunks of one image (P·Q ≥ 1024), of several, and a ragged last
- * chunk, and the scratch-free 1×1 path. */
+ * and every blocking of ops_conv.c: several images per block (with a ragged
+ * last block), a few output rows per block (ragged too), single rows wider
+ * than a block, and the scratch-free 1×1 path. */
 static const conv_case conv_cases[] = {
     {2, 3, 7, 6, 4, 3, 3, 1, 1, 1},   {3, 2, 9, 7, 3, 5, 3, 2, 2, 0},
     {2, 2, 8, 8, 3, 1, 1, 1, 0, 1},   {2, 3, 6, 6, 2, 1, 1, 2, 0, 0},
     {2, 2, 5, 5, 3, 3, 3, 2, 0, 1},   {2, 2, 32, 32, 3, 3, 3, 1, 1, 1},
     {2, 3, 32, 32, 4, 1, 1, 1, 0, 0}, {4, 2, 20, 20, 3, 1, 1, 1, 0, 1},
     {5, 3, 10, 10, 4, 3, 3, 1, 2, 0}, {1, 1, 4, 4, 1, 4, 4, 1, 0, 1},
-    {3, 2, 11, 9, 3, 2, 4, 3, 1, 1},
+    {3, 2, 11, 9, 3, 2, 4, 3, 1, 1},   {2, 2, 23, 19, 3, 3, 3, 1, 1, 1},
+    {1, 1, 3, 300, 2, 3, 3, 1, 1, 1},
 };
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 

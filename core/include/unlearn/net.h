@@ -61,6 +61,9 @@ UL_API void ul_net_free(ul_net *net);
 UL_API ul_net *ul_net_clone(const ul_net *net, ul_error *err);
 /* Copies parameters and buffers from src (same architecture). */
 UL_API int ul_net_copy_weights(ul_net *dst, const ul_net *src, ul_error *err);
+/* Re-initialises parameters and buffers as ul_net_finalize does (PyTorch's
+ * defaults, drawn from rng) — a fresh model of the same architecture. */
+UL_API void ul_net_reinit(ul_net *net, ul_rng *rng);
 
 /* All trainable parameters as one flat vector, gradients alike. */
 UL_API float *ul_net_params(ul_net *net, size_t *n);

@@ -22,6 +22,7 @@
 #include "ops.h"
 #include "params.h"
 #include "rng.h"
+#include "train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +71,70 @@ typedef struct ul_dataset_vtable {
     uint32_t struct_size;
     int (*load)(const ul_params *params, ul_dataset *out, ul_error *err);
 } ul_dataset_vtable;
+
+/* ---- method ----------------------------------------------------------------
+ * unlearn() turns ctx->model (on entry: a copy of the original model θ₀)
+ * into the unlearned model, in place. It may read the retain set R, the
+ * forget set F and the validation set V; it never sees the test set.
+ * ctx->original is θ₀ itself: read-only (clone it for a frozen teacher).
+ * A loss that becomes NaN or Inf must end the call with UL_EDIVERGED. */
+typedef struct ul_method_ctx {
+    uint32_t struct_size;
+    ul_net *model;
+    const ul_net *original;
+    ul_data_view retain, forget, val;
+    const ul_train_cfg *recipe; /* how θ₀ was trained (retrain reuses it) */
+    uint64_t seed;              /* for shuffling and any randomness */
+    ul_train_progress_fn progress; /* may be NULL; report epochs/steps */
+    void *progress_user;
+} ul_method_ctx;
+
+typedef struct ul_method_vtable {
+    uint32_t struct_size;
+    int (*unlearn)(const ul_method_ctx *ctx, const ul_params *params, ul_error *err);
+} ul_method_vtable;
+
+/* ---- metric ----------------------------------------------------------------
+ * compute() evaluates ctx->model (and, where useful, the original and the
+ * retrained model) and writes named values into out[0..cap-1], setting
+ * *n_out. Names are snake_case and unique across metric plugins
+ * (e.g. "forget_error", "mia_loss_test"); std is the spread over repeats
+ * (NAN when not applicable). */
+typedef struct ul_metric_value {
+    char name[48];
+    double value;
+    double std;
+} ul_metric_value;
+
+typedef struct ul_metric_ctx {
+    uint32_t struct_size;
+    ul_net *model;               /* the model under evaluation */
+    ul_net *original;            /* θ₀ (may equal model) */
+    ul_net *retrained;           /* the gold standard; NULL while it is itself evaluated */
+    ul_data_view retain, forget, val, test;
+    /* When the forget set is a set of whole classes: those classes (else n = 0). */
+    const int32_t *forget_classes;
+    int n_forget_classes;
+    double unlearn_seconds;      /* wall time of the method (NAN for the original) */
+    double retrain_seconds;      /* wall time of retraining */
+    uint64_t seed;
+} ul_metric_ctx;
+
+typedef struct ul_metric_vtable {
+    uint32_t struct_size;
+    int (*compute)(const ul_metric_ctx *ctx, const ul_params *params, ul_metric_value *out,
+                   size_t cap, size_t *n_out, ul_error *err);
+} ul_metric_vtable;
+
+/* ---- goal ------------------------------------------------------------------
+ * The validation objective a grid search minimises. `requires` lists the
+ * metric values it reads (NULL-terminated); objective() gets them in the
+ * same order, computed on validation-side data. */
+typedef struct ul_goal_vtable {
+    uint32_t struct_size;
+    const char *const *requires;
+    double (*objective)(const double *values, double lambda);
+} ul_goal_vtable;
 
 #if defined(__GNUC__)
 #define UL_PLUGIN_EXPORT __attribute__((visibility("default")))
