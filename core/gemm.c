@@ -15,18 +15,19 @@ void ul_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
 {
     if (m <= 0 || n <= 0)
         return;
+    rntm_t rntm;
+    bli_rntm_init_from_global(&rntm);
+    /* BLIS 0.9's small-matrix ("sup") kernels read one element past the end
+     * of an operand on some shapes (flame/blis#635, #824; seen here under
+     * valgrind), which can fault at a page boundary. The packed path reads
+     * only within bounds. */
+    bli_rntm_disable_l3_sup(&rntm);
+    if ((double)m * n * k < UL_GEMM_SERIAL_MACS)
+        bli_rntm_set_num_threads(1, &rntm);
     /* The strides describe the matrices as stored; BLIS applies the
      * transposition itself. BLIS 0.9 takes non-const pointers but does not
      * write to a, b, alpha or beta. */
-    trans_t ta = trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
-    trans_t tb = trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE;
-    if ((double)m * n * k < UL_GEMM_SERIAL_MACS) {
-        rntm_t rntm = BLIS_RNTM_INITIALIZER;
-        bli_rntm_set_num_threads(1, &rntm);
-        bli_sgemm_ex(ta, tb, m, n, k, &alpha, (float *)a, lda, 1, (float *)b, ldb, 1, &beta, c,
-                     ldc, 1, NULL, &rntm);
-    } else {
-        bli_sgemm(ta, tb, m, n, k, &alpha, (float *)a, lda, 1, (float *)b, ldb, 1, &beta, c, ldc,
-                  1);
-    }
+    bli_sgemm_ex(trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, m, n, k, &alpha, (float *)a, lda,
+                 1, (float *)b, ldb, 1, &beta, c, ldc, 1, NULL, &rntm);
 }

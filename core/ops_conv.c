@@ -3,9 +3,10 @@
  * The work is cut into column blocks of about UL_CONV_COLS output positions:
  * a few output rows of one image when P·Q is large, or nb whole images when
  * P·Q is small. Small blocks keep the im2col buffer and the GEMM operands in
- * cache (measured on Zen 3: 256 columns ran ResNet-18's 16×16 and 8×8
- * layers about 2× faster than 1024 or more); whole images per block keep
- * the GEMMs of late stages (4×4) from degenerating to a handful of columns.
+ * cache (on a 2-core Zen 3 VM, 256 columns took about half the CPU time of
+ * 1024 or more on ResNet-18's 32×32, 16×16 and 8×8 layers); whole images
+ * per block keep the GEMMs of late stages (4×4) from shrinking to a handful
+ * of columns.
  * A block of several images lays its columns out image after image, so its
  * GEMM result (K, nb·P·Q) is scattered into NCHW through tmp; a block inside
  * one image is written in place with row stride P·Q.

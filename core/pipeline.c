@@ -50,6 +50,21 @@ static const ul_param_def augment_schema[] = {
     UL_PARAM_BOOL("hflip", "false", "random horizontal flip"),
 };
 
+static const ul_param_def forget_schema[] = {
+    UL_PARAM_INT("size", "200", 0, 1e9, "number of training examples to forget"),
+    UL_PARAM_ENUM("selection", "random", "random|classes|mislabeled",
+                  "random examples; examples of `classes`; or examples relabelled to `target` "
+                  "before training (a planted bias)"),
+    UL_PARAM_INT_LIST("classes", "[]", 0, 100000,
+                      "classes: forget examples of these classes (size 0 = all of them)"),
+    UL_PARAM_INT("target", "0", 0, 100000, "mislabeled: the wrong label planted in F"),
+    UL_PARAM_INT("seed", "0", 0, 4294967295.0, "seed of the selection (independent of `seed`)"),
+    UL_PARAM_STRING("indices_file", "",
+                    "reuse an exact forget set: a file of training-set indices, one per line "
+                    "(e.g. a previous run's forget_indices.txt)"),
+    UL_PARAM_BOOL("retrain", "true", "train the gold-standard model on R"),
+};
+
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- parsing --------------------------------------------------------------- */
@@ -173,6 +188,407 @@ static int parse_widths(ul_pipeline *p, const ul_yaml_node *n, ul_error *err)
     return UL_OK;
 }
 
+/* ---- unlearning sections ----------------------------------------------------- */
+
+static int scalar_u64(const ul_yaml_doc *doc, const ul_yaml_node *n, const char *what,
+                      uint64_t *out, ul_error *err)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = n->kind == UL_YAML_SCALAR ? strtoull(n->scalar, &end, 10) : 0;
+    if (!end || *end || end == n->scalar || errno || n->scalar[0] == '-')
+        return ul_yaml_errorf(err, doc, n->line, n->col,
+                              "%s must be a non-negative integer, got '%s'", what,
+                              n->kind == UL_YAML_SCALAR ? n->scalar : "a collection");
+    *out = v;
+    return UL_OK;
+}
+
+static int parse_seeds(ul_pipeline *p, const ul_yaml_node *n, ul_error *err)
+{
+    if (!n) {
+        p->seeds[0] = p->seed;
+        p->n_seeds = 1;
+        return UL_OK;
+    }
+    if (n->kind != UL_YAML_SEQ || n->n == 0 || n->n > UL_MAX_SEEDS)
+        return ul_yaml_errorf(err, p->doc, n->line, n->col,
+                              "seeds must be a list of 1 to %d integers, e.g. [0, 1, 2]",
+                              UL_MAX_SEEDS);
+    for (size_t i = 0; i < n->n; i++) {
+        int rc = scalar_u64(p->doc, n->items[i], "each seed", &p->seeds[i], err);
+        if (rc)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (p->seeds[j] == p->seeds[i])
+                return ul_yaml_errorf(err, p->doc, n->items[i]->line, n->items[i]->col,
+                                      "seed %llu is listed twice",
+                                      (unsigned long long)p->seeds[i]);
+    }
+    p->n_seeds = n->n;
+    return UL_OK;
+}
+
+static int parse_forget(ul_pipeline *p, const ul_yaml_node *n, ul_error *err)
+{
+    ul_forget_spec *f = &p->forget;
+    if (!n)
+        return UL_OK;
+    ul_params *fp = ul_params_new(forget_schema, COUNT(forget_schema), err);
+    if (!fp)
+        return UL_EINVAL;
+    int rc = section_fill(p->doc, n, "forget", fp, NULL, 0, err);
+    if (rc)
+        goto done;
+    f->enabled = true;
+    f->size = ul_params_int(fp, "size");
+    const char *sel = ul_params_string(fp, "selection");
+    f->selection = strcmp(sel, "classes") == 0      ? UL_FORGET_CLASSES
+                   : strcmp(sel, "mislabeled") == 0 ? UL_FORGET_MISLABELED
+                                                    : UL_FORGET_RANDOM;
+    const double *cls;
+    size_t nc = ul_params_list(fp, "classes", &cls);
+    const ul_yaml_node *at = ul_yaml_get(n, "classes");
+    if (nc > UL_MAX_FORGET_CLASSES) {
+        rc = ul_yaml_errorf(err, p->doc, at->line, at->col, "forget.classes: at most %d classes",
+                            UL_MAX_FORGET_CLASSES);
+        goto done;
+    }
+    for (size_t i = 0; i < nc; i++)
+        f->classes[i] = (int32_t)cls[i];
+    f->n_classes = (int)nc;
+    f->target = (int32_t)ul_params_int(fp, "target");
+    f->seed = (uint64_t)ul_params_int(fp, "seed");
+    f->retrain = ul_params_bool(fp, "retrain");
+    snprintf(f->indices_file, sizeof f->indices_file, "%s", ul_params_string(fp, "indices_file"));
+    if (f->selection == UL_FORGET_CLASSES && nc == 0) {
+        rc = ul_yaml_errorf(err, p->doc, n->line, n->col,
+                            "forget: selection 'classes' needs a list of classes, e.g. "
+                            "classes: [3]");
+        goto done;
+    }
+    if (f->size == 0 && f->selection != UL_FORGET_CLASSES && !*f->indices_file) {
+        const ul_yaml_node *sz = ul_yaml_get(n, "size");
+        rc = ul_yaml_errorf(err, p->doc, (sz ? sz : n)->line, (sz ? sz : n)->col,
+                            "forget.size must be at least 1: an empty forget set leaves nothing "
+                            "to unlearn");
+        goto done;
+    }
+done:
+    ul_params_free(fp);
+    return rc;
+}
+
+/* One grid point: a copy of the fixed params with `n` (a map of key → value)
+ * applied, each checked against the plugin's schema. */
+static int grid_set(const ul_yaml_doc *doc, ul_params *pt, const char *key,
+                    const ul_yaml_node *v, const char *where, ul_error *err)
+{
+    char text[4096];
+    if (ul_yaml_to_text(v, text, sizeof text) != UL_OK)
+        return ul_yaml_errorf(err, doc, v->line, v->col, "%s.%s: a value cannot be a mapping",
+                              where, key);
+    ul_error e2;
+    if (ul_params_set(pt, key, text, &e2) != UL_OK)
+        return ul_yaml_errorf(err, doc, v->line, v->col, "%s.%s: %s", where, key, e2.msg);
+    return UL_OK;
+}
+
+static int grid_check_key(const ul_yaml_doc *doc, const ul_params *base, const char *key,
+                          int line, int col, const char *where, const char *plugin,
+                          ul_error *err)
+{
+    size_t ns;
+    const ul_param_def *schema = ul_params_schema(base, &ns);
+    const char *names[128];
+    size_t nn = 0;
+    for (size_t i = 0; i < ns; i++) {
+        if (strcmp(schema[i].name, key) == 0)
+            return UL_OK;
+        if (nn < 128)
+            names[nn++] = schema[i].name;
+    }
+    const char *near = ul_did_you_mean(key, names, nn);
+    return ul_yaml_errorf(err, doc, line, col,
+                          "%s: method '%s' declares no parameter '%s'%s%s%s (see `unlearn "
+                          "describe %s`)",
+                          where, plugin, key, near ? " (did you mean '" : "", near ? near : "",
+                          near ? "'?)" : "", plugin);
+}
+
+static int add_point(ul_method_spec *m, ul_params *pt, ul_error *err)
+{
+    if (m->n_points == UL_MAX_GRID) {
+        ul_params_free(pt);
+        return ul_errorf(err, UL_EINVAL, "method '%s': more than %d grid points", m->label,
+                         UL_MAX_GRID);
+    }
+    ul_params **np = realloc(m->points, (m->n_points + 1) * sizeof *np);
+    if (!np) {
+        ul_params_free(pt);
+        return ul_errorf(err, UL_ENOMEM, "out of memory");
+    }
+    m->points = np;
+    m->points[m->n_points++] = pt;
+    return UL_OK;
+}
+
+static int parse_grid(const ul_yaml_doc *doc, ul_method_spec *m, const ul_params *base,
+                      const ul_yaml_node *g, const char *where, ul_error *err)
+{
+    int rc = UL_OK;
+    if (!g)
+        return add_point(m, ul_params_clone(base), err);
+    if (g->kind == UL_YAML_SEQ) { /* explicit points */
+        if (g->n == 0)
+            return ul_yaml_errorf(err, doc, g->line, g->col, "%s.grid: the list is empty", where);
+        for (size_t i = 0; i < g->n; i++) {
+            const ul_yaml_node *pm = g->items[i];
+            if (pm->kind != UL_YAML_MAP)
+                return ul_yaml_errorf(err, doc, pm->line, pm->col,
+                                      "%s.grid: each point must be a mapping of parameter: value",
+                                      where);
+            ul_params *pt = ul_params_clone(base);
+            for (size_t k = 0; k < pm->n && !rc; k++) {
+                rc = grid_check_key(doc, base, pm->keys[k], pm->key_line[k], pm->key_col[k],
+                                    where, m->name, err);
+                if (!rc)
+                    rc = grid_set(doc, pt, pm->keys[k], pm->items[k], where, err);
+            }
+            if (rc) {
+                ul_params_free(pt);
+                return rc;
+            }
+            if ((rc = add_point(m, pt, err)))
+                return rc;
+        }
+        return UL_OK;
+    }
+    if (g->kind != UL_YAML_MAP)
+        return ul_yaml_errorf(err, doc, g->line, g->col,
+                              "%s.grid must map parameters to lists of values (cartesian "
+                              "product) or be a list of points",
+                              where);
+    size_t total = 1;
+    for (size_t k = 0; k < g->n; k++) {
+        if ((rc = grid_check_key(doc, base, g->keys[k], g->key_line[k], g->key_col[k], where,
+                                 m->name, err)))
+            return rc;
+        const ul_yaml_node *vals = g->items[k];
+        size_t nv = vals->kind == UL_YAML_SEQ ? vals->n : 1;
+        if (nv == 0)
+            return ul_yaml_errorf(err, doc, vals->line, vals->col, "%s.grid.%s: the list is empty",
+                                  where, g->keys[k]);
+        total *= nv;
+        if (total > UL_MAX_GRID)
+            return ul_yaml_errorf(err, doc, g->line, g->col,
+                                  "%s.grid has more than %d points", where, UL_MAX_GRID);
+    }
+    for (size_t idx = 0; idx < total; idx++) {
+        ul_params *pt = ul_params_clone(base);
+        size_t rem = idx;
+        /* The last key varies fastest, as in itertools.product. */
+        for (size_t kk = g->n; kk-- > 0 && !rc;) {
+            const ul_yaml_node *vals = g->items[kk];
+            size_t nv = vals->kind == UL_YAML_SEQ ? vals->n : 1;
+            const ul_yaml_node *v = vals->kind == UL_YAML_SEQ ? vals->items[rem % nv] : vals;
+            rem /= nv;
+            rc = grid_set(doc, pt, g->keys[kk], v, where, err);
+        }
+        if (rc) {
+            ul_params_free(pt);
+            return rc;
+        }
+        if ((rc = add_point(m, pt, err)))
+            return rc;
+    }
+    return UL_OK;
+}
+
+static int parse_methods(ul_pipeline *p, const ul_yaml_node *n, ul_error *err)
+{
+    const ul_yaml_doc *doc = p->doc;
+    if (!n)
+        return UL_OK;
+    if (n->kind != UL_YAML_SEQ || n->n > UL_MAX_METHODS)
+        return ul_yaml_errorf(err, doc, n->line, n->col,
+                              "methods must be a list (at most %d) of {name, params, grid}",
+                              UL_MAX_METHODS);
+    static const char *const keys[] = {"name", "label", "params", "grid"};
+    for (size_t i = 0; i < n->n; i++) {
+        const ul_yaml_node *mn = n->items[i];
+        ul_method_spec *m = &p->methods[p->n_methods++];
+        char where[64];
+        snprintf(where, sizeof where, "methods[%zu]", i);
+        int rc = ul_yaml_check_keys(doc, mn, where, keys, COUNT(keys), err);
+        if (!rc)
+            rc = required_name(doc, mn, where, m->name, sizeof m->name, err);
+        ul_params *base = NULL;
+        if (!rc)
+            rc = plugin_params(doc, mn, UL_KIND_METHOD, m->name, where, &base, err);
+        if (rc)
+            return rc;
+        const ul_yaml_node *lb = ul_yaml_get(mn, "label");
+        snprintf(m->label, sizeof m->label, "%s",
+                 lb && lb->kind == UL_YAML_SCALAR ? lb->scalar : m->name);
+        for (size_t j = 0; j + 1 < p->n_methods; j++)
+            if (strcmp(p->methods[j].label, m->label) == 0) {
+                ul_params_free(base);
+                return ul_yaml_errorf(err, doc, mn->line, mn->col,
+                                      "%s: method label '%s' is used twice; give one a "
+                                      "distinct `label`",
+                                      where, m->label);
+            }
+        rc = parse_grid(doc, m, base, ul_yaml_get(mn, "grid"), where, err);
+        ul_params_free(base);
+        if (rc)
+            return rc;
+    }
+    return UL_OK;
+}
+
+static int parse_lambdas(const ul_yaml_doc *doc, const ul_yaml_node *v, ul_goal_spec *g,
+                         ul_error *err)
+{
+    size_t nv = v->kind == UL_YAML_SEQ ? v->n : 1;
+    if (v->kind == UL_YAML_MAP || nv == 0 || nv > UL_MAX_LAMBDAS)
+        return ul_yaml_errorf(err, doc, v->line, v->col,
+                              "goal '%s': lambda must be a number or a list of 1 to %d numbers "
+                              "in [0, 1]",
+                              g->name, UL_MAX_LAMBDAS);
+    for (size_t i = 0; i < nv; i++) {
+        const ul_yaml_node *it = v->kind == UL_YAML_SEQ ? v->items[i] : v;
+        char *end = NULL;
+        double l = it->kind == UL_YAML_SCALAR ? strtod(it->scalar, &end) : NAN;
+        if (!end || *end || end == it->scalar || !(l >= 0.0 && l <= 1.0))
+            return ul_yaml_errorf(err, doc, it->line, it->col,
+                                  "goal '%s': lambda must be in [0, 1], got '%s'", g->name,
+                                  it->kind == UL_YAML_SCALAR ? it->scalar : "a collection");
+        g->lambdas[i] = l;
+    }
+    g->n_lambdas = nv;
+    return UL_OK;
+}
+
+static int parse_goals(ul_pipeline *p, const ul_yaml_node *n, ul_error *err)
+{
+    const ul_yaml_doc *doc = p->doc;
+    if (!n)
+        return UL_OK;
+    /* Either {privacy: [0.2, 0.4], bias: 0.3} or [{name: privacy, lambda: [..]}, ...]. */
+    bool as_map = n->kind == UL_YAML_MAP;
+    if ((!as_map && n->kind != UL_YAML_SEQ) || n->n > UL_MAX_GOALS)
+        return ul_yaml_errorf(err, doc, n->line, n->col,
+                              "goals must map goal names to lambdas, e.g. {privacy: [0.2, 0.4], "
+                              "bias: [0.3]}");
+    for (size_t i = 0; i < n->n; i++) {
+        ul_goal_spec *g = &p->goals[p->n_goals++];
+        const ul_yaml_node *lam, *at;
+        int rc;
+        if (as_map) {
+            snprintf(g->name, sizeof g->name, "%s", n->keys[i]);
+            lam = n->items[i];
+            at = n;
+            const ul_plugin *pl;
+            rc = ul_plugin_find(UL_KIND_GOAL, g->name, &pl, err);
+            if (rc) {
+                char msg[UL_ERROR_MAX];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                return ul_yaml_errorf(err, doc, n->key_line[i], n->key_col[i], "%s", msg);
+            }
+        } else {
+            static const char *const keys[] = {"name", "lambda"};
+            at = n->items[i];
+            char where[64];
+            snprintf(where, sizeof where, "goals[%zu]", i);
+            if ((rc = ul_yaml_check_keys(doc, at, where, keys, 2, err)) ||
+                (rc = required_name(doc, at, where, g->name, sizeof g->name, err)))
+                return rc;
+            const ul_plugin *pl;
+            if ((rc = ul_plugin_find(UL_KIND_GOAL, g->name, &pl, err))) {
+                const ul_yaml_node *nm = ul_yaml_get(at, "name");
+                char msg[UL_ERROR_MAX];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                return ul_yaml_errorf(err, doc, nm->line, nm->col, "%s", msg);
+            }
+            lam = ul_yaml_get(at, "lambda");
+            if (!lam)
+                return ul_yaml_errorf(err, doc, at->line, at->col,
+                                      "%s: missing required key 'lambda'", where);
+        }
+        (void)at;
+        if ((rc = parse_lambdas(doc, lam, g, err)))
+            return rc;
+    }
+    return UL_OK;
+}
+
+static int add_metric(ul_pipeline *p, const char *name, const ul_yaml_node *params,
+                      const ul_yaml_node *at, ul_error *err)
+{
+    if (p->n_metrics == UL_MAX_METRICS)
+        return ul_yaml_errorf(err, p->doc, at->line, at->col, "at most %d metrics",
+                              UL_MAX_METRICS);
+    for (size_t i = 0; i < p->n_metrics; i++)
+        if (strcmp(p->metrics[i].name, name) == 0)
+            return ul_yaml_errorf(err, p->doc, at->line, at->col, "metric '%s' is listed twice",
+                                  name);
+    ul_metric_spec *m = &p->metrics[p->n_metrics];
+    snprintf(m->name, sizeof m->name, "%s", name);
+    const ul_plugin *pl;
+    int rc = ul_plugin_find(UL_KIND_METRIC, name, &pl, err);
+    if (rc) {
+        char msg[UL_ERROR_MAX];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return ul_yaml_errorf(err, p->doc, at->line, at->col, "%s", msg);
+    }
+    m->params = ul_params_new(pl->desc->params, pl->desc->n_params, err);
+    if (!m->params)
+        return UL_EPLUGIN;
+    p->n_metrics++;
+    if (params) {
+        char where[192];
+        snprintf(where, sizeof where, "metric '%s' params", name);
+        if ((rc = ul_yaml_fill_params(p->doc, params, where, m->params, err)))
+            return rc;
+    }
+    return UL_OK;
+}
+
+static int parse_metrics(ul_pipeline *p, const ul_yaml_node *n, ul_error *err)
+{
+    int rc;
+    if (!n) {
+        static const char *const defaults[] = {"errors", "mia_loss", "timing"};
+        ul_yaml_node at = {.line = 1, .col = 1};
+        for (size_t i = 0; i < COUNT(defaults); i++)
+            if ((rc = add_metric(p, defaults[i], NULL, &at, err)))
+                return rc;
+        return UL_OK;
+    }
+    if (n->kind != UL_YAML_SEQ)
+        return ul_yaml_errorf(err, p->doc, n->line, n->col,
+                              "metrics must be a list of metric names or {name, params}");
+    for (size_t i = 0; i < n->n; i++) {
+        const ul_yaml_node *it = n->items[i];
+        if (it->kind == UL_YAML_SCALAR) {
+            rc = add_metric(p, it->scalar, NULL, it, err);
+        } else {
+            static const char *const keys[] = {"name", "params"};
+            char where[64], name[128];
+            snprintf(where, sizeof where, "metrics[%zu]", i);
+            if ((rc = ul_yaml_check_keys(p->doc, it, where, keys, 2, err)) ||
+                (rc = required_name(p->doc, it, where, name, sizeof name, err)))
+                return rc;
+            rc = add_metric(p, name, ul_yaml_get(it, "params"), ul_yaml_get(it, "name"), err);
+        }
+        if (rc)
+            return rc;
+    }
+    /* Goals read values of the errors and mia_loss metrics. */
+    return UL_OK;
+}
+
 int ul_pipeline_load(const char *path, ul_pipeline **out, ul_error *err)
 {
     *out = NULL;
@@ -191,7 +607,9 @@ int ul_pipeline_load(const char *path, ul_pipeline **out, ul_error *err)
                             "model, train, output");
         goto fail;
     }
-    static const char *const top[] = {"seed", "dataset", "model", "train", "output"};
+    static const char *const top[] = {"seed",    "seeds",   "dataset", "model",
+                                      "train",   "forget",  "methods", "goals",
+                                      "metrics", "output",  "keep_checkpoints"};
     if ((rc = ul_yaml_check_keys(doc, root, "the pipeline", top, COUNT(top), err)))
         goto fail;
 
@@ -276,6 +694,29 @@ int ul_pipeline_load(const char *path, ul_pipeline **out, ul_error *err)
         if (dot && dot > p->output + 5)
             *dot = '\0';
     }
+    if ((rc = parse_seeds(p, ul_yaml_get(root, "seeds"), err)) ||
+        (rc = parse_forget(p, ul_yaml_get(root, "forget"), err)) ||
+        (rc = parse_methods(p, ul_yaml_get(root, "methods"), err)) ||
+        (rc = parse_goals(p, ul_yaml_get(root, "goals"), err)) ||
+        ((p->forget.enabled || ul_yaml_get(root, "metrics")) &&
+         (rc = parse_metrics(p, ul_yaml_get(root, "metrics"), err))))
+        goto fail;
+    if ((p->n_methods || p->n_goals) && !p->forget.enabled) {
+        rc = ul_yaml_errorf(err, doc, root->line, root->col,
+                            "methods and goals need a `forget` section (e.g. forget: {size: 200})");
+        goto fail;
+    }
+    snprintf(p->keep_checkpoints, sizeof p->keep_checkpoints, "selected");
+    n = ul_yaml_get(root, "keep_checkpoints");
+    if (n) {
+        if (n->kind != UL_YAML_SCALAR || (strcmp(n->scalar, "selected") &&
+                                          strcmp(n->scalar, "all") && strcmp(n->scalar, "none"))) {
+            rc = ul_yaml_errorf(err, doc, n->line, n->col,
+                                "keep_checkpoints must be selected, all or none");
+            goto fail;
+        }
+        snprintf(p->keep_checkpoints, sizeof p->keep_checkpoints, "%s", n->scalar);
+    }
     *out = p;
     return UL_OK;
 fail:
@@ -293,6 +734,13 @@ void ul_pipeline_free(ul_pipeline *p)
     ul_params_free(p->model_params);
     ul_params_free(p->train);
     ul_params_free(p->augment);
+    for (size_t i = 0; i < p->n_methods; i++) {
+        for (size_t k = 0; k < p->methods[i].n_points; k++)
+            ul_params_free(p->methods[i].points[k]);
+        free(p->methods[i].points);
+    }
+    for (size_t i = 0; i < p->n_metrics; i++)
+        ul_params_free(p->metrics[i].params);
     free(p);
 }
 
@@ -470,7 +918,7 @@ static void emit_params(FILE *f, const ul_params *p, int indent)
     }
 }
 
-static int write_resolved(const ul_pipeline *p, const char *path, ul_error *err)
+int ul_pipeline_write_resolved(const ul_pipeline *p, const char *path, ul_error *err)
 {
     ul_atomic_file af;
     int rc = ul_atomic_open(&af, path, err);
@@ -499,6 +947,54 @@ static int write_resolved(const ul_pipeline *p, const char *path, ul_error *err)
     size_t pos = 0;
     ul_json_escape(q, sizeof q, &pos, p->output);
     fprintf(f, "output: %s\n", q);
+    fprintf(f, "seeds: [");
+    for (size_t i = 0; i < p->n_seeds; i++)
+        fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)p->seeds[i]);
+    fprintf(f, "]\n");
+    if (p->forget.enabled) {
+        const ul_forget_spec *fs = &p->forget;
+        static const char *const sel[] = {"", "random", "classes", "mislabeled"};
+        fprintf(f, "forget:\n  size: %lld\n  selection: %s\n  classes: [",
+                (long long)fs->size, sel[fs->selection]);
+        for (int i = 0; i < fs->n_classes; i++)
+            fprintf(f, "%s%d", i ? ", " : "", fs->classes[i]);
+        pos = 0;
+        ul_json_escape(q, sizeof q, &pos, fs->indices_file);
+        fprintf(f, "]\n  target: %d\n  seed: %llu\n  indices_file: %s\n  retrain: %s\n",
+                fs->target, (unsigned long long)fs->seed, q, fs->retrain ? "true" : "false");
+    }
+    if (p->n_methods) {
+        fprintf(f, "methods:\n");
+        for (size_t i = 0; i < p->n_methods; i++) {
+            const ul_method_spec *m = &p->methods[i];
+            fprintf(f, "  - name: %s\n    label: %s\n    grid:  # %zu points\n", m->name,
+                    m->label, m->n_points);
+            for (size_t k = 0; k < m->n_points; k++) {
+                fprintf(f, "      -\n");
+                emit_params(f, m->points[k], 8);
+            }
+        }
+    }
+    if (p->n_goals) {
+        fprintf(f, "goals:\n");
+        for (size_t i = 0; i < p->n_goals; i++) {
+            fprintf(f, "  %s: [", p->goals[i].name);
+            for (size_t k = 0; k < p->goals[i].n_lambdas; k++)
+                fprintf(f, "%s%.17g", k ? ", " : "", p->goals[i].lambdas[k]);
+            fprintf(f, "]\n");
+        }
+    }
+    if (p->forget.enabled) {
+        fprintf(f, "metrics:\n");
+        for (size_t i = 0; i < p->n_metrics; i++) {
+            fprintf(f, "  - name: %s\n    params:", p->metrics[i].name);
+            size_t np;
+            ul_params_schema(p->metrics[i].params, &np);
+            fprintf(f, np ? "\n" : " {}\n");
+            emit_params(f, p->metrics[i].params, 6);
+        }
+        fprintf(f, "keep_checkpoints: %s\n", p->keep_checkpoints);
+    }
     return ul_atomic_commit(&af, err);
 }
 
@@ -527,205 +1023,4 @@ void ul_train_cfg_from_params(const ul_params *t, const ul_params *a, uint64_t s
     cfg->augment.crop_padding = (int)ul_params_int(a, "crop_padding");
     cfg->augment.hflip = ul_params_bool(a, "hflip");
     cfg->seed = seed;
-}
-
-typedef struct split_metrics {
-    double loss, accuracy;
-    int64_t n;
-} split_metrics;
-
-typedef struct width_result {
-    double width;
-    int64_t params;
-    split_metrics train, val, test;
-    double train_seconds;
-    char checkpoint[512];
-} width_result;
-
-static int eval_split(ul_net *net, const ul_dataset *d, bool test, const int64_t *idx, int64_t n,
-                      int batch, split_metrics *m, ul_error *err)
-{
-    ul_data_view v = {test ? d->test_x : d->train_x, test ? d->test_y : d->train_y, idx, n,
-                      d->c, d->h, d->w, d->n_classes};
-    m->n = n;
-    if (n == 0) {
-        m->loss = m->accuracy = NAN;
-        return UL_OK;
-    }
-    return ul_evaluate(net, &v, batch, &m->loss, &m->accuracy, NULL, err);
-}
-
-static void json_num(FILE *f, double v)
-{
-    if (isfinite(v))
-        fprintf(f, "%.10g", v);
-    else
-        fputs("null", f);
-}
-
-static void write_split_json(FILE *f, const char *name, const split_metrics *m, bool comma)
-{
-    fprintf(f, "\"%s\": {\"loss\": ", name);
-    json_num(f, m->loss);
-    fprintf(f, ", \"accuracy\": ");
-    json_num(f, m->accuracy);
-    fprintf(f, ", \"n\": %lld}%s", (long long)m->n, comma ? ", " : "");
-}
-
-static void write_width_json(FILE *f, const width_result *r)
-{
-    fprintf(f, "{\"width\": %.17g, \"params\": %lld, ", r->width, (long long)r->params);
-    write_split_json(f, "train", &r->train, true);
-    write_split_json(f, "val", &r->val, true);
-    write_split_json(f, "test", &r->test, true);
-    fprintf(f, "\"train_seconds\": %.3f, \"checkpoint\": \"%s\"}", r->train_seconds,
-            r->checkpoint);
-}
-
-static int write_metrics(const char *path, const ul_pipeline *p, const width_result *res,
-                         size_t n, ul_error *err)
-{
-    ul_atomic_file af;
-    int rc = ul_atomic_open(&af, path, err);
-    if (rc)
-        return rc;
-    FILE *f = af.fp;
-    fprintf(f, "{\n  \"unlearn_version\": \"%s\",\n  \"dataset\": \"%s\",\n  \"model\": \"%s\",\n"
-               "  \"seed\": %llu,\n  \"original\": [\n",
-            UL_VERSION, p->dataset, p->model, (unsigned long long)p->seed);
-    for (size_t i = 0; i < n; i++) {
-        fputs("    ", f);
-        write_width_json(f, &res[i]);
-        fputs(i + 1 < n ? ",\n" : "\n", f);
-    }
-    fputs("  ]\n}\n", f);
-    return ul_atomic_commit(&af, err);
-}
-
-static uint64_t width_stream(double w)
-{
-    uint64_t bits;
-    memcpy(&bits, &w, sizeof bits);
-    return bits ^ 0x6d6f64656cULL;
-}
-
-int ul_pipeline_run(ul_pipeline *p, const char *run_dir, FILE *log, ul_error *err)
-{
-    const char *dir = run_dir ? run_dir : p->output;
-    ul_dataset ds;
-    ul_splits sp = {0};
-    width_result *res = calloc(p->n_widths, sizeof *res);
-    ul_net *net = NULL;
-    ul_progress prog;
-    ul_progress_init(&prog, log);
-    if (!res)
-        return ul_errorf(err, UL_ENOMEM, "out of memory");
-
-    ul_progress_log(&prog, "loading dataset %s", p->dataset);
-    int rc = ul_dataset_load_plugin(p->dataset, p->dataset_params, &ds, err);
-    if (rc) {
-        free(res);
-        return rc;
-    }
-    rc = ul_splits_make(&ds, ul_params_double(p->split, "val_fraction"),
-                        ul_params_int(p->split, "subset"), ul_params_int(p->split, "test_subset"),
-                        p->seed, &sp, err);
-    if (rc)
-        goto done;
-    ul_progress_log(&prog, "%s: %lld train / %lld validation / %lld test examples, %dx%dx%d, %d "
-                           "classes",
-                    ds.source, (long long)sp.n_train, (long long)sp.n_val, (long long)sp.n_test,
-                    ds.c, ds.h, ds.w, ds.n_classes);
-
-    char path[4600];
-    snprintf(path, sizeof path, "%s/checkpoints", dir);
-    if ((rc = ul_mkdirs(path, err)))
-        goto done;
-    snprintf(path, sizeof path, "%s/config.resolved.yaml", dir);
-    if ((rc = write_resolved(p, path, err)))
-        goto done;
-
-    ul_train_cfg cfg;
-    ul_train_cfg_from_params(p->train, p->augment, p->seed, &cfg);
-    ul_dataset_pad_values(&ds, cfg.pad_value);
-    const int eval_batch = (int)ul_params_int(p->train, "eval_batch_size");
-    ul_data_view train_view = {ds.train_x, ds.train_y, sp.train, sp.n_train,
-                               ds.c, ds.h, ds.w, ds.n_classes};
-
-    char model_json[8192], data_json[8192];
-    ul_params_to_json(p->model_params, model_json, sizeof model_json);
-    ul_params_to_json(p->dataset_params, data_json, sizeof data_json);
-
-    for (size_t wi = 0; wi < p->n_widths; wi++) {
-        const double w = p->widths[wi];
-        width_result *r = &res[wi];
-        r->width = w;
-        ul_rng init_rng;
-        ul_rng_seed(&init_rng, p->seed, width_stream(w));
-        if ((rc = ul_model_create(p->model, w, p->model_params, ds.c, ds.h, ds.w, ds.n_classes,
-                                  &init_rng, &net, err)))
-            goto done;
-        r->params = ul_net_param_count(net);
-        snprintf(r->checkpoint, sizeof r->checkpoint, "checkpoints/original_w%g.safetensors", w);
-        snprintf(path, sizeof path, "%s/%s", dir, r->checkpoint);
-        ul_progress_log(&prog, "[width %g] %s, %lld parameters", w, p->model,
-                        (long long)r->params);
-
-        ul_progress_set_label(&prog, "[width %g]", w);
-        ul_train_result tres;
-        if ((rc = ul_train(net, &train_view, &cfg, ul_progress_train, &prog, &tres, err))) {
-            ul_error_prefix(err, "model %s at width %g", p->model, w);
-            goto done;
-        }
-        r->train_seconds = tres.seconds;
-        if ((rc = eval_split(net, &ds, false, sp.train, sp.n_train, eval_batch, &r->train, err)) ||
-            (rc = eval_split(net, &ds, false, sp.val, sp.n_val, eval_batch, &r->val, err)) ||
-            (rc = eval_split(net, &ds, true, sp.test, sp.n_test, eval_batch, &r->test, err)))
-            goto done;
-
-        char wbuf[64], shape[64], classes[16], seed[32], vf[64], sub[32], tsub[32];
-        snprintf(wbuf, sizeof wbuf, "%.17g", w);
-        snprintf(shape, sizeof shape, "[%d, %d, %d]", ds.c, ds.h, ds.w);
-        snprintf(classes, sizeof classes, "%d", ds.n_classes);
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)p->seed);
-        ul_params_format(p->split, "val_fraction", false, vf, sizeof vf);
-        ul_params_format(p->split, "subset", false, sub, sizeof sub);
-        ul_params_format(p->split, "test_subset", false, tsub, sizeof tsub);
-        const ul_kv meta[] = {
-            {"format", "unlearn-checkpoint-1"}, {"unlearn_version", UL_VERSION},
-            {"model", p->model}, {"model_params", model_json}, {"width", wbuf},
-            {"input_shape", shape}, {"classes", classes}, {"dataset", p->dataset},
-            {"dataset_params", data_json}, {"seed", seed}, {"val_fraction", vf},
-            {"subset", sub}, {"test_subset", tsub}, {"role", "original"},
-        };
-        if ((rc = ul_checkpoint_save(path, net, meta, COUNT(meta), err)))
-            goto done;
-        ul_progress_log(&prog,
-                        "[width %g] train acc %.4f, validation acc %.4f, test acc %.4f (%.1f s)",
-                        w, r->train.accuracy, r->val.accuracy, r->test.accuracy,
-                        r->train_seconds);
-        ul_net_free(net);
-        net = NULL;
-        snprintf(path, sizeof path, "%s/metrics.json", dir);
-        if ((rc = write_metrics(path, p, res, wi + 1, err)))
-            goto done;
-    }
-
-    ul_progress_log(&prog, "\n%-8s %10s %10s %10s %10s %9s", "width", "params", "train acc",
-                    "val acc", "test acc", "time");
-    for (size_t i = 0; i < p->n_widths; i++) {
-        char t[32];
-        ul_format_duration(res[i].train_seconds, t, sizeof t);
-        ul_progress_log(&prog, "%-8g %10lld %10.4f %10.4f %10.4f %9s", res[i].width,
-                        (long long)res[i].params, res[i].train.accuracy, res[i].val.accuracy,
-                        res[i].test.accuracy, t);
-    }
-    ul_progress_log(&prog, "\nresults in %s/ (metrics.json, config.resolved.yaml, checkpoints/)",
-                    dir);
-done:
-    ul_net_free(net);
-    ul_splits_free(&sp);
-    ul_dataset_clear(&ds);
-    free(res);
-    return rc;
 }
