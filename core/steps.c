@@ -140,7 +140,7 @@ float ul_step_xent(ul_net *net, ul_loss_buf *lb, const float *x, const int32_t *
 
 float ul_step_distill(ul_net *student, ul_net *teacher, ul_loss_buf *lb, const float *x,
                       const int32_t *y, int B, float T, float scale_ce, float scale_kl,
-                      float *ce, float *kl)
+                      float *ce, float *kl, int64_t *correct)
 {
     const int K = lb->K;
     /* The teacher's logits stay valid until its next forward, which comes
@@ -153,6 +153,9 @@ float ul_step_distill(ul_net *student, ul_net *teacher, ul_loss_buf *lb, const f
     memset(lb->dlogits, 0, (size_t)B * K * sizeof(float));
     if (y && scale_ce != 0.0f)
         ul_softmax_xent_backward(lb->dlogits, lb->probs, y, B, K, scale_ce);
+    if (y && correct)
+        for (int b = 0; b < B; b++)
+            *correct += argmax_row(s + (size_t)b * K, K) == y[b];
     if (scale_kl != 0.0f)
         ul_kl_div_backward(lb->dlogits, s, t, B, K, T, scale_kl);
     ul_net_backward(student, lb->dlogits);

@@ -529,8 +529,8 @@ START_TEST(cli_pipeline_end_to_end)
     ck_assert_ptr_nonnull(strstr(out, "test acc"));
     ck_assert(exists_in_tmp("run1/config.resolved.yaml"));
     ck_assert(exists_in_tmp("run1/metrics.json"));
-    ck_assert(exists_in_tmp("run1/checkpoints/original_w0.1.safetensors"));
-    ck_assert(exists_in_tmp("run1/checkpoints/original_w0.25.safetensors"));
+    ck_assert(exists_in_tmp("run1/checkpoints/original_w0.1_s1.safetensors"));
+    ck_assert(exists_in_tmp("run1/checkpoints/original_w0.25_s1.safetensors"));
     ck_assert(!exists_in_tmp("ignored_dir"));
 
     /* The resolved config is itself a valid pipeline with every default. */
@@ -556,12 +556,12 @@ START_TEST(cli_pipeline_end_to_end)
     ck_assert_ptr_nonnull(w25);
     double test_acc = json_number_after(strstr(w25, "\"test\""), "\"accuracy\"");
     double val_acc = json_number_after(strstr(w25, "\"val\""), "\"accuracy\"");
-    st = run_cli("eval run1/checkpoints/original_w0.25.safetensors --dataset synthetic --json",
+    st = run_cli("eval run1/checkpoints/original_w0.25_s1.safetensors --dataset synthetic --json",
                  out, sizeof out, NULL);
     ck_assert_msg(st == 0, "%s", out);
     ck_assert_double_eq_tol(json_number_after(out, "\"accuracy\""), test_acc, 1e-6);
     ck_assert_int_eq((int)json_number_after(out, "\"n\""), 200);
-    st = run_cli("eval run1/checkpoints/original_w0.25.safetensors --dataset synthetic --split "
+    st = run_cli("eval run1/checkpoints/original_w0.25_s1.safetensors --dataset synthetic --split "
                  "val --json",
                  out, sizeof out, NULL);
     ck_assert_msg(st == 0, "%s", out);

@@ -34,5 +34,5 @@ export LD_LIBRARY_PATH=$libdir UNLEARN_PLUGIN_PATH=$plugindir:$root/my_plugins
 "$bin" plugins | grep -q "softmax_regression" || { echo "plugin not listed"; exit 1; }
 "$bin" run "$root/pipe.yaml" -o "$root/run"
 grep -q '"accuracy"' "$root/run/metrics.json"
-test -f "$root/run/checkpoints/original_w1.safetensors"
+test -f "$root/run/checkpoints/original_w1_s3.safetensors"
 echo "out-of-tree plugin built against the installed SDK and ran"

@@ -78,11 +78,13 @@ UL_API float ul_step_xent(ul_net *net, ul_loss_buf *lb, const float *x, const in
 /* SCRUB's distillation step: the teacher runs on x in eval mode, the student
  * in train mode, and scale_ce · ∂CE(student)/∂θ + scale_kl · ∂KL/∂θ is ADDED
  * to the student's gradients, KL = T² · mean_n Σ_c p_T(t)·log(p_T(t)/p_T(s))
- * (ul_kl_div_forward). y may be NULL when scale_ce is 0. Returns
- * scale_ce·CE + scale_kl·KL; *ce and *kl (may be NULL) get the parts. */
+ * (ul_kl_div_forward). y may be NULL when scale_ce is 0 (then *correct is
+ * not touched). Returns scale_ce·CE + scale_kl·KL; *ce, *kl and *correct
+ * (each may be NULL) get the parts and the student's hits, as in
+ * ul_step_xent. Both nets must be reserved for B examples. */
 UL_API float ul_step_distill(ul_net *student, ul_net *teacher, ul_loss_buf *lb, const float *x,
                              const int32_t *y, int B, float T, float scale_ce, float scale_kl,
-                             float *ce, float *kl);
+                             float *ce, float *kl, int64_t *correct);
 
 /* UL_OK when loss is finite; otherwise UL_EDIVERGED with
  * "<method>: loss became NaN at epoch e step s; lower lr (now <lr>)".
