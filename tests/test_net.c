@@ -36,7 +36,7 @@
 #define FD_SAMPLES 30
 #define FD_RTOL 2e-2
 #define FD_EPS 1e-4f
-#define FD_MAX_KINKS 15
+#define FD_MAX_KINKS 15 /* 41 seeds: at most 10, about 1 on average */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -94,7 +94,7 @@ static void check_net_grad(const char *what, ul_net *net, int N, bool train, uin
     ul_error err = {0};
     ck_assert_msg(ul_net_reserve(net, N, &err) == UL_OK, "%s", err.msg);
     ul_rng r;
-    ul_rng_seed(&r, seed + (getenv("FD_SEED") ? atoi(getenv("FD_SEED")) * 1000 : 0), 3);
+    ul_rng_seed(&r, seed, 3);
     float *x = rand_floats(&r, (size_t)N * C * H * W, -1, 1);
     float *G = rand_floats(&r, (size_t)N * K, -1, 1);
 
@@ -146,7 +146,6 @@ static void check_net_grad(const char *what, ul_net *net, int N, bool train, uin
                       what, t->name, e, num, left, right, an, fabs(an - num), FD_RTOL * scale);
         checked++;
     }
-    if (getenv("FD_SEED")) fprintf(stderr, "KINKS %s %d\n", what, kinks);
     free(trainable);
     free(x);
     free(G);
