@@ -394,7 +394,7 @@ static int write_results(run_state *st, ul_error *err)
     fprintf(f, ",hparams\n");
     for (size_t i = 0; i < st->n_rows; i++) {
         const row *r = &st->rows[i];
-        fprintf(f, "%.17g,%llu,%lld,%s,%s,%d,%s", r->width, (unsigned long long)r->seed,
+        fprintf(f, "%.10g,%llu,%lld,%s,%s,%d,%s", r->width, (unsigned long long)r->seed,
                 (long long)r->params, r->method, r->plugin, r->point,
                 r->diverged ? "true" : "false");
         for (size_t c = 0; c < nc; c++) {
@@ -961,7 +961,7 @@ static int write_selected(run_state *st, const selection *sel, size_t n, ul_erro
     fprintf(f, ",mia_loss_test_std,checkpoint,hparams\n");
     for (size_t i = 0; i < n; i++) {
         const row *r = sel[i].r;
-        fprintf(f, "%.17g,%llu,%lld,%s,%s,%.17g,%d", r->width, (unsigned long long)r->seed,
+        fprintf(f, "%.10g,%llu,%lld,%s,%s,%.10g,%d", r->width, (unsigned long long)r->seed,
                 (long long)r->params, r->method, sel[i].goal, sel[i].lambda, r->point);
         csv_num(f, sel[i].objective);
         for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
