@@ -33,7 +33,8 @@ static const ul_param_def salun_params[] = {
                     "fraction of weights, by largest |dCE(F)/dtheta| at theta0, that may change"),
 };
 
-/* Leaves ∂CE(F)/∂θ (mean over F, eval mode) in the net's gradients. */
+/* Leaves Σ_{i∈F} ∂CE_i/∂θ (eval mode) in the net's gradients: |·| ranks
+ * the coordinates as |∂CE(F)/∂θ| of the mean does. */
 static int salun_forget_gradient(const ul_method_ctx *ctx, int batch_size, ul_error *err)
 {
     ul_net *net = ctx->model;
@@ -45,13 +46,10 @@ static int salun_forget_gradient(const ul_method_ctx *ctx, int batch_size, ul_er
         (rc = ul_loss_buf_init(&lb, fb.batch_size, ctx->forget.n_classes, err)) ||
         (rc = ul_net_reserve(net, fb.batch_size, err)))
         goto done;
-    /* A batch of one is dropped only when F is larger; the weights B/n of
-     * the batches actually seen make the sum their mean. */
-    int64_t used = fb.view.n == 1 ? 1 : fb.view.n - (fb.view.n % fb.batch_size == 1);
     ul_net_zero_grad(net);
     int B;
     for (int64_t s = 0; (B = ul_batcher_next(&fb)); s++) {
-        float ce = ul_step_xent(net, &lb, fb.x, fb.y, B, false, (float)B / (float)used, NULL);
+        float ce = ul_step_xent(net, &lb, fb.x, fb.y, B, false, (float)B, NULL);
         if (!isfinite(ce)) {
             rc = ul_errorf(err, UL_EDIVERGED,
                            "salun: the forget loss of the original model is %s (batch %lld); "
