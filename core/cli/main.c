@@ -20,7 +20,8 @@ static void usage(FILE *f)
     fputs("usage: unlearn <command> [options]\n"
           "\n"
           "commands:\n"
-          "  run CONFIG.yaml [-o RUN_DIR]     run a YAML pipeline\n"
+          "  run CONFIG.yaml [-o RUN_DIR] [--check]\n"
+          "                                   run a YAML pipeline (--check: validate only)\n"
           "  plugins                          list every plugin found\n"
           "  describe NAME                    show a plugin's parameters\n"
           "  eval CHECKPOINT --dataset NAME [--split train|val|test] [--json]\n"
@@ -46,8 +47,11 @@ static int cmd_version(void)
 static int cmd_run(int argc, char **argv)
 {
     const char *out_dir = NULL, *config = NULL;
+    bool check_only = false;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
+        if (strcmp(argv[i], "--check") == 0) {
+            check_only = true;
+        } else if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "unlearn run: -o needs a directory\n");
                 return 2;
@@ -64,7 +68,7 @@ static int cmd_run(int argc, char **argv)
         }
     }
     if (!config) {
-        fprintf(stderr, "usage: unlearn run CONFIG.yaml [-o RUN_DIR]\n");
+        fprintf(stderr, "usage: unlearn run CONFIG.yaml [-o RUN_DIR] [--check]\n");
         return 2;
     }
     ul_error err = {0};
@@ -72,6 +76,19 @@ static int cmd_run(int argc, char **argv)
     if (ul_pipeline_load(config, &p, &err) != UL_OK) {
         fprintf(stderr, "error: %s\n", err.msg);
         return 2;
+    }
+    if (check_only) {
+        size_t points = 0;
+        for (size_t i = 0; i < p->n_methods; i++)
+            points += p->methods[i].n_points;
+        size_t units = p->n_widths * p->n_seeds;
+        printf("%s: valid; %zu width(s) x %zu seed(s): %zu model trainings, %zu method runs "
+               "(%zu methods), %zu goal(s)\n",
+               config, p->n_widths, p->n_seeds,
+               units * (p->forget.enabled && p->forget.retrain ? 2 : 1), units * points,
+               p->n_methods, p->n_goals);
+        ul_pipeline_free(p);
+        return 0;
     }
     int rc = ul_pipeline_run(p, out_dir, stdout, &err);
     ul_pipeline_free(p);
