@@ -555,17 +555,17 @@ static void eta_text(const run_state *st, char *buf, size_t cap)
 {
     size_t trains_left = st->trains_total - st->trains_done;
     size_t points_left = st->points_total - st->points_done;
-    double per_train = st->trains_done ? st->train_time / (double)st->trains_done : NAN;
-    double per_point = st->points_done ? st->point_time / (double)st->points_done : NAN;
-    double eta = (trains_left ? trains_left * per_train : 0) +
-                 (points_left ? points_left * per_point : 0);
-    if (!isfinite(eta)) {
+    if (st->trains_done == 0 && st->points_done == 0) {
         snprintf(buf, cap, "pipeline ETA: after the first task");
         return;
     }
+    /* Until a method has been timed, only the trainings are counted. */
+    double per_train = st->trains_done ? st->train_time / (double)st->trains_done : 0;
+    double per_point = st->points_done ? st->point_time / (double)st->points_done : 0;
+    double eta = (double)trains_left * per_train + (double)points_left * per_point;
     char d[32];
     ul_format_duration(eta, d, sizeof d);
-    snprintf(buf, cap, "pipeline ETA %s", d);
+    snprintf(buf, cap, "pipeline ETA %s%s", (st->points_done || !points_left) ? "" : "> ", d);
 }
 
 /* ---- original and retrained models ------------------------------------------------------ */
