@@ -84,7 +84,6 @@ typedef struct net_node {
     int grad_slot;
 
     /* Parameter views into the net's blocks (NULL when absent). */
-    size_t tensor0;      /* index of the node's first tensor */
     float *w, *b, *dw, *db;
     float *running_mean, *running_var;
     int64_t *nbt;
@@ -389,11 +388,26 @@ static bool net_overwritable(const ul_net *net, int j)
     return n->n_consumers == 1 && n->op != NET_RELU && n->op != NET_FLATTEN;
 }
 
+/* Best fit: the smallest free slot that is big enough, else the largest free
+ * one (to be grown); -1 when every slot is busy. */
+static int net_pick_slot(const size_t *slot_numel, const bool *busy, int n_slots, size_t need)
+{
+    int fit = -1, largest = -1;
+    for (int k = 0; k < n_slots; k++) {
+        if (busy[k])
+            continue;
+        if (slot_numel[k] >= need && (fit < 0 || slot_numel[k] < slot_numel[fit]))
+            fit = k;
+        if (largest < 0 || slot_numel[k] > slot_numel[largest])
+            largest = k;
+    }
+    return fit >= 0 ? fit : largest;
+}
+
 /* Gives each store node that needs a gradient a slot. Time runs backwards
  * (backward visits node n_nodes-1 first); a gradient is live from step
  * grad_first down to step grad_last inclusive, and two gradients may share a
- * slot only when their live ranges are disjoint. Best fit over free slots,
- * growing the largest free one when none is big enough. */
+ * slot only when their live ranges are disjoint. */
 static int net_assign_slots(ul_net *net, ul_error *err)
 {
     int n = net->n_nodes;
@@ -412,26 +426,13 @@ static int net_assign_slots(ul_net *net, ul_error *err)
             if (st->store != s || st->grad_last < 0 || st->grad_first != t)
                 continue;
             size_t need = node_numel(st);
-            int best = -1;
-            for (int k = 0; k < net->n_slots; k++) {
-                if (busy[k])
-                    continue;
-                bool fits = net->slot_numel[k] >= need;
-                if (best < 0) {
-                    best = k;
-                    continue;
-                }
-                bool best_fits = net->slot_numel[best] >= need;
-                if ((fits && (!best_fits || net->slot_numel[k] < net->slot_numel[best])) ||
-                    (!fits && !best_fits && net->slot_numel[k] > net->slot_numel[best]))
-                    best = k;
-            }
-            if (best < 0)
-                best = net->n_slots++;
-            if (net->slot_numel[best] < need)
-                net->slot_numel[best] = need;
-            busy[best] = true;
-            st->grad_slot = best;
+            int k = net_pick_slot(net->slot_numel, busy, net->n_slots, need);
+            if (k < 0)
+                k = net->n_slots++;
+            if (net->slot_numel[k] < need)
+                net->slot_numel[k] = need;
+            busy[k] = true;
+            st->grad_slot = k;
             net->grad_order[net->n_grad_order++] = s;
         }
         for (int s = 0; s < n; s++) {
@@ -604,7 +605,6 @@ static int net_alloc_params(ul_net *net, ul_error *err)
         const net_node *in = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
         if (!op_has_params(nd->op))
             continue;
-        nd->tensor0 = net->n_tensors;
         int rc = UL_OK;
         if (nd->op == NET_CONV || nd->op == NET_LINEAR) {
             int64_t conv_shape[4] = {nd->C, in->C, nd->kernel, nd->kernel};
@@ -703,6 +703,16 @@ int ul_net_finalize(ul_net *net, ul_rng *rng, ul_error *err)
     if (rc == UL_OK)
         net_init_params(net, rng);
     return rc;
+}
+
+void ul_net_reinit(ul_net *net, ul_rng *rng)
+{
+    if (!net->finalized)
+        return;
+    net_init_params(net, rng);
+    ul_net_zero_grad(net);
+    /* Saved batch statistics belong to the old weights. */
+    net->last_N = 0;
 }
 
 /* ---- activations --------------------------------------------------------------- */

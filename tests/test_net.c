@@ -641,6 +641,32 @@ START_TEST(test_clone_identical)
 }
 END_TEST
 
+START_TEST(test_reinit)
+{
+    /* Re-initialising from the seed the model was created with reproduces
+     * its initial weights and resets the BN buffers. */
+    ul_net *net = make_model("cnn", 0.25, NULL, 1, 8, 8, 3, 151);
+    size_t n;
+    float *w = ul_net_params(net, &n);
+    float *init = malloc(n * sizeof *init);
+    memcpy(init, w, n * sizeof *init);
+    warm_running_stats(net, 2, 152);
+    for (size_t i = 0; i < n; i++)
+        w[i] *= 0.5f;
+    int64_t *nbt = ul_net_find_tensor(net, "features.0.bn.num_batches_tracked")->data;
+    float *rv = ul_net_find_tensor(net, "features.0.bn.running_var")->data;
+    ck_assert_int_eq(*nbt, 3);
+    ul_rng rng;
+    ul_rng_seed(&rng, 151, 7);
+    ul_net_reinit(net, &rng);
+    ck_assert(!memcmp(w, init, n * sizeof *init));
+    ck_assert_int_eq(*nbt, 0);
+    ck_assert_float_eq(rv[0], 1.0f);
+    free(init);
+    ul_net_free(net);
+}
+END_TEST
+
 START_TEST(test_reserve_and_batch_size)
 {
     ul_net *net = make_model("mlp", 0.1, NULL, 1, 5, 5, 3, 141);
@@ -735,6 +761,7 @@ static Suite *net_suite(void)
     t = tcase_create("net");
     tcase_add_test(t, test_bn_modes_by_hand);
     tcase_add_test(t, test_clone_identical);
+    tcase_add_test(t, test_reinit);
     tcase_add_test(t, test_reserve_and_batch_size);
     tcase_add_test(t, test_build_errors);
     suite_add_tcase(s, t);
