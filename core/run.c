@@ -810,6 +810,28 @@ static int method_point(run_state *st, double width, uint64_t seed, const ul_met
         rc = UL_EDIVERGED;
         snprintf(merr.msg, sizeof merr.msg, "%s: the weights became NaN or Inf", m->label);
     }
+    if (rc == UL_OK) {
+        /* Finite weights can still overflow the logits: check the outputs on
+         * the sets the method saw before any metric reads them. */
+        ul_data_view seen[2] = {ctx.forget, ctx.val};
+        for (int k = 0; k < 2 && rc == UL_OK; k++) {
+            double loss = 0;
+            if (seen[k].n > 0 &&
+                (rc = ul_evaluate(u, &seen[k], st->eval_batch, &loss, NULL, NULL, err)))
+                break;
+            if (!isfinite(loss)) {
+                rc = UL_EDIVERGED;
+                snprintf(merr.msg, sizeof merr.msg, "%s: the model's outputs became NaN or Inf",
+                         m->label);
+            }
+        }
+        if (rc != UL_OK && rc != UL_EDIVERGED) {
+            ul_net_free(u);
+            st->n_rows--;
+            free(r->hparams);
+            return rc;
+        }
+    }
     if (rc == UL_EDIVERGED) {
         r->diverged = true;
         snprintf(r->note, sizeof r->note, "%.500s", merr.msg);
