@@ -12,7 +12,7 @@ mkdir -p runs
 for m in "${models[@]}"; do
   log="runs/bench-fmnist-$m.log"
   if build/core/unlearn run "bench/configs/fmnist-$m.yaml" -o "runs/bench-fmnist-$m" > "$log" 2>&1; then
-    echo "$m: $(grep -E '\] train acc' "$log" | tail -n1 | sed 's/^\[width [^]]*\] //')"
+    echo "$m: $(grep -E '\] original:' "$log" | tail -n1 | sed 's/^\[[^]]*\] original: //')"
   else
     echo "$m: failed, see $log"
   fi

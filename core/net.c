@@ -1151,3 +1151,17 @@ const ul_tensor_info *ul_net_find_tensor(const ul_net *net, const char *name)
             return &net->tensors[t];
     return NULL;
 }
+
+double ul_net_forward_macs(const ul_net *net)
+{
+    double macs = 0;
+    for (int i = 0; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        if (nd->op == NET_CONV)
+            macs += (double)nd->conv.K * nd->conv.C * nd->conv.R * nd->conv.S * nd->conv.P *
+                    nd->conv.Q;
+        else if (nd->op == NET_LINEAR)
+            macs += (double)nd->C * (double)node_numel(&net->nodes[nd->in[0]]);
+    }
+    return macs;
+}

@@ -394,6 +394,25 @@ START_TEST(diverging_training_is_reported)
 }
 END_TEST
 
+START_TEST(resnet18_forward_macs)
+{
+    /* By hand for width 1 on 3x32x32: stem 64·3·9·32² = 1,769,472; layer1
+     * 4 · 64·64·9·32² = 150,994,944; layers 2–4 each 134,217,728 (first conv
+     * + three convs + the 1x1 downsample); fc 512·10 = 5,120. */
+    const ul_plugin *p;
+    ul_error err = {0};
+    ck_assert_int_eq(ul_plugin_find(UL_KIND_MODEL, "resnet18", &p, &err), 0);
+    ul_params *pp = ul_params_new(p->desc->params, p->desc->n_params, &err);
+    ul_rng rng;
+    ul_rng_seed(&rng, 1, 1);
+    ul_net *net = NULL;
+    ck_assert_int_eq(ul_model_create("resnet18", 1.0, pp, 3, 32, 32, 10, &rng, &net, &err), 0);
+    ck_assert_double_eq(ul_net_forward_macs(net), 555422720.0);
+    ul_net_free(net);
+    ul_params_free(pp);
+}
+END_TEST
+
 /* ---- CLI -------------------------------------------------------------------- */
 
 static int run_cli(const char *args, char *out, size_t cap, const char *env)
@@ -599,6 +618,7 @@ static Suite *suite(void)
     tcase_add_test(t, augment_flip_and_crop);
     tcase_add_test(t, loader_refuses_broken_plugins);
     tcase_add_test(t, loader_finds_real_plugins);
+    tcase_add_test(t, resnet18_forward_macs);
     suite_add_tcase(s, t);
     TCase *tr = tcase_create("training");
     tcase_set_timeout(tr, 600);

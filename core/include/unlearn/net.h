@@ -69,6 +69,9 @@ UL_API void ul_net_reinit(ul_net *net, ul_rng *rng);
 UL_API float *ul_net_params(ul_net *net, size_t *n);
 UL_API float *ul_net_grads(ul_net *net, size_t *n);
 UL_API int64_t ul_net_param_count(const ul_net *net);
+/* Multiply-adds of one example's forward pass in the convolutions and
+ * linear layers (a training step costs about three times as many). */
+UL_API double ul_net_forward_macs(const ul_net *net);
 
 /* Tensors in state_dict order (parameters and buffers). */
 typedef enum ul_dtype { UL_F32 = 1, UL_I64 = 2 } ul_dtype;

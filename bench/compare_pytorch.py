@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""Runs unlearn-bench and the identical models and steps in PyTorch (when
+python3-torch is installed) in one invocation, and prints unlearn's img/s,
+PyTorch's and the ratio per row.
+
+Usage, from the repository root after scripts/build.sh:
+    /usr/bin/python3 bench/compare_pytorch.py [--quick] [--model mlp|cnn|resnet18]
+
+Both sides use UNLEARN_THREADS (default: all cores) threads, batch 128, and
+time one step = forward + backward + SGD update (momentum 0.9, weight decay
+5e-4) on random data, after one warm-up step, for at least --seconds.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def unlearn_rows(args):
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
+        path = f.name
+    cmd = [os.path.join(ROOT, "build", "bench", "unlearn-bench"), "--json", path,
+           "--seconds", str(args.seconds)]
+    if args.quick:
+        cmd.append("--quick")
+    if args.model:
+        cmd += ["--model", args.model]
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    os.unlink(path)
+    return rows
+
+
+def torch_models(nn, torch):
+    def rnd(x):
+        return max(1, round(x))
+
+    class MLP(nn.Module):
+        def __init__(self, in_features, n_classes, width, depth=2, base=256):
+            super().__init__()
+            h = rnd(base * width)
+            dims = [in_features] + [h] * depth
+            self.hidden = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(depth))
+            self.fc = nn.Linear(h, n_classes)
+
+        def forward(self, x):
+            x = torch.flatten(x, 1)
+            for layer in self.hidden:
+                x = torch.relu(layer(x))
+            return self.fc(x)
+
+    class CNN(nn.Module):
+        def __init__(self, c, h, w, n_classes, width, stages=3, base=32):
+            super().__init__()
+            blocks, c_in = [], c
+            for i in range(stages):
+                ch = rnd(base * 2 ** i * width)
+                blocks += [nn.Conv2d(c_in, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch),
+                           nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+                c_in, h, w = ch, h // 2, w // 2
+            self.features = nn.Sequential(*blocks)
+            self.fc = nn.Linear(c_in * h * w, n_classes)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.features(x), 1))
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                                nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            sc = x if self.downsample is None else self.downsample(x)
+            return torch.relu(out + sc)
+
+    class ResNet18(nn.Module):
+        def __init__(self, c, n_classes, width):
+            super().__init__()
+            ch = [rnd(width * k) for k in (64, 128, 256, 512)]
+            self.conv1 = nn.Conv2d(c, ch[0], 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(ch[0])
+            layers, cin = [], ch[0]
+            for i, (cout, stride) in enumerate(zip(ch, (1, 2, 2, 2))):
+                layers.append(nn.Sequential(Block(cin, cout, stride), Block(cout, cout, 1)))
+                cin = cout
+            self.layer1, self.layer2, self.layer3, self.layer4 = layers
+            self.fc = nn.Linear(ch[3], n_classes)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def make(name, width, shape):
+        c, h, w = shape
+        if name == "mlp":
+            return MLP(c * h * w, 10, width)
+        if name == "cnn":
+            return CNN(c, h, w, 10, width)
+        return ResNet18(c, 10, width)
+
+    return make
+
+
+def torch_rate(step, seconds):
+    step()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        n += 1
+        t = time.perf_counter() - t0
+        if t >= seconds and n >= 3:
+            return n / t
+
+
+def torch_row(row, seconds, threads):
+    """Runs in a child process so that its peak RSS is its own."""
+    import torch
+    from torch import nn
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    make = torch_models(nn, torch)
+    model = make(row["model"], row["width"], row["input"])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(128, *row["input"])
+    y = torch.randint(0, 10, (128,))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    model.train()
+    train_ips = torch_rate(train, seconds) * 128
+    model.eval()
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+
+    infer_ips = torch_rate(infer, seconds) * 128
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"train_ips": train_ips, "infer_ips": infer_ips, "peak_rss_mib": rss}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model")
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    threads = int(os.environ.get("UNLEARN_THREADS", os.cpu_count()))
+    if args.child:
+        print(json.dumps(torch_row(json.loads(args.child), args.seconds, threads)))
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("PyTorch is not installed: apt-get install python3-torch "
+                 "(it installs for /usr/bin/python3)")
+    rows = unlearn_rows(args)
+    print(f"threads {threads}, batch 128; img/s (higher is better), peak RSS in MiB")
+    print(f"{'model':9s} {'width':>5s} {'input':8s} | {'train ours':>10s} {'torch':>8s} "
+          f"{'ratio':>6s} | {'infer ours':>10s} {'torch':>8s} {'ratio':>6s} | "
+          f"{'RSS ours':>8s} {'torch':>7s}")
+    for row in rows:
+        if "model" not in row:
+            continue
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(row),
+                              "--seconds", str(args.seconds)],
+                             check=True, capture_output=True, text=True).stdout
+        t = json.loads(out)
+        shape = "x".join(str(v) for v in row["input"])
+        print(f"{row['model']:9s} {row['width']:5g} {shape:8s} | "
+              f"{row['train_ips']:10.0f} {t['train_ips']:8.0f} "
+              f"{row['train_ips'] / t['train_ips']:6.2f} | "
+              f"{row['infer_ips']:10.0f} {t['infer_ips']:8.0f} "
+              f"{row['infer_ips'] / t['infer_ips']:6.2f} | "
+              f"{row['peak_rss_mib']:8.0f} {t['peak_rss_mib']:7.0f}", flush=True)
+    for row in rows:
+        if "sgemm_gflops" in row:
+            print(f"sgemm 2048^3 (unlearn's BLIS): {row['sgemm_gflops']:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
