@@ -10,19 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "model.h"
 #include "pipeline.h"
 #include "plugin_loader.h"
 #include "runtime.h"
 #include "unlearn/train.h"
 
-static char tmpdir[256];
-
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ul_core_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
 
 /* ---- RNG ---------------------------------------------------------------- */
 
@@ -415,39 +409,6 @@ END_TEST
 
 /* ---- CLI -------------------------------------------------------------------- */
 
-static int run_cli(const char *args, char *out, size_t cap, const char *env)
-{
-    char cmd[4096], log[512];
-    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
-    snprintf(cmd, sizeof cmd, "cd %s && %s %s %s > %s 2>&1", tmpdir, env ? env : "",
-             getenv("UL_TEST_CLI"), args, log);
-    int st = system(cmd);
-    FILE *f = fopen(log, "r");
-    size_t n = f ? fread(out, 1, cap - 1, f) : 0;
-    out[n] = '\0';
-    if (f)
-        fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void write_text(const char *name, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static bool exists_in_tmp(const char *name)
-{
-    char path[512];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    return stat(path, &st) == 0;
-}
-
 static const char *good_head = "seed: 1\n"
                                "dataset:\n"
                                "  name: synthetic\n"
@@ -518,7 +479,7 @@ START_TEST(cli_missing_dataset_file)
     char y[4096], out[8192];
     snprintf(y, sizeof y, "dataset: {name: mnist, params: {path: %s/nowhere}}\nmodel: {name: "
                           "mlp}\n",
-             tmpdir);
+             cli_tmpdir);
     write_text("nodata.yaml", y);
     int st = run_cli("run nodata.yaml -o out_nodata", out, sizeof out, NULL);
     ck_assert_int_ne(st, 0);
@@ -554,7 +515,7 @@ START_TEST(cli_pipeline_end_to_end)
 
     /* The resolved config is itself a valid pipeline with every default. */
     char path[512], *text;
-    snprintf(path, sizeof path, "%s/run1/config.resolved.yaml", tmpdir);
+    snprintf(path, sizeof path, "%s/run1/config.resolved.yaml", cli_tmpdir);
     FILE *f = fopen(path, "r");
     text = calloc(1, 65536);
     fread(text, 1, 65535, f);
@@ -566,7 +527,7 @@ START_TEST(cli_pipeline_end_to_end)
     ck_assert_msg(st == 0, "resolved config did not run: %s", out);
 
     /* `unlearn eval` reproduces the run's test accuracy from the checkpoint. */
-    snprintf(path, sizeof path, "%s/run1/metrics.json", tmpdir);
+    snprintf(path, sizeof path, "%s/run1/metrics.json", cli_tmpdir);
     f = fopen(path, "r");
     char metrics[8192] = {0};
     fread(metrics, 1, sizeof metrics - 1, f);
@@ -628,7 +589,7 @@ static Suite *suite(void)
     suite_add_tcase(s, tr);
     TCase *cli = tcase_create("cli");
     tcase_set_timeout(cli, 600);
-    tcase_add_unchecked_fixture(cli, make_tmpdir, NULL);
+    tcase_add_unchecked_fixture(cli, cli_make_tmpdir, NULL);
     tcase_add_test(cli, cli_config_errors);
     tcase_add_test(cli, cli_plugin_abi_mismatch);
     tcase_add_test(cli, cli_missing_dataset_file);

@@ -2,6 +2,8 @@
  * output files, caching of the original and retrained models, resuming,
  * diverged grid points, and the error message of every bad input. */
 #include <check.h>
+
+#include "cli_util.h"
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,43 +12,10 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-static char tmpdir[256];
-
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ul_pipe_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int run_cli(const char *args, char *out, size_t cap)
-{
-    char cmd[4096], log[512];
-    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
-    snprintf(cmd, sizeof cmd, "cd %s && UNLEARN_THREADS=1 %s %s > %s 2>&1", tmpdir,
-             getenv("UL_TEST_CLI"), args, log);
-    int st = system(cmd);
-    FILE *f = fopen(log, "r");
-    size_t n = f ? fread(out, 1, cap - 1, f) : 0;
-    out[n] = '\0';
-    if (f)
-        fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void write_text(const char *name, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static char *read_text(const char *name)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    snprintf(path, sizeof path, "%s/%s", cli_tmpdir, name);
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "%s is missing", name);
     char *buf = calloc(1, 1 << 20);
@@ -54,14 +23,6 @@ static char *read_text(const char *name)
     buf[n] = '\0';
     fclose(f);
     return buf;
-}
-
-static bool exists(const char *name)
-{
-    char path[512];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    return stat(path, &st) == 0;
 }
 
 static int count_lines(const char *text)
@@ -97,7 +58,7 @@ START_TEST(tiny_pipeline_end_to_end_and_cache)
              "keep_checkpoints: all\n",
              base);
     write_text("p.yaml", y);
-    int st = run_cli("run p.yaml -o run", out, sizeof out);
+    int st = run_cli("run p.yaml -o run", out, sizeof out, "UNLEARN_THREADS=1");
     ck_assert_msg(st == 0, "run failed (%d): %s", st, out);
     ck_assert_ptr_nonnull(strstr(out, "MIA(test)"));
     ck_assert_ptr_nonnull(strstr(out, "diverged"));
@@ -109,7 +70,7 @@ START_TEST(tiny_pipeline_end_to_end_and_cache)
                            "run/checkpoints/retrained_w0.25_s2.safetensors",
                            "run/checkpoints/unlearned/finetune_w0.25_s2_p1.safetensors"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
-        ck_assert_msg(exists(files[i]), "%s missing", files[i]);
+        ck_assert_msg(exists_in_tmp(files[i]), "%s missing", files[i]);
 
     /* 30 indices plus a comment line. */
     char *fi = read_text("run/forget_indices.txt");
@@ -133,7 +94,7 @@ START_TEST(tiny_pipeline_end_to_end_and_cache)
     free(csv);
 
     /* A second run reuses the reference models and every finished point. */
-    st = run_cli("run p.yaml -o run", out, sizeof out);
+    st = run_cli("run p.yaml -o run", out, sizeof out, "UNLEARN_THREADS=1");
     ck_assert_msg(st == 0, "%s", out);
     ck_assert_ptr_nonnull(strstr(out, "original model reused"));
     ck_assert_ptr_nonnull(strstr(out, "retrained model reused"));
@@ -151,7 +112,7 @@ START_TEST(tiny_pipeline_end_to_end_and_cache)
     snprintf(m, sizeof y2 - (size_t)(m - y2),
              "  - name: l1sparse\n    params: {epochs: 1}\n%s", tail);
     write_text("p2.yaml", y2);
-    st = run_cli("run p2.yaml -o run", out, sizeof out);
+    st = run_cli("run p2.yaml -o run", out, sizeof out, "UNLEARN_THREADS=1");
     ck_assert_msg(st == 0, "%s", out);
     ck_assert(!strstr(out, "training the"));
     ck_assert_ptr_nonnull(strstr(out, "l1sparse point 1/1"));
@@ -170,7 +131,7 @@ START_TEST(mislabeled_forget_set_plants_labels)
              "metrics: [errors]\n",
              base);
     write_text("m.yaml", y);
-    int st = run_cli("run m.yaml -o mis", out, sizeof out);
+    int st = run_cli("run m.yaml -o mis", out, sizeof out, "UNLEARN_THREADS=1");
     ck_assert_msg(st == 0, "%s", out);
     /* The original memorises the planted labels: forget error is measured
      * against them, so it is low for the original. */
@@ -178,7 +139,7 @@ START_TEST(mislabeled_forget_set_plants_labels)
     ck_assert_ptr_nonnull(strstr(jl, "\"method\": \"original\""));
     ck_assert_ptr_null(strstr(jl, "\"method\": \"retrained\""));
     free(jl);
-    ck_assert(!exists("mis/checkpoints/retrained_w0.05_s2.safetensors"));
+    ck_assert(!exists_in_tmp("mis/checkpoints/retrained_w0.05_s2.safetensors"));
 }
 END_TEST
 
@@ -187,10 +148,10 @@ static void expect_error(const char *yaml_tail, int status, const char *needle)
     char y[8192], out[16384];
     snprintf(y, sizeof y, "%s%s", base, yaml_tail);
     write_text("bad.yaml", y);
-    int st = run_cli("run bad.yaml -o bad_run", out, sizeof out);
+    int st = run_cli("run bad.yaml -o bad_run", out, sizeof out, "UNLEARN_THREADS=1");
     ck_assert_msg(st == status, "exit %d (want %d) for:\n%s\n%s", st, status, yaml_tail, out);
     ck_assert_msg(strstr(out, needle), "expected '%s' in: %s", needle, out);
-    ck_assert_msg(!exists("bad_run"), "a run directory was written despite the error");
+    ck_assert_msg(!exists_in_tmp("bad_run"), "a run directory was written despite the error");
 }
 
 START_TEST(bad_unlearning_inputs)
@@ -228,12 +189,12 @@ START_TEST(indices_file_reuses_an_exact_set)
     char y[8192], out[65536];
     snprintf(y, sizeof y, "%sforget: {size: 12, seed: 9}\nmetrics: [errors]\n", base);
     write_text("a.yaml", y);
-    ck_assert_int_eq(run_cli("run a.yaml -o ra", out, sizeof out), 0);
+    ck_assert_int_eq(run_cli("run a.yaml -o ra", out, sizeof out, "UNLEARN_THREADS=1"), 0);
     snprintf(y, sizeof y,
              "%sforget: {indices_file: ra/forget_indices.txt, size: 1}\nmetrics: [errors]\n",
              base);
     write_text("b.yaml", y);
-    int st = run_cli("run b.yaml -o rb", out, sizeof out);
+    int st = run_cli("run b.yaml -o rb", out, sizeof out, "UNLEARN_THREADS=1");
     ck_assert_msg(st == 0, "%s", out);
     char *a = read_text("ra/forget_indices.txt"), *b = read_text("rb/forget_indices.txt");
     ck_assert_str_eq(a, b);
@@ -243,10 +204,10 @@ START_TEST(indices_file_reuses_an_exact_set)
     write_text("bad_idx.txt", "# header\n3\n99999\n");
     snprintf(y, sizeof y, "%sforget: {indices_file: bad_idx.txt}\n", base);
     write_text("c.yaml", y);
-    st = run_cli("run c.yaml -o rc", out, sizeof out);
+    st = run_cli("run c.yaml -o rc", out, sizeof out, "UNLEARN_THREADS=1");
     ck_assert_int_ne(st, 0);
     ck_assert_msg(strstr(out, "bad_idx.txt:3: '99999' is not a training-set index"), "%s", out);
-    ck_assert(!exists("rc"));
+    ck_assert(!exists_in_tmp("rc"));
 }
 END_TEST
 
@@ -255,7 +216,7 @@ static Suite *suite(void)
     Suite *s = suite_create("pipeline");
     TCase *t = tcase_create("cli");
     tcase_set_timeout(t, 600);
-    tcase_add_unchecked_fixture(t, make_tmpdir, NULL);
+    tcase_add_unchecked_fixture(t, cli_make_tmpdir, NULL);
     tcase_add_test(t, tiny_pipeline_end_to_end_and_cache);
     tcase_add_test(t, mislabeled_forget_set_plants_labels);
     tcase_add_test(t, bad_unlearning_inputs);
