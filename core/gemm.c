@@ -3,7 +3,7 @@
  * transpositions are needed. */
 #include <blis.h>
 
-#include "unlearn/ops.h"
+#include "gemm.h"
 
 /* Below this many multiply-adds (about 10 µs on one core) a product runs on
  * one thread: waking BLIS's thread team costs more than it saves, and on a
@@ -12,6 +12,13 @@
 
 void ul_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    ul_sgemm_threads(0, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void ul_sgemm_threads(int threads, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                      int ldc)
 {
     if (m <= 0 || n <= 0)
         return;
@@ -22,7 +29,9 @@ void ul_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
      * valgrind), which can fault at a page boundary. The packed path reads
      * only within bounds. */
     bli_rntm_disable_l3_sup(&rntm);
-    if ((double)m * n * k < UL_GEMM_SERIAL_MACS)
+    if (threads > 0)
+        bli_rntm_set_num_threads(threads, &rntm);
+    else if ((double)m * n * k < UL_GEMM_SERIAL_MACS)
         bli_rntm_set_num_threads(1, &rntm);
     /* The strides describe the matrices as stored; BLIS applies the
      * transposition itself. BLIS 0.9 takes non-const pointers but does not

@@ -18,8 +18,10 @@
  * P·Q < UL_CONV_COLS, else cols = Q·min(P, max(1, UL_CONV_COLS / Q)).
  * A 1×1 stride-1 unpadded conv within one image needs no scratch at all: the
  * image already is its own (C, H·W) column matrix. */
+#include <omp.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "unlearn/ops.h"
 
 #define UL_CONV_COLS 256
@@ -59,16 +61,6 @@ static bool conv_is_pointwise(const ul_conv_shape *s)
     return s->R == 1 && s->S == 1 && s->stride == 1 && s->pad == 0;
 }
 
-size_t ul_conv2d_scratch(const ul_conv_shape *s)
-{
-    int nb, pb;
-    conv_blocking(s, &nb, &pb);
-    size_t cols = (size_t)nb * pb * s->Q;
-    if (nb == 1 && conv_is_pointwise(s))
-        return 0;
-    return ((size_t)s->C * s->R * s->S + (nb > 1 ? (size_t)s->K : 0)) * cols;
-}
-
 /* Output positions q in [*lo, *hi) read input column q·stride + off inside
  * [0, W); the rest fall on padding. */
 static void conv_valid_range(int off, int stride, int W, int Q, int *lo, int *hi)
@@ -99,7 +91,7 @@ static void im2col(float *col, const float *in, const ul_conv_shape *s, const co
     const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
     const int st = s->stride, pad = s->pad, nbc = b->nbc, p0 = b->p0, p1 = b->p1;
     const size_t img_cols = (size_t)(p1 - p0) * Q, ld = (size_t)nbc * img_cols;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)C * R * S * ld >= UL_OMP_MIN)
+#pragma omp parallel for collapse(2) schedule(static) if (!omp_in_parallel() && (size_t)C * R * S * ld >= UL_OMP_MIN)
     for (int c = 0; c < C; c++) {
         for (int n = 0; n < nbc; n++) {
             const float *x = in + ((size_t)(b->n0 + n) * C + c) * H * W;
@@ -141,7 +133,7 @@ static void col2im_add(float *din, const float *col, const ul_conv_shape *s,
     const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
     const int st = s->stride, pad = s->pad, nbc = b->nbc, p0 = b->p0, p1 = b->p1;
     const size_t img_cols = (size_t)(p1 - p0) * Q, ld = (size_t)nbc * img_cols;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)C * R * S * ld >= UL_OMP_MIN)
+#pragma omp parallel for collapse(2) schedule(static) if (!omp_in_parallel() && (size_t)C * R * S * ld >= UL_OMP_MIN)
     for (int n = 0; n < nbc; n++) {
         for (int c = 0; c < C; c++) {
             float *x = din + ((size_t)(b->n0 + n) * C + c) * H * W;
@@ -169,54 +161,171 @@ static void col2im_add(float *din, const float *col, const ul_conv_shape *s,
     }
 }
 
+/* ---- threading --------------------------------------------------------------
+ * With T > 1 threads the blocks are spread over the threads, each with its
+ * own scratch and single-threaded GEMMs: one fork-join per convolution
+ * instead of several per block, which is what small blocks need. Blocks go
+ * to threads in whole "units" — the blocks of one image, or one block of
+ * several images — so no two threads ever add into the same input image in
+ * backward. Weight gradients are summed per thread and then added in thread
+ * order, so results are identical run to run for a given thread count.
+ * With one thread, or fewer units than threads, blocks run one after the
+ * other and BLIS threads each GEMM. */
+
+static int conv_max_threads(void)
+{
+    int t = omp_get_num_procs();
+    return t < 1 ? 1 : t;
+}
+
+static int conv_threads(int units)
+{
+    int t = omp_get_max_threads(), tm = conv_max_threads();
+    if (t > tm)
+        t = tm;
+    return units >= t ? t : 1;
+}
+
+/* Per-thread scratch: the im2col block, the multi-image GEMM result, and a
+ * weight-gradient accumulator. */
+static size_t conv_thread_scratch(const ul_conv_shape *s, size_t *col_part)
+{
+    int nb, pb;
+    conv_blocking(s, &nb, &pb);
+    size_t crs = (size_t)s->C * s->R * s->S, cols = (size_t)nb * pb * s->Q;
+    size_t col = (nb == 1 && conv_is_pointwise(s)) ? 0 : crs * cols;
+    size_t part = col + (nb > 1 ? (size_t)s->K * cols : 0);
+    if (col_part)
+        *col_part = part;
+    return part + (size_t)s->K * crs;
+}
+
+size_t ul_conv2d_scratch(const ul_conv_shape *s)
+{
+    return conv_thread_scratch(s, NULL) * (size_t)conv_max_threads();
+}
+
+static int conv_units(const ul_conv_shape *s, int nb)
+{
+    return (s->N + nb - 1) / nb;
+}
+
+static void conv_forward_unit(float *out, const float *in, const float *w, const float *b,
+                              const ul_conv_shape *s, int unit, float *scratch, int threads)
+{
+    const int N = s->N, K = s->K, CRS = s->C * s->R * s->S, P = s->P, Q = s->Q, PQ = P * Q;
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)K * PQ;
+    int nb, pb;
+    conv_blocking(s, &nb, &pb);
+    const int n0 = unit * nb;
+    float *tmp = scratch + (size_t)CRS * nb * PQ;
+    for (int p0 = 0; p0 < P; p0 += pb) {
+        conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
+        const int cols = conv_block_cols(s, &blk);
+        const float *col = scratch;
+        int ldcol = cols;
+        if (conv_is_pointwise(s) && blk.nbc == 1) {
+            col = in + n0 * in_img + (size_t)p0 * Q;
+            ldcol = PQ;
+        } else {
+            im2col(scratch, in, s, &blk);
+        }
+        if (blk.nbc == 1) {
+            // y is (K, cols) with row stride PQ, inside image n0
+            float *y = out + n0 * out_img + (size_t)p0 * Q;
+            float beta = 0.0f;
+            if (b) {
+                for (int k = 0; k < K; k++)
+                    for (int j = 0; j < cols; j++)
+                        y[(size_t)k * PQ + j] = b[k];
+                beta = 1.0f;
+            }
+            ul_sgemm_threads(threads, false, false, K, cols, CRS, 1.0f, w, CRS, col, ldcol,
+                             beta, y, PQ);
+            continue;
+        }
+        // tmp is (K, nbc*PQ); scatter it into out (nbc,K,P,Q)
+        ul_sgemm_threads(threads, false, false, K, cols, CRS, 1.0f, w, CRS, col, cols, 0.0f,
+                         tmp, cols);
+        float *y = out + n0 * out_img;
+        for (int n = 0; n < blk.nbc; n++)
+            for (int k = 0; k < K; k++) {
+                const float *t = tmp + (size_t)k * cols + (size_t)n * PQ;
+                float *yy = y + ((size_t)n * K + k) * PQ;
+                float bk = b ? b[k] : 0.0f;
+                for (int j = 0; j < PQ; j++)
+                    yy[j] = t[j] + bk;
+            }
+    }
+}
+
 void ul_conv2d_forward(float *out, const float *in, const float *w, const float *b,
                        const ul_conv_shape *s, float *scratch)
 {
     // out is (N,K,P,Q), in is (N,C,H,W), w is (K,C,R,S), b is (K) or NULL
-    const int N = s->N, K = s->K, CRS = s->C * s->R * s->S, P = s->P, Q = s->Q, PQ = P * Q;
-    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)K * PQ;
+    int nb, pb;
+    conv_blocking(s, &nb, &pb);
+    const int units = conv_units(s, nb), T = conv_threads(units);
+    const size_t per = conv_thread_scratch(s, NULL);
+    if (T == 1) {
+        for (int u = 0; u < units; u++)
+            conv_forward_unit(out, in, w, b, s, u, scratch, 0);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(T)
+    for (int u = 0; u < units; u++)
+        conv_forward_unit(out, in, w, b, s, u, scratch + per * (size_t)omp_get_thread_num(), 1);
+}
+
+/* Backward of one unit: adds dW into dw_acc (K, CRS) and dX into din. */
+static void conv_backward_unit(float *din, float *dw_acc, const float *dout, const float *in,
+                               const float *w, const ul_conv_shape *s, int unit,
+                               float *scratch, int threads)
+{
+    const int N = s->N, C = s->C, K = s->K, CRS = C * s->R * s->S, P = s->P, Q = s->Q;
+    const int PQ = P * Q;
+    const size_t in_img = (size_t)C * s->H * s->W, out_img = (size_t)K * PQ;
     const bool pointwise = conv_is_pointwise(s);
     int nb, pb;
     conv_blocking(s, &nb, &pb);
-    float *tmp = nb > 1 ? scratch + (size_t)CRS * nb * PQ : NULL;
-
-    for (int n0 = 0; n0 < N; n0 += nb) {
-        for (int p0 = 0; p0 < P; p0 += pb) {
-            conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
-            const int cols = conv_block_cols(s, &blk);
+    const int n0 = unit * nb;
+    float *tmp = scratch + (size_t)CRS * nb * PQ;
+    for (int p0 = 0; p0 < P; p0 += pb) {
+        conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
+        const int cols = conv_block_cols(s, &blk);
+        // dy is (K, cols) with row stride lddy
+        const float *dy = dout + n0 * out_img + (size_t)p0 * Q;
+        int lddy = PQ;
+        if (blk.nbc > 1) {
+            for (int n = 0; n < blk.nbc; n++)
+                for (int k = 0; k < K; k++)
+                    memcpy(tmp + (size_t)k * cols + (size_t)n * PQ,
+                           dy + n * out_img + (size_t)k * PQ, (size_t)PQ * sizeof(float));
+            dy = tmp;
+            lddy = cols;
+        }
+        const bool direct = pointwise && blk.nbc == 1;
+        if (dw_acc) {
             const float *col = scratch;
             int ldcol = cols;
-            if (pointwise && blk.nbc == 1) {
+            if (direct) {
                 col = in + n0 * in_img + (size_t)p0 * Q;
                 ldcol = PQ;
             } else {
                 im2col(scratch, in, s, &blk);
             }
-            if (blk.nbc == 1) {
-                // y is (K, cols) with row stride PQ, inside image n0
-                float *y = out + n0 * out_img + (size_t)p0 * Q;
-                float beta = 0.0f;
-                if (b) {
-                    for (int k = 0; k < K; k++)
-                        for (int j = 0; j < cols; j++)
-                            y[(size_t)k * PQ + j] = b[k];
-                    beta = 1.0f;
-                }
-                ul_sgemm(false, false, K, cols, CRS, 1.0f, w, CRS, col, ldcol, beta, y, PQ);
-                continue;
-            }
-            // tmp is (K, nbc*PQ); scatter it into out (nbc,K,P,Q)
-            ul_sgemm(false, false, K, cols, CRS, 1.0f, w, CRS, col, cols, 0.0f, tmp, cols);
-            float *y = out + n0 * out_img;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)K * cols >= UL_OMP_MIN)
-            for (int n = 0; n < blk.nbc; n++) {
-                for (int k = 0; k < K; k++) {
-                    const float *t = tmp + (size_t)k * cols + (size_t)n * PQ;
-                    float *yy = y + ((size_t)n * K + k) * PQ;
-                    float bk = b ? b[k] : 0.0f;
-                    for (int j = 0; j < PQ; j++)
-                        yy[j] = t[j] + bk;
-                }
+            ul_sgemm_threads(threads, false, true, K, CRS, cols, 1.0f, dy, lddy, col, ldcol,
+                             1.0f, dw_acc, CRS);
+        }
+        if (din) {
+            if (direct) {
+                float *dx = din + n0 * in_img + (size_t)p0 * Q;
+                ul_sgemm_threads(threads, true, false, C, cols, K, 1.0f, w, CRS, dy, lddy, 1.0f,
+                                 dx, PQ);
+            } else {
+                ul_sgemm_threads(threads, true, false, CRS, cols, K, 1.0f, w, CRS, dy, lddy,
+                                 0.0f, scratch, cols);
+                col2im_add(din, scratch, s, &blk);
             }
         }
     }
@@ -226,14 +335,8 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
                         const float *w, const ul_conv_shape *s, float *scratch)
 {
     // din is (N,C,H,W), dw is (K,C,R,S), db is (K), dout is (N,K,P,Q)
-    const int N = s->N, C = s->C, K = s->K, CRS = C * s->R * s->S, P = s->P, Q = s->Q;
-    const int PQ = P * Q;
-    const size_t in_img = (size_t)C * s->H * s->W, out_img = (size_t)K * PQ;
-    const bool pointwise = conv_is_pointwise(s);
-    int nb, pb;
-    conv_blocking(s, &nb, &pb);
-    float *tmp = nb > 1 ? scratch + (size_t)CRS * nb * PQ : NULL;
-
+    const int N = s->N, K = s->K, CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
+    const size_t out_img = (size_t)K * PQ;
     if (db) {
 #pragma omp parallel for schedule(static) if ((size_t)N * out_img >= UL_OMP_MIN)
         for (int k = 0; k < K; k++) {
@@ -250,44 +353,35 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     }
     if (!din && !dw)
         return;
-
-    for (int n0 = 0; n0 < N; n0 += nb) {
-        for (int p0 = 0; p0 < P; p0 += pb) {
-            conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
-            const int cols = conv_block_cols(s, &blk);
-            // dy is (K, cols) with row stride lddy
-            const float *dy = dout + n0 * out_img + (size_t)p0 * Q;
-            int lddy = PQ;
-            if (blk.nbc > 1) {
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)K * cols >= UL_OMP_MIN)
-                for (int n = 0; n < blk.nbc; n++)
-                    for (int k = 0; k < K; k++)
-                        memcpy(tmp + (size_t)k * cols + (size_t)n * PQ,
-                               dy + n * out_img + (size_t)k * PQ, (size_t)PQ * sizeof(float));
-                dy = tmp;
-                lddy = cols;
-            }
-            const bool direct = pointwise && blk.nbc == 1;
-            if (dw) {
-                const float *col = scratch;
-                int ldcol = cols;
-                if (direct) {
-                    col = in + n0 * in_img + (size_t)p0 * Q;
-                    ldcol = PQ;
-                } else {
-                    im2col(scratch, in, s, &blk);
-                }
-                ul_sgemm(false, true, K, CRS, cols, 1.0f, dy, lddy, col, ldcol, 1.0f, dw, CRS);
-            }
-            if (din) {
-                if (direct) {
-                    float *dx = din + n0 * in_img + (size_t)p0 * Q;
-                    ul_sgemm(true, false, C, cols, K, 1.0f, w, CRS, dy, lddy, 1.0f, dx, PQ);
-                } else {
-                    ul_sgemm(true, false, CRS, cols, K, 1.0f, w, CRS, dy, lddy, 0.0f, scratch,
-                             cols);
-                    col2im_add(din, scratch, s, &blk);
-                }
+    int nb, pb;
+    conv_blocking(s, &nb, &pb);
+    const int units = conv_units(s, nb), T = conv_threads(units);
+    size_t col_part;
+    const size_t per = conv_thread_scratch(s, &col_part), wsize = (size_t)K * CRS;
+    if (T == 1) {
+        for (int u = 0; u < units; u++)
+            conv_backward_unit(din, dw, dout, in, w, s, u, scratch, 0);
+        return;
+    }
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        float *mine = scratch + per * (size_t)t;
+        float *acc = dw ? mine + col_part : NULL;
+        if (acc)
+            memset(acc, 0, wsize * sizeof(float));
+#pragma omp for schedule(static)
+        for (int u = 0; u < units; u++)
+            conv_backward_unit(din, acc, dout, in, w, s, u, mine, 1);
+        if (dw) {
+            /* Implicit barrier above; each thread then sums a slice of dW
+             * over the partials in thread order. */
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < wsize; i++) {
+                float sum = 0.0f;
+                for (int j = 0; j < T; j++)
+                    sum += scratch[per * (size_t)j + col_part + i];
+                dw[i] += sum;
             }
         }
     }

@@ -39,6 +39,27 @@ void ul_maxpool2d_forward(float *out, int32_t *argmax, const float *in, int N, i
         const float *x = in + (size_t)i * H * W;
         float *y = out + (size_t)i * P * Q;
         int32_t *am = argmax + (size_t)i * P * Q;
+        if (k == 2 && stride == 2 && pad == 0) {
+            /* The common 2x2 window, unrolled; same visiting order and
+             * comparisons as the general loop below. */
+            for (int p = 0; p < P; p++)
+                for (int q = 0; q < Q; q++) {
+                    const int32_t i0 = 2 * p * W + 2 * q;
+                    const int32_t idx[4] = {i0, i0 + 1, i0 + W, i0 + W + 1};
+                    int32_t best_i = i0;
+                    float best = x[i0];
+                    for (int j = 1; j < 4; j++) {
+                        float v = x[idx[j]];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            best_i = idx[j];
+                        }
+                    }
+                    y[p * Q + q] = best;
+                    am[p * Q + q] = best_i;
+                }
+            continue;
+        }
         for (int p = 0; p < P; p++) {
             int h0, h1;
             pool_window(p, k, stride, pad, H, &h0, &h1);
