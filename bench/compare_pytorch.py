@@ -108,12 +108,17 @@ def torch_models(nn, torch):
             x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
             return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
-    def make(name, width, shape):
+    def make(name, width, shape, params=None):
+        """The module of model plugin `name` with its parameters (defaults
+        when params is None)."""
+        p = params or {}
         c, h, w = shape
         if name == "mlp":
-            return MLP(c * h * w, 10, width)
+            return MLP(c * h * w, 10, width, p.get("depth", 2), p.get("base", 256))
         if name == "cnn":
-            return CNN(c, h, w, 10, width)
+            return CNN(c, h, w, 10, width, p.get("stages", 3), p.get("base_channels", 32))
+        if p.get("keep_stem"):
+            raise ValueError("resnet18 with keep_stem is not modelled here")
         return ResNet18(c, 10, width)
 
     return make
