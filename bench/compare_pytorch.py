@@ -11,6 +11,7 @@ time one step = forward + backward + SGD update (momentum 0.9, weight decay
 5e-4) on random data, after one warm-up step, for at least --seconds.
 """
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -177,9 +178,7 @@ def main():
     if args.child:
         print(json.dumps(torch_row(json.loads(args.child), args.seconds, threads)))
         return
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         sys.exit("PyTorch is not installed: apt-get install python3-torch "
                  "(it installs for /usr/bin/python3)")
     rows = unlearn_rows(args)
