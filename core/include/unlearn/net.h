@@ -50,10 +50,12 @@ UL_API int ul_net_finalize(ul_net *net, ul_rng *rng, ul_error *err);
 UL_API int ul_net_reserve(ul_net *net, int max_batch, ul_error *err);
 /* Runs the net on x (N, C, H, W), N <= reserved batch. train selects batch
  * statistics (and updates running stats) for BatchNorm. Returns the logits
- * (N, n_classes), owned by the net, valid until the next forward. */
+ * (N, n_classes), owned by the net, valid until the next forward; NULL when
+ * the net is not finalized or N exceeds the reserved batch. */
 UL_API const float *ul_net_forward(ul_net *net, const float *x, int N, bool train);
-/* Backpropagates dlogits (N, n_classes) of the last forward (which must have
- * been in train mode); ADDS into the parameter gradients. */
+/* Backpropagates dlogits (N, n_classes) of the last forward; ADDS into the
+ * parameter gradients. After an eval-mode forward, BatchNorm is treated as
+ * the fixed affine map of its running statistics. */
 UL_API void ul_net_backward(ul_net *net, const float *dlogits);
 UL_API void ul_net_zero_grad(ul_net *net);
 UL_API void ul_net_free(ul_net *net);
