@@ -504,7 +504,12 @@ START_TEST(cli_pipeline_end_to_end)
              "  batch_size: 32\n  lr: 0.05\noutput: ignored_dir\n",
              good_head);
     write_text("pipe.yaml", y);
-    int st = run_cli("run pipe.yaml -o run1", out, sizeof out, NULL);
+    int st = run_cli("run pipe.yaml -o run0 --check", out, sizeof out, NULL);
+    ck_assert_msg(st == 0 && strstr(out, "pipe.yaml: valid; 2 width(s) x 1 seed(s): 2 model "
+                                         "trainings, 0 method runs"),
+                  "%s", out);
+    ck_assert(!exists_in_tmp("run0"));
+    st = run_cli("run pipe.yaml -o run1", out, sizeof out, NULL);
     ck_assert_msg(st == 0, "run failed (%d): %s", st, out);
     ck_assert_ptr_nonnull(strstr(out, "test acc"));
     ck_assert(exists_in_tmp("run1/config.resolved.yaml"));
