@@ -11,13 +11,15 @@
  * GEMM result (K, nb·P·Q) is scattered into NCHW through tmp; a block inside
  * one image is written in place with row stride P·Q.
  *
- * Scratch (floats), with cols = the largest block's column count:
+ * Scratch (floats), per thread, with cols = the largest block's column count:
  *   col   (C·R·S, cols)   im2col of the block, reused for dcol in backward
  *   tmp   (K, cols)       only when blocks hold several images
+ *   dW    (K, C·R·S)      the thread's share of the weight gradient
  * where cols = nb·P·Q with nb = min(N, ceil(UL_CONV_COLS / (P·Q))) if
- * P·Q < UL_CONV_COLS, else cols = Q·min(P, max(1, UL_CONV_COLS / Q)).
- * A 1×1 stride-1 unpadded conv within one image needs no scratch at all: the
- * image already is its own (C, H·W) column matrix. */
+ * P·Q < UL_CONV_COLS, else cols = Q·min(P, max(1, UL_CONV_COLS / Q)); the
+ * total is that times the number of processors (the most threads a
+ * convolution uses). A 1×1 stride-1 unpadded conv within one image needs
+ * no col: the image already is its own (C, H·W) column matrix. */
 #include <omp.h>
 #include <string.h>
 
