@@ -11,6 +11,7 @@ time one step = forward + backward + SGD update (momentum 0.9, weight decay
 5e-4) on random data, after one warm-up step, for at least --seconds.
 """
 import argparse
+from collections import OrderedDict
 import importlib.util
 import json
 import os
@@ -64,8 +65,9 @@ def torch_models(nn, torch):
             blocks, c_in = [], c
             for i in range(stages):
                 ch = rnd(base * 2 ** i * width)
-                blocks += [nn.Conv2d(c_in, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch),
-                           nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+                blocks.append(nn.Sequential(OrderedDict(
+                    conv=nn.Conv2d(c_in, ch, 3, padding=1, bias=False), bn=nn.BatchNorm2d(ch),
+                    relu=nn.ReLU(inplace=True), pool=nn.MaxPool2d(2))))
                 c_in, h, w = ch, h // 2, w // 2
             self.features = nn.Sequential(*blocks)
             self.fc = nn.Linear(c_in * h * w, n_classes)
