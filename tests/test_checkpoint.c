@@ -14,6 +14,8 @@
 #include "unlearn/net.h"
 #include "unlearn/rng.h"
 
+#include "tmpdir.h"
+
 /* ---- JSON ------------------------------------------------------------------ */
 
 static ul_json *parse_ok(const char *text)
@@ -196,30 +198,6 @@ START_TEST(json_escape_round_trip)
 END_TEST
 
 /* ---- nets and files ----------------------------------------------------------- */
-
-static char tmpdir[256];
-
-static void tmp_setup(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ul-test-ckpt-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void tmp_teardown(void)
-{
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void tmp_path(char *out, size_t cap, const char *name)
-{
-    snprintf(out, cap, "%s/%s", tmpdir, name);
-}
 
 enum { NET_BASE = 0, NET_NO_BN = 1, NET_EXTRA_CONV = 2 };
 

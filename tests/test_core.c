@@ -479,7 +479,7 @@ START_TEST(cli_missing_dataset_file)
     char y[4096], out[8192];
     snprintf(y, sizeof y, "dataset: {name: mnist, params: {path: %s/nowhere}}\nmodel: {name: "
                           "mlp}\n",
-             cli_tmpdir);
+             tmpdir);
     write_text("nodata.yaml", y);
     int st = run_cli("run nodata.yaml -o out_nodata", out, sizeof out, NULL);
     ck_assert_int_ne(st, 0);
@@ -520,7 +520,7 @@ START_TEST(cli_pipeline_end_to_end)
 
     /* The resolved config is itself a valid pipeline with every default. */
     char path[512], *text;
-    snprintf(path, sizeof path, "%s/run1/config.resolved.yaml", cli_tmpdir);
+    snprintf(path, sizeof path, "%s/run1/config.resolved.yaml", tmpdir);
     FILE *f = fopen(path, "r");
     text = calloc(1, 65536);
     fread(text, 1, 65535, f);
@@ -532,7 +532,7 @@ START_TEST(cli_pipeline_end_to_end)
     ck_assert_msg(st == 0, "resolved config did not run: %s", out);
 
     /* `unlearn eval` reproduces the run's test accuracy from the checkpoint. */
-    snprintf(path, sizeof path, "%s/run1/metrics.json", cli_tmpdir);
+    snprintf(path, sizeof path, "%s/run1/metrics.json", tmpdir);
     f = fopen(path, "r");
     char metrics[8192] = {0};
     fread(metrics, 1, sizeof metrics - 1, f);
@@ -594,7 +594,7 @@ static Suite *suite(void)
     suite_add_tcase(s, tr);
     TCase *cli = tcase_create("cli");
     tcase_set_timeout(cli, 600);
-    tcase_add_unchecked_fixture(cli, cli_make_tmpdir, NULL);
+    tcase_add_unchecked_fixture(cli, tmp_setup, tmp_teardown);
     tcase_add_test(cli, cli_config_errors);
     tcase_add_test(cli, cli_plugin_abi_mismatch);
     tcase_add_test(cli, cli_missing_dataset_file);

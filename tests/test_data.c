@@ -13,31 +13,9 @@
 #include "plugin_loader.h"
 #include "unlearn/dataset.h"
 
+#include "tmpdir.h"
+
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
-
-static char tmpdir[256];
-
-static void tmp_setup(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ul-test-data-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void tmp_teardown(void)
-{
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void tmp_path(char *out, size_t cap, const char *name)
-{
-    snprintf(out, cap, "%s/%s", tmpdir, name);
-}
 
 /* Writes raw bytes to tmpdir/name, gzip-compressed when gz. */
 static void write_bytes(const char *name, const void *data, size_t len, bool gz)

@@ -15,7 +15,7 @@
 static char *read_text(const char *name)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", cli_tmpdir, name);
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "%s is missing", name);
     char *buf = calloc(1, 1 << 20);
@@ -216,7 +216,7 @@ static Suite *suite(void)
     Suite *s = suite_create("pipeline");
     TCase *t = tcase_create("cli");
     tcase_set_timeout(t, 600);
-    tcase_add_unchecked_fixture(t, cli_make_tmpdir, NULL);
+    tcase_add_unchecked_fixture(t, tmp_setup, tmp_teardown);
     tcase_add_test(t, tiny_pipeline_end_to_end_and_cache);
     tcase_add_test(t, mislabeled_forget_set_plants_labels);
     tcase_add_test(t, bad_unlearning_inputs);
