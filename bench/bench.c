@@ -120,6 +120,12 @@ static void bench_model(const char *model, double width, int C, int H, int W, re
     r->train_ips = rate(train_step, &s) * batch;
     r->infer_ips = rate(infer_step, &s) * batch;
     r->ok = 1;
+    ul_net_free(s.net);
+    free(s.x);
+    free(s.y);
+    free(s.probs);
+    free(s.dlogits);
+    ul_optim_free(&s.opt);
 }
 
 static void bench_sgemm(result *r)
@@ -236,6 +242,8 @@ int main(int argc, char **argv)
     const char *json = NULL;
     bool quick = false;
     const char *only = NULL;
+    double only_width = 0;
+    int only_c = 0, only_h = 0, only_w = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
             json = argv[++i];
@@ -243,11 +251,16 @@ int main(int argc, char **argv)
             quick = true;
         else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--width") == 0 && i + 1 < argc)
+            only_width = atof(argv[++i]);
+        else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc &&
+                 sscanf(argv[i + 1], "%dx%dx%d", &only_c, &only_h, &only_w) == 3)
+            i++;
         else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             min_time = atof(argv[++i]);
         else {
-            fprintf(stderr, "usage: unlearn-bench [--quick] [--model NAME] [--seconds S] "
-                            "[--json FILE]\n");
+            fprintf(stderr, "usage: unlearn-bench [--quick] [--model NAME] [--width W] "
+                            "[--input CxHxW] [--seconds S] [--json FILE]\n");
             return 2;
         }
     }
@@ -274,9 +287,11 @@ int main(int argc, char **argv)
             continue;
         for (int si = 0; si < 2; si++)
             for (int wi = 0; wi < 4; wi++) {
-                if (quick && wi % 2 == 0)
-                    continue;
                 const int *sh = shapes[si];
+                if (only_width > 0 ? fabs(widths[wi] - only_width) > 1e-9 : quick && wi % 2 == 0)
+                    continue;
+                if (only_c && (sh[0] != only_c || sh[1] != only_h || sh[2] != only_w))
+                    continue;
                 result r = run_job(JOB_MODEL, models[mi], widths[wi], sh[0], sh[1], sh[2], &rss);
                 char in[32];
                 snprintf(in, sizeof in, "%dx%dx%d", sh[0], sh[1], sh[2]);
@@ -298,7 +313,8 @@ int main(int argc, char **argv)
                             r.train_ips, r.infer_ips, rss, r.macs);
             }
     }
-    if (!only || strcmp(only, "scrub") == 0 || strcmp(only, "resnet18") == 0) {
+    if ((!only || strcmp(only, "scrub") == 0 || strcmp(only, "resnet18") == 0) && !only_width &&
+        !only_c) {
         result s = run_job(JOB_SCRUB, NULL, 0, 0, 0, 0, &rss);
         if (s.ok)
             printf("\nscrub, one epoch (resnet18 w=0.25, 3x32x32, |F|=256, |R|=2048): %.2f s, "

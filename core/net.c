@@ -32,30 +32,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "unlearn/net.h"
-#include "unlearn/ops.h"
+#include <omp.h>
 
-/* PyTorch's BatchNorm2d defaults. */
-#define BN_MOMENTUM 0.1f
-#define BN_EPS 1e-5f
-
-/* Activation regions are aligned to cache lines for the GEMM kernels. */
-#define NET_ALIGN_FLOATS 16
-
-typedef enum net_op {
-    NET_INPUT,
-    NET_CONV,
-    NET_BN,
-    NET_RELU,
-    NET_MAXPOOL,
-    NET_AVGPOOL,
-    NET_GAP,
-    NET_ADD,
-    NET_FLATTEN,
-    NET_LINEAR,
-    NET_OP_COUNT
-} net_op;
+#include "net_internal.h"
+#include "ops_local.h"
 
 static const char *const net_op_names[] = {
     "input", "conv2d", "batchnorm", "relu",    "maxpool",
@@ -64,76 +46,46 @@ static const char *const net_op_names[] = {
 _Static_assert(sizeof net_op_names / sizeof net_op_names[0] == NET_OP_COUNT,
                "net_op_names must name every net_op");
 
-typedef struct net_node {
-    net_op op;
-    char *name;          /* parameter prefix ("layer1.0.conv1"); NULL without parameters */
-    int in[2];           /* input nodes, -1 when unused */
-    int C, H, W;         /* output shape per example */
-    int kernel, stride, pad;
-    bool bias;
-    ul_conv_shape conv;  /* conv geometry for N = 1; N is set per call */
+/* ---- profiling ------------------------------------------------------------------ */
 
-    /* Decided when the net is compiled (net_plan). */
-    int n_consumers;
-    int inplace;         /* which input (0/1) this node overwrites, -1 for none */
-    int store;           /* node owning the output storage: itself, or an input's store */
-    bool needs_grad;     /* dL/d(output) is needed: some parameter lies upstream */
-    /* Only for store nodes whose gradient is needed: */
-    int grad_first;      /* node whose backward writes the gradient first (n_nodes: dlogits) */
-    int grad_last;       /* node whose backward reads it last */
-    int grad_slot;
+static int prof_on = -1;
 
-    /* Parameter views into the net's blocks (NULL when absent). */
-    float *w, *b, *dw, *db;
-    float *running_mean, *running_var;
-    int64_t *nbt;
+bool net_profiling(void)
+{
+    if (prof_on < 0) {
+        const char *e = getenv("UNLEARN_PROFILE");
+        prof_on = e && *e && strcmp(e, "0") != 0;
+    }
+    return prof_on;
+}
 
-    /* Activations, set by ul_net_reserve. */
-    float *out, *dout;
-    float *mean, *rstd;  /* BN batch statistics saved for backward */
-    int32_t *argmax;     /* maxpool */
-} net_node;
+static double net_clock(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
-struct ul_net {
-    int C, H, W, n_classes;
-    net_node *nodes;
-    int n_nodes, cap_nodes;
-    int input;               /* the input node, -1 until ul_net_input */
-    bool failed;             /* a builder call failed; build_err says why */
-    ul_error build_err;
-    bool finalized;
-
-    float *params, *grads;
-    size_t n_params;
-    float *stats;            /* BN running mean and var */
-    size_t n_stats;
-    int64_t *counts;         /* BN num_batches_tracked */
-    size_t n_counts;
-    ul_tensor_info *tensors;
-    size_t n_tensors;
-
-    /* Gradient slots: per-example size, and store nodes ordered by the step
-     * at which backward first writes them (descending). */
-    size_t *slot_numel;
-    int n_slots;
-    int *grad_order;
-    int n_grad_order;
-
-    int max_batch;           /* 0 until ul_net_reserve */
-    float *act;              /* every float activation region, one allocation */
-    int32_t *act_i32;        /* maxpool argmax regions */
-    float *scratch;
-
-    int last_N;              /* batch of the last forward, 0 when none */
-    bool last_train;
-};
+static void net_profile_print(const ul_net *net)
+{
+    double total = 0.0;
+    for (int op = 0; op < NET_OP_COUNT; op++)
+        total += net->prof_s[op][0] + net->prof_s[op][1];
+    if (total <= 0.0)
+        return;
+    fprintf(stderr, "unlearn profile (UNLEARN_PROFILE): %.3f s in %d-node net\n", total,
+            net->n_nodes);
+    fprintf(stderr, "  %-15s %10s %7s %10s %7s\n", "op", "forward s", "%", "backward s", "%");
+    for (int op = 0; op < NET_OP_COUNT; op++) {
+        if (!net->prof_n[op][0] && !net->prof_n[op][1])
+            continue;
+        fprintf(stderr, "  %-15s %10.3f %6.1f%% %10.3f %6.1f%%\n", net_op_names[op],
+                net->prof_s[op][0], 100.0 * net->prof_s[op][0] / total, net->prof_s[op][1],
+                100.0 * net->prof_s[op][1] / total);
+    }
+}
 
 /* ---- building -------------------------------------------------------------- */
-
-static size_t node_numel(const net_node *n)
-{
-    return (size_t)n->C * n->H * n->W;
-}
 
 static bool op_has_params(net_op op)
 {
@@ -735,16 +687,20 @@ static size_t net_layout_act(ul_net *net, int B, float *base, int32_t *base_i32,
         off += align_floats(count);                           \
     } while (0)
     size_t scratch = 0;
-    if (base)
+    if (base) {
         net->scratch = NULL;
+        net->scratch_per = 0;
+    }
     for (int i = 0; i < net->n_nodes; i++) {
         net_node *nd = &net->nodes[i];
         if (nd->op == NET_CONV) {
             ul_conv_shape s = nd->conv;
             s.N = B;
-            size_t need = ul_conv2d_scratch(&s);
+            size_t need = ul_conv2d_scratch(&s), per = ul_conv2d_local_scratch(&s);
             if (need > scratch)
                 scratch = need;
+            if (base && per > net->scratch_per)
+                net->scratch_per = per;
         }
         if (nd->store == i)
             NET_TAKE(nd->out, (size_t)B * node_numel(nd));
@@ -778,11 +734,53 @@ static size_t net_layout_act(ul_net *net, int B, float *base, int32_t *base_i32,
                 for (int k = 0; k < st->grad_slot; k++)
                     o += align_floats((size_t)B * net->slot_numel[k]);
                 nd->dout = slot0 + o;
+                nd->dout_ld = net->slot_numel[st->grad_slot];
             }
         }
     }
     *n_i32 = off_i32;
     return off;
+}
+
+/* The batch-parallel passes' buffers (net_team.c): per-thread parameter
+ * gradient partials, the size of the largest layer's weights and bias, and
+ * BatchNorm partial sums. They do not depend on the batch size. */
+static int net_team_alloc(ul_net *net, ul_error *err)
+{
+    if (net->team_cap)
+        return UL_OK;
+    int cap = omp_get_num_procs();
+    size_t part = 0;
+    int red_c = 0;
+    for (int i = 0; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        size_t need = 0;
+        if (nd->op == NET_CONV)
+            need = (size_t)nd->conv.K * nd->conv.C * nd->conv.R * nd->conv.S + (size_t)nd->C;
+        else if (nd->op == NET_LINEAR)
+            need = (size_t)nd->C * net->nodes[nd->in[0]].C + (size_t)nd->C;
+        if (need > part)
+            part = need;
+        if (nd->op == NET_BN && nd->C > red_c)
+            red_c = nd->C;
+    }
+    if (cap > 1) {
+        net->part = net_alloc_aligned(((size_t)cap * align_floats(part) + 1) * sizeof(float));
+        net->red = malloc(((size_t)4 * cap * red_c + 1) * sizeof(double));
+        if (!net->part || !net->red) {
+            free(net->part);
+            free(net->red);
+            net->part = NULL;
+            net->red = NULL;
+            return ul_errorf(err, UL_ENOMEM, "out of memory: per-thread gradient buffers need "
+                                             "%.1f MiB",
+                             (double)cap * part * 4 / (1024.0 * 1024.0));
+        }
+    }
+    net->part_per = align_floats(part);
+    net->red_c = red_c;
+    net->team_cap = cap < 1 ? 1 : cap;
+    return UL_OK;
 }
 
 int ul_net_reserve(ul_net *net, int max_batch, ul_error *err)
@@ -805,6 +803,11 @@ int ul_net_reserve(ul_net *net, int max_batch, ul_error *err)
                                          "%.1f MiB",
                          max_batch, (double)(n_f * 4 + n_i32 * 4) / (1024.0 * 1024.0));
     }
+    if (net_team_alloc(net, err)) {
+        free(act);
+        free(act_i32);
+        return err ? err->code : UL_ENOMEM;
+    }
     free(net->act);
     free(net->act_i32);
     net->act = act;
@@ -816,12 +819,6 @@ int ul_net_reserve(ul_net *net, int max_batch, ul_error *err)
 }
 
 /* ---- forward and backward -------------------------------------------------------- */
-
-static void relu_inplace(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
 
 /* Backward of an in-place relu: the gradient buffer is shared with the input,
  * so mask it where the output was not positive. */
@@ -892,7 +889,7 @@ static void node_forward(ul_net *net, net_node *nd, const float *x, int N, bool 
         break;
     case NET_RELU:
         if (nd->inplace >= 0)
-            relu_inplace(nd->out, count);
+            ul_relu_forward(nd->out, nd->out, count);
         else
             ul_relu_forward(nd->out, a->out, count);
         break;
@@ -927,8 +924,20 @@ const float *ul_net_forward(ul_net *net, const float *x, int N, bool train)
 {
     if (!net->finalized || N < 1 || N > net->max_batch)
         return NULL;
-    for (int i = 0; i < net->n_nodes; i++)
-        node_forward(net, &net->nodes[i], x, N, train);
+    const int T = net_team_size(net, N);
+    if (T > 1) {
+        net_forward_team(net, x, N, train, T);
+    } else if (net_profiling()) {
+        for (int i = 0; i < net->n_nodes; i++) {
+            double t0 = net_clock();
+            node_forward(net, &net->nodes[i], x, N, train);
+            net->prof_s[net->nodes[i].op][0] += net_clock() - t0;
+            net->prof_n[net->nodes[i].op][0]++;
+        }
+    } else {
+        for (int i = 0; i < net->n_nodes; i++)
+            node_forward(net, &net->nodes[i], x, N, train);
+    }
     net->last_N = N;
     net->last_train = train;
     return net->nodes[net->n_nodes - 1].out;
@@ -1006,6 +1015,11 @@ void ul_net_backward(ul_net *net, const float *dlogits)
         return;
     /* grad_order lists stores by first write, latest first: the logits'
      * store (written by dlogits) leads. */
+    const int T = net_team_size(net, N);
+    if (T > 1) {
+        net_backward_team(net, dlogits, N, T);
+        return;
+    }
     int k = 0;
     const net_node *last = &net->nodes[n - 1];
     memcpy(last->dout, dlogits, (size_t)N * node_numel(last) * sizeof(float));
@@ -1015,8 +1029,16 @@ void ul_net_backward(ul_net *net, const float *dlogits)
             const net_node *st = &net->nodes[net->grad_order[k]];
             memset(st->dout, 0, (size_t)N * node_numel(st) * sizeof(float));
         }
-        if (net->nodes[i].needs_grad)
+        if (!net->nodes[i].needs_grad)
+            continue;
+        if (net_profiling()) {
+            double t0 = net_clock();
             node_backward(net, &net->nodes[i], N);
+            net->prof_s[net->nodes[i].op][1] += net_clock() - t0;
+            net->prof_n[net->nodes[i].op][1]++;
+        } else {
+            node_backward(net, &net->nodes[i], N);
+        }
     }
 }
 
@@ -1032,6 +1054,8 @@ void ul_net_free(ul_net *net)
 {
     if (!net)
         return;
+    if (net_profiling())
+        net_profile_print(net);
     for (int i = 0; i < net->n_nodes; i++)
         free(net->nodes[i].name);
     free(net->nodes);
@@ -1046,6 +1070,8 @@ void ul_net_free(ul_net *net)
     free(net->grad_order);
     free(net->act);
     free(net->act_i32);
+    free(net->part);
+    free(net->red);
     free(net);
 }
 

@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "gemm.h"
-#include "unlearn/ops.h"
+#include "ops_local.h"
 
 #define UL_CONV_COLS 256
 #define UL_OMP_MIN 32768
@@ -207,6 +207,8 @@ size_t ul_conv2d_scratch(const ul_conv_shape *s)
     return conv_thread_scratch(s, NULL) * (size_t)conv_max_threads();
 }
 
+size_t ul_conv2d_local_scratch(const ul_conv_shape *s) { return conv_thread_scratch(s, NULL); }
+
 static int conv_units(const ul_conv_shape *s, int nb)
 {
     return (s->N + nb - 1) / nb;
@@ -333,6 +335,48 @@ static void conv_backward_unit(float *din, float *dw_acc, const float *dout, con
     }
 }
 
+/* Σ over images and positions of dout's channel k. */
+static float conv_bias_grad(const float *dout, const ul_conv_shape *s, int k)
+{
+    const int PQ = s->P * s->Q;
+    const size_t out_img = (size_t)s->K * PQ;
+    double acc = 0.0;
+    for (int n = 0; n < s->N; n++) {
+        const float *d = dout + n * out_img + (size_t)k * PQ;
+        float part = 0.0f;
+        for (int j = 0; j < PQ; j++)
+            part += d[j];
+        acc += part;
+    }
+    return (float)acc;
+}
+
+void ul_conv2d_forward_local(float *out, const float *in, const float *w, const float *b,
+                             const ul_conv_shape *s, float *scratch)
+{
+    int nb, pb;
+    conv_blocking(s, &nb, &pb);
+    const int units = conv_units(s, nb);
+    for (int u = 0; u < units; u++)
+        conv_forward_unit(out, in, w, b, s, u, scratch, 1);
+}
+
+void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
+                              const float *in, const float *w, const ul_conv_shape *s,
+                              float *scratch)
+{
+    if (db_acc)
+        for (int k = 0; k < s->K; k++)
+            db_acc[k] += conv_bias_grad(dout, s, k);
+    if (!din && !dw_acc)
+        return;
+    int nb, pb;
+    conv_blocking(s, &nb, &pb);
+    const int units = conv_units(s, nb);
+    for (int u = 0; u < units; u++)
+        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1);
+}
+
 void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                         const float *w, const ul_conv_shape *s, float *scratch)
 {
@@ -341,17 +385,8 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     const size_t out_img = (size_t)K * PQ;
     if (db) {
 #pragma omp parallel for schedule(static) if ((size_t)N * out_img >= UL_OMP_MIN)
-        for (int k = 0; k < K; k++) {
-            double acc = 0.0;
-            for (int n = 0; n < N; n++) {
-                const float *d = dout + n * out_img + (size_t)k * PQ;
-                float part = 0.0f;
-                for (int j = 0; j < PQ; j++)
-                    part += d[j];
-                acc += part;
-            }
-            db[k] += (float)acc;
-        }
+        for (int k = 0; k < K; k++)
+            db[k] += conv_bias_grad(dout, s, k);
     }
     if (!din && !dw)
         return;

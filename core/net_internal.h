@@ -1,0 +1,128 @@
+/* Private: the network's internal representation, shared by net.c (build,
+ * plan, memory, serial passes) and net_team.c (batch-parallel passes). */
+#ifndef UL_NET_INTERNAL_H
+#define UL_NET_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "unlearn/net.h"
+#include "unlearn/ops.h"
+
+/* PyTorch's BatchNorm2d defaults. */
+#define BN_MOMENTUM 0.1f
+#define BN_EPS 1e-5f
+
+/* Activation regions are aligned to cache lines for the GEMM kernels. */
+#define NET_ALIGN_FLOATS 16
+
+typedef enum net_op {
+    NET_INPUT,
+    NET_CONV,
+    NET_BN,
+    NET_RELU,
+    NET_MAXPOOL,
+    NET_AVGPOOL,
+    NET_GAP,
+    NET_ADD,
+    NET_FLATTEN,
+    NET_LINEAR,
+    NET_OP_COUNT
+} net_op;
+
+typedef struct net_node {
+    net_op op;
+    char *name;          /* parameter prefix ("layer1.0.conv1"); NULL without parameters */
+    int in[2];           /* input nodes, -1 when unused */
+    int C, H, W;         /* output shape per example */
+    int kernel, stride, pad;
+    bool bias;
+    ul_conv_shape conv;  /* conv geometry for N = 1; N is set per call */
+
+    /* Decided when the net is compiled (net_plan). */
+    int n_consumers;
+    int inplace;         /* which input (0/1) this node overwrites, -1 for none */
+    int store;           /* node owning the output storage: itself, or an input's store */
+    bool needs_grad;     /* dL/d(output) is needed: some parameter lies upstream */
+    /* Only for store nodes whose gradient is needed: */
+    int grad_first;      /* node whose backward writes the gradient first (n_nodes: dlogits) */
+    int grad_last;       /* node whose backward reads it last */
+    int grad_slot;
+
+    /* Parameter views into the net's blocks (NULL when absent). */
+    float *w, *b, *dw, *db;
+    float *running_mean, *running_var;
+    int64_t *nbt;
+
+    /* Activations, set by ul_net_reserve. */
+    float *out, *dout;
+    size_t dout_ld;      /* floats per example in dout's gradient slot (≥ C·H·W) */
+    float *mean, *rstd;  /* BN batch statistics saved for backward */
+    int32_t *argmax;     /* maxpool */
+} net_node;
+
+struct ul_net {
+    int C, H, W, n_classes;
+    net_node *nodes;
+    int n_nodes, cap_nodes;
+    int input;               /* the input node, -1 until ul_net_input */
+    bool failed;             /* a builder call failed; build_err says why */
+    ul_error build_err;
+    bool finalized;
+
+    float *params, *grads;
+    size_t n_params;
+    float *stats;            /* BN running mean and var */
+    size_t n_stats;
+    int64_t *counts;         /* BN num_batches_tracked */
+    size_t n_counts;
+    ul_tensor_info *tensors;
+    size_t n_tensors;
+
+    /* Gradient slots: per-example size, and store nodes ordered by the step
+     * at which backward first writes them (descending). */
+    size_t *slot_numel;
+    int n_slots;
+    int *grad_order;
+    int n_grad_order;
+
+    int max_batch;           /* 0 until ul_net_reserve */
+    float *act;              /* every float activation region, one allocation */
+    int32_t *act_i32;        /* maxpool argmax regions */
+    float *scratch;
+
+    int last_N;              /* batch of the last forward, 0 when none */
+    bool last_train;
+
+    /* UNLEARN_PROFILE: seconds and calls per op kind, forward [0] and
+     * backward [1], printed to stderr when the net is freed. */
+    double prof_s[NET_OP_COUNT][2];
+    long prof_n[NET_OP_COUNT][2];
+
+    /* Batch-parallel passes (net_team.c), sized by ul_net_reserve for up
+     * to team_cap threads. */
+    int team_cap;
+    size_t scratch_per;      /* conv scratch floats per thread */
+    float *part;             /* per-thread parameter-gradient partials */
+    size_t part_per;         /* floats per thread: the largest layer's w + b */
+    double *red;             /* BatchNorm partial sums: [2 parities][team_cap][2·red_c] */
+    int red_c;               /* the widest BatchNorm */
+};
+
+static inline size_t node_numel(const net_node *n)
+{
+    return (size_t)n->C * n->H * n->W;
+}
+
+/* Batch-parallel forward and backward with T > 1 threads (net_team.c). */
+void net_forward_team(ul_net *net, const float *x, int N, bool train, int T);
+void net_backward_team(ul_net *net, const float *dlogits, int N, int T);
+/* Whether UNLEARN_PROFILE asks for per-op timings. */
+bool net_profiling(void);
+/* How many threads a pass over N examples uses; 1 means the serial path. */
+int net_team_size(const ul_net *net, int N);
+
+
+
+#endif

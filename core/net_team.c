@@ -1,0 +1,453 @@
+/* Batch-parallel forward and backward passes.
+ *
+ * With T > 1 threads, one OpenMP region covers a whole pass: thread t takes
+ * the examples [t·N/T, (t+1)·N/T) and runs every node on them, with its own
+ * convolution scratch and single-threaded GEMMs. Most ops treat examples
+ * independently, so threads only meet where the batch is reduced:
+ *  - BatchNorm in training mode needs the batch mean and variance (two
+ *    barriers forward) and, backward, Σdy and Σdy·x̂ (one barrier);
+ *  - parameter gradients (conv, linear, BatchNorm γ and β) are summed per
+ *    thread and then added to the net's gradients in thread order.
+ * Compared with threading each op on its own, a ResNet-18 step has a few
+ * dozen barriers instead of several hundred fork-joins, every elementwise
+ * op runs on all threads, and each thread's activations stay in its own
+ * core's cache between ops.
+ *
+ * Sums run in a fixed order for a given T (partials per thread, combined in
+ * thread order), so results are identical run to run; they differ from the
+ * one-thread path (net.c) only by floating-point rounding.
+ *
+ * BatchNorm partial sums alternate between two buffers ("parities") from
+ * one BatchNorm node to the next: a thread can only start writing the
+ * buffer of node k+2 after every thread has passed a barrier of node k+1,
+ * and so has finished reading node k's. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <time.h>
+
+#include "gemm.h"
+#include "net_internal.h"
+#include "ops_local.h"
+
+typedef struct team {
+    ul_net *net;
+    int N, T, t, n0, n;  /* batch, threads, this thread and its examples */
+    int bn_k;            /* BatchNorm nodes visited in this pass (parity) */
+} team;
+
+int net_team_size(const ul_net *net, int N)
+{
+    if (omp_in_parallel())
+        return 1;
+    int T = omp_get_max_threads();
+    if (T > net->team_cap)
+        T = net->team_cap;
+    if (T > N)
+        T = N;
+    return T < 1 ? 1 : T;
+}
+
+/* This thread's rows of a node's (N, C·H·W) activation. */
+static float *rows(const team *tm, float *base, const net_node *nd)
+{
+    return base + (size_t)tm->n0 * node_numel(nd);
+}
+
+/* This thread's rows of node nd's gradient. Gradient slots are shared by
+ * nodes of different sizes over a backward pass, so a thread's rows start
+ * at n0 times the slot's per-example size: each thread then only ever
+ * touches its own part of a slot, whichever node holds it, and no barrier
+ * is needed when a slot changes hands. */
+static float *grad_rows(const team *tm, const net_node *nd)
+{
+    return nd->dout + (size_t)tm->n0 * nd->dout_ld;
+}
+
+static double *red_buf(const team *tm, int parity, int t)
+{
+    const ul_net *net = tm->net;
+    return net->red + ((size_t)parity * net->team_cap + t) * 2 * net->red_c;
+}
+
+static float *part_buf(const team *tm, int t)
+{
+    return tm->net->part + (size_t)t * tm->net->part_per;
+}
+
+/* Adds the threads' partials [0, n) to dst (when not NULL) in thread order,
+ * each thread taking a share of the elements. Every thread must call it. */
+static void reduce_parts(const team *tm, float *dst, size_t off, size_t n)
+{
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float sum = 0.0f;
+        for (int j = 0; j < tm->T; j++)
+            sum += part_buf(tm, j)[off + i];
+        if (dst)
+            dst[i] += sum;
+    }
+}
+
+/* ---- BatchNorm ----------------------------------------------------------------- */
+
+static void bn_forward_train(team *tm, net_node *nd, const net_node *a)
+{
+    const int C = nd->C, HW = nd->H * nd->W, n = tm->n, rc = tm->net->red_c;
+    const size_t img = (size_t)C * HW;
+    const double M = (double)tm->N * HW;
+    const int parity = tm->bn_k++ & 1;
+    const float *x0 = rows(tm, a->out, a);
+    float *y0 = rows(tm, nd->out, nd);
+    double *mine = red_buf(tm, parity, tm->t);
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *x = x0 + i * img + (size_t)c * HW;
+            for (int j = 0; j < HW; j++)
+                sum += x[j];
+        }
+        mine[c] = sum;
+    }
+#pragma omp barrier
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int j = 0; j < tm->T; j++)
+            sum += red_buf(tm, parity, j)[c];
+        const double mu = sum / M;
+        double ss = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *x = x0 + i * img + (size_t)c * HW;
+            for (int j = 0; j < HW; j++) {
+                double d = x[j] - mu;
+                ss += d * d;
+            }
+        }
+        mine[rc + c] = ss;
+    }
+#pragma omp barrier
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0, ss = 0.0;
+        for (int j = 0; j < tm->T; j++) {
+            sum += red_buf(tm, parity, j)[c];
+            ss += red_buf(tm, parity, j)[rc + c];
+        }
+        const double mu = sum / M, var = ss / M, rs = 1.0 / sqrt(var + BN_EPS);
+        const float scale = (float)(nd->w[c] * rs), shift = (float)(nd->b[c] - mu * nd->w[c] * rs);
+        for (int i = 0; i < n; i++) {
+            const float *x = x0 + i * img + (size_t)c * HW;
+            float *y = y0 + i * img + (size_t)c * HW;
+            for (int j = 0; j < HW; j++)
+                y[j] = x[j] * scale + shift;
+        }
+        if (tm->t == 0) {
+            nd->mean[c] = (float)mu;
+            nd->rstd[c] = (float)rs;
+            double unbiased = M > 1 ? var * M / (M - 1) : var;
+            nd->running_mean[c] =
+                (1.0f - BN_MOMENTUM) * nd->running_mean[c] + BN_MOMENTUM * (float)mu;
+            nd->running_var[c] =
+                (1.0f - BN_MOMENTUM) * nd->running_var[c] + BN_MOMENTUM * (float)unbiased;
+        }
+    }
+    if (tm->t == 0)
+        (*nd->nbt)++;
+}
+
+/* Backward of BatchNorm; train selects batch statistics (saved by forward)
+ * or, in eval mode, the running ones, where the map is affine per channel. */
+static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, bool train)
+{
+    const int C = nd->C, HW = nd->H * nd->W, n = tm->n, rc = tm->net->red_c;
+    const size_t img = (size_t)C * HW;
+    const double M = (double)tm->N * HW;
+    const int parity = tm->bn_k++ & 1;
+    const float *x0 = rows(tm, a->out, a), *dy0 = grad_rows(tm, nd);
+    float *dx0 = din;
+    double *mine = red_buf(tm, parity, tm->t);
+    for (int c = 0; c < C; c++) {
+        const float mu = train ? nd->mean[c] : nd->running_mean[c];
+        const float rs = train ? nd->rstd[c] : 1.0f / sqrtf(nd->running_var[c] + BN_EPS);
+        double sdy = 0.0, sdyx = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *x = x0 + i * img + (size_t)c * HW;
+            const float *dy = dy0 + i * img + (size_t)c * HW;
+            for (int j = 0; j < HW; j++) {
+                sdy += dy[j];
+                sdyx += (double)dy[j] * ((x[j] - mu) * rs);
+            }
+        }
+        mine[c] = sdy;
+        mine[rc + c] = sdyx;
+        if (!train && dx0) {
+            for (int i = 0; i < n; i++) {
+                const float *dy = dy0 + i * img + (size_t)c * HW;
+                float *dx = dx0 + i * img + (size_t)c * HW;
+                for (int j = 0; j < HW; j++)
+                    dx[j] += dy[j] * nd->w[c] * rs;
+            }
+        }
+    }
+#pragma omp barrier
+    for (int c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (int j = 0; j < tm->T; j++) {
+            sdy += red_buf(tm, parity, j)[c];
+            sdyx += red_buf(tm, parity, j)[rc + c];
+        }
+        if (tm->t == 0) {
+            if (nd->db)
+                nd->db[c] += (float)sdy;
+            if (nd->dw)
+                nd->dw[c] += (float)sdyx;
+        }
+        if (!train || !dx0)
+            continue;
+        const float mu = nd->mean[c], rs = nd->rstd[c], g = nd->w[c] * rs;
+        const float m_dy = (float)(sdy / M), m_dyx = (float)(sdyx / M);
+        for (int i = 0; i < n; i++) {
+            const float *x = x0 + i * img + (size_t)c * HW;
+            const float *dy = dy0 + i * img + (size_t)c * HW;
+            float *dx = dx0 + i * img + (size_t)c * HW;
+            for (int j = 0; j < HW; j++)
+                dx[j] += g * (dy[j] - m_dy - (x[j] - mu) * rs * m_dyx);
+        }
+    }
+}
+
+/* Backward of an in-place ReLU: the gradient shares the input's buffer. */
+static void relu_mask(float *g, const float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = out[i] > 0.0f ? g[i] : 0.0f;
+}
+
+/* ---- forward ------------------------------------------------------------------- */
+
+static void team_node_forward(team *tm, net_node *nd, const float *x, bool train)
+{
+    ul_net *net = tm->net;
+    const net_node *a = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
+    const net_node *b = nd->in[1] >= 0 ? &net->nodes[nd->in[1]] : NULL;
+    const int n = tm->n;
+    const size_t count = (size_t)n * node_numel(nd);
+    float *y = rows(tm, nd->out, nd);
+    switch (nd->op) {
+    case NET_INPUT:
+        memcpy(y, x + (size_t)tm->n0 * node_numel(nd), count * sizeof(float));
+        break;
+    case NET_CONV: {
+        ul_conv_shape s = nd->conv;
+        s.N = n;
+        ul_conv2d_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, &s,
+                                net->scratch + (size_t)tm->t * net->scratch_per);
+        break;
+    }
+    case NET_BN:
+        if (train)
+            bn_forward_train(tm, nd, a);
+        else
+            ul_batchnorm_forward_eval(y, rows(tm, a->out, a), nd->w, nd->b, nd->running_mean,
+                                      nd->running_var, n, nd->C, nd->H * nd->W, BN_EPS);
+        break;
+    case NET_RELU:
+        if (nd->inplace >= 0)
+            ul_relu_forward(y, y, count);
+        else
+            ul_relu_forward(y, rows(tm, a->out, a), count);
+        break;
+    case NET_MAXPOOL:
+        ul_maxpool2d_forward(y, nd->argmax + (size_t)tm->n0 * node_numel(nd),
+                             rows(tm, a->out, a), n, a->C, a->H, a->W, nd->kernel, nd->stride,
+                             nd->pad);
+        break;
+    case NET_AVGPOOL:
+        ul_avgpool2d_forward(y, rows(tm, a->out, a), n, a->C, a->H, a->W, nd->kernel,
+                             nd->stride, nd->pad);
+        break;
+    case NET_GAP:
+        ul_global_avgpool_forward(y, rows(tm, a->out, a), n, a->C, a->H * a->W);
+        break;
+    case NET_ADD:
+        if (nd->inplace >= 0) {
+            const net_node *o = nd->inplace == 0 ? b : a;
+            ul_add_forward(y, y, rows(tm, o->out, o), count);
+        } else {
+            ul_add_forward(y, rows(tm, a->out, a), rows(tm, b->out, b), count);
+        }
+        break;
+    case NET_LINEAR: {
+        const int I = a->C, O = nd->C;
+        float beta = 0.0f;
+        if (nd->b) {
+            for (int i = 0; i < n; i++)
+                memcpy(y + (size_t)i * O, nd->b, (size_t)O * sizeof(float));
+            beta = 1.0f;
+        }
+        ul_sgemm_threads(1, false, true, n, O, I, 1.0f, rows(tm, a->out, a), I, nd->w, I, beta,
+                         y, O);
+        break;
+    }
+    case NET_FLATTEN:
+    case NET_OP_COUNT:
+        break;
+    }
+}
+
+static double team_clock(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void net_forward_team(ul_net *net, const float *x, int N, bool train, int T)
+{
+    const bool prof = net_profiling();
+#pragma omp parallel num_threads(T)
+    {
+        team tm = {net, N, T, omp_get_thread_num(), 0, 0, 0};
+        tm.n0 = (int)((long)tm.t * N / T);
+        tm.n = (int)((long)(tm.t + 1) * N / T) - tm.n0;
+        for (int i = 0; i < net->n_nodes; i++) {
+            net_node *nd = &net->nodes[i];
+            double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
+            team_node_forward(&tm, nd, x, train);
+            if (prof && tm.t == 0) {
+                net->prof_s[nd->op][0] += team_clock() - t0;
+                net->prof_n[nd->op][0]++;
+            }
+        }
+    }
+}
+
+/* ---- backward ------------------------------------------------------------------ */
+
+/* This thread's rows of the gradient of input k, or NULL when no gradient
+ * flows there. */
+static float *team_din(const team *tm, const net_node *nd, int k)
+{
+    int j = nd->in[k];
+    const net_node *in = j >= 0 ? &tm->net->nodes[j] : NULL;
+    return in && in->needs_grad ? grad_rows(tm, in) : NULL;
+}
+
+static void team_node_backward(team *tm, net_node *nd)
+{
+    ul_net *net = tm->net;
+    const net_node *a = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
+    float *din = team_din(tm, nd, 0);
+    const int n = tm->n;
+    const size_t count = (size_t)n * node_numel(nd);
+    float *dy = grad_rows(tm, nd);
+    switch (nd->op) {
+    case NET_CONV: {
+        ul_conv_shape s = nd->conv;
+        s.N = n;
+        const size_t wsize = (size_t)s.K * s.C * s.R * s.S, bsize = nd->db ? (size_t)s.K : 0;
+        float *part = nd->dw ? part_buf(tm, tm->t) : NULL;
+        if (part)
+            memset(part, 0, (wsize + bsize) * sizeof(float));
+        ul_conv2d_backward_local(din, part,
+                                 part && nd->db ? part + wsize : NULL, dy, rows(tm, a->out, a),
+                                 nd->w, &s, net->scratch + (size_t)tm->t * net->scratch_per);
+        if (part) {
+            reduce_parts(tm, nd->dw, 0, wsize);
+            if (nd->db)
+                reduce_parts(tm, nd->db, wsize, bsize);
+        }
+        break;
+    }
+    case NET_BN:
+        bn_backward(tm, nd, a, din, net->last_train);
+        break;
+    case NET_RELU:
+        if (nd->inplace >= 0)
+            relu_mask(dy, rows(tm, nd->out, nd), count);
+        else if (din)
+            ul_relu_backward(din, dy, rows(tm, nd->out, nd), count);
+        break;
+    case NET_MAXPOOL:
+        if (din)
+            ul_maxpool2d_backward(din, dy,
+                                  nd->argmax + (size_t)tm->n0 * node_numel(nd), n, a->C, a->H,
+                                  a->W, nd->kernel, nd->stride, nd->pad);
+        break;
+    case NET_AVGPOOL:
+        if (din)
+            ul_avgpool2d_backward(din, dy, n, a->C, a->H, a->W, nd->kernel,
+                                  nd->stride, nd->pad);
+        break;
+    case NET_GAP:
+        if (din)
+            ul_global_avgpool_backward(din, dy, n, a->C, a->H * a->W);
+        break;
+    case NET_ADD:
+        for (int k = 0; k < 2; k++) {
+            float *dk = team_din(tm, nd, k);
+            if (k != nd->inplace && dk)
+                ul_add_forward(dk, dk, dy, count);
+        }
+        break;
+    case NET_LINEAR: {
+        const int I = a->C, O = nd->C;
+        if (din)
+            ul_sgemm_threads(1, false, false, n, I, O, 1.0f, dy, O, nd->w, I, 1.0f, din, I);
+        if (!nd->dw)
+            break;
+        const size_t wsize = (size_t)O * I;
+        float *part = part_buf(tm, tm->t);
+        ul_sgemm_threads(1, true, false, O, I, n, 1.0f, dy, O, rows(tm, a->out, a), I, 0.0f,
+                         part, I);
+        if (nd->db) {
+            float *pb = part + wsize;
+            memset(pb, 0, (size_t)O * sizeof(float));
+            for (int i = 0; i < n; i++)
+                for (int o = 0; o < O; o++)
+                    pb[o] += dy[(size_t)i * O + o];
+        }
+        reduce_parts(tm, nd->dw, 0, wsize);
+        if (nd->db)
+            reduce_parts(tm, nd->db, wsize, (size_t)O);
+        break;
+    }
+    case NET_INPUT:
+    case NET_FLATTEN:
+    case NET_OP_COUNT:
+        break;
+    }
+}
+
+void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
+{
+    const bool prof = net_profiling();
+#pragma omp parallel num_threads(T)
+    {
+        team tm = {net, N, T, omp_get_thread_num(), 0, 0, 0};
+        tm.n0 = (int)((long)tm.t * N / T);
+        tm.n = (int)((long)(tm.t + 1) * N / T) - tm.n0;
+        const int n = net->n_nodes;
+        const net_node *last = &net->nodes[n - 1];
+        memcpy(grad_rows(&tm, last), dlogits + (size_t)tm.n0 * node_numel(last),
+               (size_t)tm.n * node_numel(last) * sizeof(float));
+        int k = 1;
+        for (int i = n - 1; i >= 0; i--) {
+            for (; k < net->n_grad_order && net->nodes[net->grad_order[k]].grad_first == i;
+                 k++) {
+                const net_node *st = &net->nodes[net->grad_order[k]];
+                memset(grad_rows(&tm, st), 0,
+                       (size_t)tm.n * node_numel(st) * sizeof(float));
+            }
+            net_node *nd = &net->nodes[i];
+            if (!nd->needs_grad)
+                continue;
+            double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
+            team_node_backward(&tm, nd);
+            if (prof && tm.t == 0) {
+                net->prof_s[nd->op][1] += team_clock() - t0;
+                net->prof_n[nd->op][1]++;
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+/* Private: single-threaded convolution over a slice of the batch, for
+ * callers that spread the batch over threads themselves (net_team.c). */
+#ifndef UL_OPS_LOCAL_H
+#define UL_OPS_LOCAL_H
+
+#include "unlearn/ops.h"
+
+/* Scratch floats one thread needs for shape s (ul_conv2d_scratch is this
+ * times the number of processors). */
+size_t ul_conv2d_local_scratch(const ul_conv_shape *s);
+
+/* ul_conv2d_forward on one thread, with one thread's scratch. */
+void ul_conv2d_forward_local(float *out, const float *in, const float *w, const float *b,
+                             const ul_conv_shape *s, float *scratch);
+
+/* ul_conv2d_backward on one thread: adds dX into din and the weight and bias
+ * gradients into dw_acc and db_acc (any of the three may be NULL). */
+void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
+                              const float *in, const float *w, const ul_conv_shape *s,
+                              float *scratch);
+
+#endif
