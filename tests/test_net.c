@@ -336,6 +336,157 @@ START_TEST(test_backward_accumulates)
 }
 END_TEST
 
+/* ---- threads: the batch-parallel passes against the one-thread path ------------------ */
+
+/* Logits, gradients and BN running stats of one train-mode (or eval-mode)
+ * forward + backward with `threads` threads, from the net's current state;
+ * the running stats are restored afterwards so the next call starts equal. */
+typedef struct pass_result {
+    float *logits, *grads, *stats;
+    size_t n_logits, n_grads, n_stats;
+} pass_result;
+
+static pass_result run_pass(ul_net *net, int threads, int N, bool train, uint64_t seed)
+{
+    int C, H, W;
+    ul_net_input_shape(net, &C, &H, &W);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_reserve(net, N, &err) == UL_OK, "%s", err.msg);
+    ul_rng r;
+    ul_rng_seed(&r, seed, 9);
+    float *x = rand_floats(&r, (size_t)N * C * H * W, -1, 2);
+    float *G = rand_floats(&r, (size_t)N * ul_net_classes(net), -1, 1);
+    /* BN running mean/var: every tensor that is neither trainable nor int64. */
+    size_t n_stats = 0;
+    for (size_t t = 0; t < ul_net_tensor_count(net); t++) {
+        const ul_tensor_info *ti = ul_net_tensor(net, t);
+        if (!ti->trainable && ti->dtype == UL_F32)
+            n_stats += (size_t)ti->numel;
+    }
+    float *saved = malloc((n_stats + 1) * sizeof *saved);
+    pass_result pr = {0};
+    pr.stats = malloc((n_stats + 1) * sizeof *pr.stats);
+    pr.n_stats = n_stats;
+    size_t o = 0;
+    for (size_t t = 0; t < ul_net_tensor_count(net); t++) {
+        const ul_tensor_info *ti = ul_net_tensor(net, t);
+        if (!ti->trainable && ti->dtype == UL_F32) {
+            memcpy(saved + o, ti->data, (size_t)ti->numel * sizeof(float));
+            o += (size_t)ti->numel;
+        }
+    }
+    const int prev = ul_runtime_threads();
+    ul_runtime_set_threads(threads);
+    ul_net_zero_grad(net);
+    const float *z = ul_net_forward(net, x, N, train);
+    ck_assert_ptr_nonnull(z);
+    pr.n_logits = (size_t)N * ul_net_classes(net);
+    pr.logits = malloc(pr.n_logits * sizeof(float));
+    memcpy(pr.logits, z, pr.n_logits * sizeof(float));
+    ul_net_backward(net, G);
+    const float *g = ul_net_grads(net, &pr.n_grads);
+    pr.grads = malloc(pr.n_grads * sizeof(float));
+    memcpy(pr.grads, g, pr.n_grads * sizeof(float));
+    ul_runtime_set_threads(prev);
+    o = 0;
+    for (size_t t = 0; t < ul_net_tensor_count(net); t++) {
+        const ul_tensor_info *ti = ul_net_tensor(net, t);
+        if (!ti->trainable && ti->dtype == UL_F32) {
+            memcpy(pr.stats + o, ti->data, (size_t)ti->numel * sizeof(float));
+            memcpy(ti->data, saved + o, (size_t)ti->numel * sizeof(float));
+            o += (size_t)ti->numel;
+        }
+    }
+    free(saved);
+    free(x);
+    free(G);
+    return pr;
+}
+
+static void free_pass(pass_result *p)
+{
+    free(p->logits);
+    free(p->grads);
+    free(p->stats);
+}
+
+/* |a − b| ≤ rtol · (|a| + max_j |a_j|·0.01) elementwise. */
+static void assert_close(const char *what, const float *a, const float *b, size_t n, double rtol)
+{
+    double amax = 0.0;
+    for (size_t i = 0; i < n; i++)
+        amax = fmax(amax, fabs(a[i]));
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabs((double)a[i] - b[i]) <= rtol * (fabs(a[i]) + 0.01 * amax),
+                      "%s[%zu]: one thread %.8g, two threads %.8g", what, i, a[i], b[i]);
+}
+
+static void check_threads_agree(const char *what, ul_net *net, int N, bool train)
+{
+    pass_result one = run_pass(net, 1, N, train, 5), one_again = run_pass(net, 1, N, train, 5);
+    pass_result two = run_pass(net, 2, N, train, 5), two_again = run_pass(net, 2, N, train, 5);
+    /* Bit-identical run to run at a fixed thread count. */
+    ck_assert_msg(!memcmp(one.grads, one_again.grads, one.n_grads * sizeof(float)) &&
+                      !memcmp(one.logits, one_again.logits, one.n_logits * sizeof(float)),
+                  "%s: two one-thread runs differ", what);
+    ck_assert_msg(!memcmp(two.grads, two_again.grads, two.n_grads * sizeof(float)) &&
+                      !memcmp(two.logits, two_again.logits, two.n_logits * sizeof(float)) &&
+                      !memcmp(two.stats, two_again.stats, two.n_stats * sizeof(float)),
+                  "%s: two two-thread runs differ", what);
+    /* One thread against two: the same sums in another order, so float
+     * rounding only (observed ≤ 1e-5 relative; 1e-3 leaves room). */
+    char name[96];
+    snprintf(name, sizeof name, "%s logits", what);
+    assert_close(name, one.logits, two.logits, one.n_logits, 1e-3);
+    snprintf(name, sizeof name, "%s gradient", what);
+    assert_close(name, one.grads, two.grads, one.n_grads, 1e-3);
+    snprintf(name, sizeof name, "%s running stats", what);
+    assert_close(name, one.stats, two.stats, one.n_stats, 1e-3);
+    free_pass(&one);
+    free_pass(&one_again);
+    free_pass(&two);
+    free_pass(&two_again);
+}
+
+START_TEST(test_threads_agree)
+{
+    /* Batches of 5 and 7 split unevenly over two threads. */
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 81);
+    check_threads_agree("resnet18 train", net, 5, true);
+    check_threads_agree("resnet18 eval", net, 7, false);
+    ul_net_free(net);
+    static const char *const kv[] = {"depth=2", NULL};
+    net = make_model("mlp", 0.1, kv, 1, 5, 5, 3, 82);
+    check_threads_agree("mlp", net, 7, true);
+    ul_net_free(net);
+    net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 83);
+    check_threads_agree("cnn train", net, 5, true);
+    check_threads_agree("cnn eval", net, 5, false);
+    ul_net_free(net);
+    net = make_tricky_net(84);
+    check_threads_agree("tricky graph", net, 5, true);
+    ul_net_free(net);
+}
+END_TEST
+
+START_TEST(test_grad_one_thread)
+{
+    /* The other gradient tests run with two threads (UNLEARN_THREADS=2),
+     * i.e. through the batch-parallel passes; this one checks the one-thread
+     * path against finite differences directly. */
+    const int prev = ul_runtime_threads();
+    ul_runtime_set_threads(1);
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 91);
+    check_net_grad("resnet18 one thread", net, 4, true, 900);
+    ul_net_free(net);
+    net = make_tricky_net(92);
+    warm_running_stats(net, 3, 93);
+    check_net_grad("tricky graph one thread eval mode", net, 3, false, 901);
+    ul_net_free(net);
+    ul_runtime_set_threads(prev);
+}
+END_TEST
+
 /* ---- names and parameter counts --------------------------------------------------- */
 
 /* torchvision's resnet18 state_dict order, written out from its module
@@ -748,6 +899,11 @@ static Suite *net_suite(void)
     tcase_add_test(t, test_grad_eval_mode);
     tcase_add_test(t, test_grad_tricky_graph);
     tcase_add_test(t, test_backward_accumulates);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("threads");
+    tcase_add_test(t, test_threads_agree);
+    tcase_add_test(t, test_grad_one_thread);
     suite_add_tcase(s, t);
 
     t = tcase_create("models");
