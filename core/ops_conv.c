@@ -21,10 +21,12 @@
  * convolution uses). A 1×1 stride-1 unpadded conv within one image needs
  * no col: the image already is its own (C, H·W) column matrix. */
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "gemm.h"
 #include "ops_local.h"
+#include "pack_gemm.h"
 
 #define UL_CONV_COLS 256
 #define UL_OMP_MIN 32768
@@ -188,74 +190,227 @@ static int conv_threads(int units)
     return units >= t ? t : 1;
 }
 
-/* Per-thread scratch: the im2col block, the multi-image GEMM result, and a
- * weight-gradient accumulator. */
-static size_t conv_thread_scratch(const ul_conv_shape *s, size_t *col_part)
+/* ---- scratch ------------------------------------------------------------------ */
+
+static size_t a16(size_t n) { return (n + 15) / 16 * 16; }
+
+/* Offsets (floats) of the parts of one thread's scratch; see the top of the
+ * file. Each part starts on a 64-byte boundary. */
+typedef struct conv_scratch {
+    size_t col, tmp, dw, wp, rb, tbl, total;
+} conv_scratch;
+
+static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
 {
     int nb, pb;
     conv_blocking(s, &nb, &pb);
-    size_t crs = (size_t)s->C * s->R * s->S, cols = (size_t)nb * pb * s->Q;
-    size_t col = (nb == 1 && conv_is_pointwise(s)) ? 0 : crs * cols;
-    size_t part = col + (nb > 1 ? (size_t)s->K * cols : 0);
-    if (col_part)
-        *col_part = part;
-    return part + (size_t)s->K * crs;
+    const size_t crs = (size_t)s->C * s->R * s->S, cols = (size_t)nb * pb * s->Q;
+    conv_scratch L = {0};
+    size_t off = 0;
+    L.col = off;
+    off += a16((nb == 1 && conv_is_pointwise(s)) ? 0 : crs * cols);
+    L.tmp = off;
+    off += a16(nb > 1 ? (size_t)s->K * cols : 0);
+    L.dw = off;
+    off += a16((size_t)s->K * crs);
+    L.wp = L.rb = off;
+    const ul_pk *pk = ul_pk_get();
+    if (pk) {
+        size_t fw = ul_pk_l_size(pk, s->K, (int)crs), bw = ul_pk_l_size(pk, (int)crs, s->K);
+        off += a16(fw > bw ? fw : bw);
+        L.rb = off;
+        size_t fr = ul_pk_r_size(pk, (int)cols, (int)crs), br = ul_pk_r_size(pk, (int)cols, s->K);
+        off += a16(fr > br ? fr : br);
+        L.tbl = off;
+        off += a16((size_t)s->R * s->S * cols); /* int32 entries */
+    }
+    L.total = off;
+    return L;
 }
 
+/* The public entry points accept any float-aligned scratch and round it up
+ * to 64 bytes, hence the 15 extra floats. */
 size_t ul_conv2d_scratch(const ul_conv_shape *s)
 {
-    return conv_thread_scratch(s, NULL) * (size_t)conv_max_threads();
+    return conv_scratch_layout(s).total * (size_t)conv_max_threads() + 15;
 }
 
-size_t ul_conv2d_local_scratch(const ul_conv_shape *s) { return conv_thread_scratch(s, NULL); }
+static float *align64(float *p)
+{
+    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+size_t ul_conv2d_local_scratch(const ul_conv_shape *s) { return conv_scratch_layout(s).total; }
 
 static int conv_units(const ul_conv_shape *s, int nb)
 {
     return (s->N + nb - 1) / nb;
 }
 
+/* ---- packed right operands ------------------------------------------------------ */
+
+/* The im2col matrix of a block, packed straight from the image: row crs =
+ * (c, r, s) of column (n, p, q) is in[n0+n, c, p·stride − pad + r,
+ * q·stride − pad + s], zero on the padding. */
+typedef struct im2col_ctx {
+    const float *in;
+    const ul_conv_shape *s;
+    conv_block b;
+    const int32_t *tbl;  /* im2col_table of the block */
+} im2col_ctx;
+
+/* For each kernel offset (r, s) and block column, the input's offset from
+ * image n0, channel 0 — or −1 on padding. Packing then adds c·H·W and
+ * gathers; every channel and image of the block shares the table. */
+static void im2col_table(int32_t *tbl, const ul_conv_shape *s, const conv_block *b)
+{
+    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
+    const int st = s->stride, pad = s->pad;
+    int32_t *t = tbl;
+    for (int r = 0; r < R; r++)
+        for (int sx = 0; sx < S; sx++)
+            for (int n = 0; n < b->nbc; n++)
+                for (int p = b->p0; p < b->p1; p++) {
+                    const int h = p * st - pad + r;
+                    for (int q = 0; q < Q; q++) {
+                        const int x = q * st - pad + sx;
+                        *t++ = h >= 0 && h < H && x >= 0 && x < W
+                                   ? (int32_t)((size_t)n * C * H * W + (size_t)h * W + x)
+                                   : -1;
+                    }
+                }
+}
+
+/* The common case, stride 1 with output rows a whole number of panels
+ * wide: every output row starts a panel, and all but its edge chunks are
+ * plain 16-float copies. */
+static void pack_im2col_rows16(float *dst, int k0, int kc, const im2col_ctx *x)
+{
+    const ul_conv_shape *s = x->s;
+    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q, pad = s->pad;
+    const int rows = x->b.p1 - x->b.p0;
+    for (int kk = 0; kk < kc; kk++) {
+        const int crs = k0 + kk, c = crs / (R * S), r = crs / S % R, sx = crs % S;
+        int qlo, qhi;
+        conv_valid_range(sx - pad, 1, W, Q, &qlo, &qhi);
+        float *d = dst + (size_t)kk * 16;
+        for (int n = 0; n < x->b.nbc; n++) {
+            const float *plane = x->in + ((size_t)(x->b.n0 + n) * C + c) * H * W;
+            for (int p = x->b.p0; p < x->b.p1; p++) {
+                const int h = p - pad + r;
+                const float *xr = plane + (size_t)h * W + sx - pad;
+                for (int q0 = 0; q0 < Q; q0 += 16, d += (size_t)kc * 16) {
+                    if (h < 0 || h >= H) {
+                        for (int t = 0; t < 16; t++)
+                            d[t] = 0.0f;
+                    } else if (q0 >= qlo && q0 + 16 <= qhi) {
+                        for (int t = 0; t < 16; t++)
+                            d[t] = xr[q0 + t];
+                    } else {
+                        for (int t = 0; t < 16; t++) {
+                            int q = q0 + t;
+                            d[t] = q >= qlo && q < qhi ? xr[q] : 0.0f;
+                        }
+                    }
+                }
+            }
+        }
+        (void)rows;
+    }
+}
+
+static void pack_im2col(float *dst, int w, int j0, int nj, int k0, int kc, const void *ctx)
+{
+    const im2col_ctx *x = ctx;
+    const ul_conv_shape *s = x->s;
+    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
+    const int st = s->stride, seg = (x->b.p1 - x->b.p0) * Q;
+    if (w == 16 && st == 1 && Q % 16 == 0 && j0 == 0 && nj == x->b.nbc * seg) {
+        pack_im2col_rows16(dst, k0, kc, x);
+        return;
+    }
+    const int cols = x->b.nbc * seg, RS = R * S;
+    const float *in0 = x->in + (size_t)x->b.n0 * C * H * W;
+    for (int kk = 0; kk < kc; kk++) {
+        const int crs = k0 + kk, c = crs / RS;
+        const int32_t *t = x->tbl + (size_t)(crs % RS) * cols + j0;
+        const float *base = in0 + (size_t)c * H * W;
+        for (int jp = 0; jp < nj; jp += w) {
+            float *d = dst + (size_t)jp * kc + (size_t)kk * w;
+            const int cnt = nj - jp < w ? nj - jp : w;
+            for (int l = 0; l < cnt; l++) {
+                const int32_t o = t[jp + l];
+                d[l] = o >= 0 ? base[o] : 0.0f;
+            }
+            for (int l = cnt; l < w; l++)
+                d[l] = 0.0f;
+        }
+    }
+}
+
+/* ---- forward -------------------------------------------------------------------- */
+
+/* One unit of the forward pass. wp is the packed weights for the packed
+ * GEMM, or NULL to go through ul_sgemm_threads with `threads` threads. */
 static void conv_forward_unit(float *out, const float *in, const float *w, const float *b,
-                              const ul_conv_shape *s, int unit, float *scratch, int threads)
+                              const ul_conv_shape *s, int unit, float *scratch, int threads,
+                              const float *wp)
 {
     const int N = s->N, K = s->K, CRS = s->C * s->R * s->S, P = s->P, Q = s->Q, PQ = P * Q;
     const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)K * PQ;
+    const conv_scratch L = conv_scratch_layout(s);
+    const ul_pk *pk = wp ? ul_pk_get() : NULL;
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int n0 = unit * nb;
-    float *tmp = scratch + (size_t)CRS * nb * PQ;
+    float *tmp = scratch + L.tmp;
     for (int p0 = 0; p0 < P; p0 += pb) {
         conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
         const int cols = conv_block_cols(s, &blk);
-        const float *col = scratch;
-        int ldcol = cols;
-        if (conv_is_pointwise(s) && blk.nbc == 1) {
-            col = in + n0 * in_img + (size_t)p0 * Q;
-            ldcol = PQ;
-        } else {
-            im2col(scratch, in, s, &blk);
-        }
+        /* y is (K, cols): inside image n0 with row stride PQ, or tmp. */
+        float *y = tmp;
+        int ldy = cols;
+        float beta = 0.0f;
         if (blk.nbc == 1) {
-            // y is (K, cols) with row stride PQ, inside image n0
-            float *y = out + n0 * out_img + (size_t)p0 * Q;
-            float beta = 0.0f;
+            y = out + n0 * out_img + (size_t)p0 * Q;
+            ldy = PQ;
             if (b) {
                 for (int k = 0; k < K; k++)
                     for (int j = 0; j < cols; j++)
                         y[(size_t)k * PQ + j] = b[k];
                 beta = 1.0f;
             }
-            ul_sgemm_threads(threads, false, false, K, cols, CRS, 1.0f, w, CRS, col, ldcol,
-                             beta, y, PQ);
-            continue;
         }
+        if (pk && conv_is_pointwise(s)) {
+            ul_pk_rows r = {in + n0 * in_img + (size_t)p0 * Q, in_img, (size_t)PQ,
+                            (blk.p1 - blk.p0) * Q};
+            ul_pk_gemm(pk, K, cols, CRS, wp, ul_pk_pack_rows, &r, beta, y, ldy,
+                       scratch + L.rb);
+        } else if (pk) {
+            int32_t *tbl = (int32_t *)(scratch + L.tbl);
+            im2col_table(tbl, s, &blk);
+            im2col_ctx x = {in, s, blk, tbl};
+            ul_pk_gemm(pk, K, cols, CRS, wp, pack_im2col, &x, beta, y, ldy, scratch + L.rb);
+        } else {
+            const float *col = scratch + L.col;
+            int ldcol = cols;
+            if (conv_is_pointwise(s) && blk.nbc == 1) {
+                col = in + n0 * in_img + (size_t)p0 * Q;
+                ldcol = PQ;
+            } else {
+                im2col(scratch + L.col, in, s, &blk);
+            }
+            ul_sgemm_threads(threads, false, false, K, cols, CRS, 1.0f, w, CRS, col, ldcol,
+                             beta, y, ldy);
+        }
+        if (blk.nbc == 1)
+            continue;
         // tmp is (K, nbc*PQ); scatter it into out (nbc,K,P,Q)
-        ul_sgemm_threads(threads, false, false, K, cols, CRS, 1.0f, w, CRS, col, cols, 0.0f,
-                         tmp, cols);
-        float *y = out + n0 * out_img;
+        float *yo = out + n0 * out_img;
         for (int n = 0; n < blk.nbc; n++)
             for (int k = 0; k < K; k++) {
                 const float *t = tmp + (size_t)k * cols + (size_t)n * PQ;
-                float *yy = y + ((size_t)n * K + k) * PQ;
+                float *yy = yo + ((size_t)n * K + k) * PQ;
                 float bk = b ? b[k] : 0.0f;
                 for (int j = 0; j < PQ; j++)
                     yy[j] = t[j] + bk;
@@ -263,73 +418,112 @@ static void conv_forward_unit(float *out, const float *in, const float *w, const
     }
 }
 
+/* Packs w (forward) or wᵀ (backward) into the scratch's wp part; NULL when
+ * the packed GEMM is unavailable. */
+static const float *conv_pack_weights(const ul_conv_shape *s, const float *w, float *scratch,
+                                      bool transposed)
+{
+    const ul_pk *pk = ul_pk_get();
+    if (!pk)
+        return NULL;
+    const int K = s->K, CRS = s->C * s->R * s->S;
+    float *wp = scratch + conv_scratch_layout(s).wp;
+    if (transposed)
+        ul_pk_pack_l(pk, wp, w, CRS, K, CRS, true);
+    else
+        ul_pk_pack_l(pk, wp, w, K, CRS, CRS, false);
+    return wp;
+}
+
 void ul_conv2d_forward(float *out, const float *in, const float *w, const float *b,
                        const ul_conv_shape *s, float *scratch)
 {
     // out is (N,K,P,Q), in is (N,C,H,W), w is (K,C,R,S), b is (K) or NULL
+    scratch = align64(scratch);
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb), T = conv_threads(units);
-    const size_t per = conv_thread_scratch(s, NULL);
+    const size_t per = conv_scratch_layout(s).total;
+    /* The packed weights live in thread 0's scratch and are shared. */
+    const float *wp = conv_pack_weights(s, w, scratch, false);
     if (T == 1) {
         for (int u = 0; u < units; u++)
-            conv_forward_unit(out, in, w, b, s, u, scratch, 0);
+            conv_forward_unit(out, in, w, b, s, u, scratch, 0, wp);
         return;
     }
 #pragma omp parallel for schedule(static) num_threads(T)
     for (int u = 0; u < units; u++)
-        conv_forward_unit(out, in, w, b, s, u, scratch + per * (size_t)omp_get_thread_num(), 1);
+        conv_forward_unit(out, in, w, b, s, u, scratch + per * (size_t)omp_get_thread_num(), 1,
+                          wp);
 }
 
-/* Backward of one unit: adds dW into dw_acc (K, CRS) and dX into din. */
+/* ---- backward ------------------------------------------------------------------- */
+
+/* Backward of one unit: adds dW into dw_acc (K, CRS) and dX into din. wp is
+ * the packed wᵀ for dX, or NULL to use ul_sgemm_threads. */
 static void conv_backward_unit(float *din, float *dw_acc, const float *dout, const float *in,
                                const float *w, const ul_conv_shape *s, int unit,
-                               float *scratch, int threads)
+                               float *scratch, int threads, const float *wp)
 {
     const int N = s->N, C = s->C, K = s->K, CRS = C * s->R * s->S, P = s->P, Q = s->Q;
     const int PQ = P * Q;
     const size_t in_img = (size_t)C * s->H * s->W, out_img = (size_t)K * PQ;
     const bool pointwise = conv_is_pointwise(s);
+    const conv_scratch L = conv_scratch_layout(s);
+    const ul_pk *pk = wp ? ul_pk_get() : NULL;
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int n0 = unit * nb;
-    float *tmp = scratch + (size_t)CRS * nb * PQ;
+    float *col = scratch + L.col, *tmp = scratch + L.tmp;
     for (int p0 = 0; p0 < P; p0 += pb) {
         conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
         const int cols = conv_block_cols(s, &blk);
-        // dy is (K, cols) with row stride lddy
-        const float *dy = dout + n0 * out_img + (size_t)p0 * Q;
-        int lddy = PQ;
-        if (blk.nbc > 1) {
-            for (int n = 0; n < blk.nbc; n++)
-                for (int k = 0; k < K; k++)
-                    memcpy(tmp + (size_t)k * cols + (size_t)n * PQ,
-                           dy + n * out_img + (size_t)k * PQ, (size_t)PQ * sizeof(float));
-            dy = tmp;
-            lddy = cols;
-        }
         const bool direct = pointwise && blk.nbc == 1;
-        if (dw_acc) {
-            const float *col = scratch;
-            int ldcol = cols;
-            if (direct) {
-                col = in + n0 * in_img + (size_t)p0 * Q;
-                ldcol = PQ;
-            } else {
-                im2col(scratch, in, s, &blk);
+        if (dw_acc || !pk) {
+            // dy is (K, cols) with row stride lddy
+            const float *dy = dout + n0 * out_img + (size_t)p0 * Q;
+            int lddy = PQ;
+            if (blk.nbc > 1) {
+                for (int n = 0; n < blk.nbc; n++)
+                    for (int k = 0; k < K; k++)
+                        memcpy(tmp + (size_t)k * cols + (size_t)n * PQ,
+                               dy + n * out_img + (size_t)k * PQ, (size_t)PQ * sizeof(float));
+                dy = tmp;
+                lddy = cols;
             }
-            ul_sgemm_threads(threads, false, true, K, CRS, cols, 1.0f, dy, lddy, col, ldcol,
-                             1.0f, dw_acc, CRS);
+            if (dw_acc) {
+                const float *cm = col;
+                int ldcol = cols;
+                if (direct) {
+                    cm = in + n0 * in_img + (size_t)p0 * Q;
+                    ldcol = PQ;
+                } else {
+                    im2col(col, in, s, &blk);
+                }
+                ul_sgemm_threads(threads, false, true, K, CRS, cols, 1.0f, dy, lddy, cm, ldcol,
+                                 1.0f, dw_acc, CRS);
+            }
+            if (din && !pk) {
+                if (direct)
+                    ul_sgemm_threads(threads, true, false, C, cols, K, 1.0f, w, CRS, dy, lddy,
+                                     1.0f, din + n0 * in_img + (size_t)p0 * Q, PQ);
+                else {
+                    ul_sgemm_threads(threads, true, false, CRS, cols, K, 1.0f, w, CRS, dy,
+                                     lddy, 0.0f, col, cols);
+                    col2im_add(din, col, s, &blk);
+                }
+            }
         }
-        if (din) {
+        if (din && pk) {
+            ul_pk_rows r = {dout + n0 * out_img + (size_t)p0 * Q, out_img, (size_t)PQ,
+                            (blk.p1 - blk.p0) * Q};
             if (direct) {
-                float *dx = din + n0 * in_img + (size_t)p0 * Q;
-                ul_sgemm_threads(threads, true, false, C, cols, K, 1.0f, w, CRS, dy, lddy, 1.0f,
-                                 dx, PQ);
+                ul_pk_gemm(pk, C, cols, K, wp, ul_pk_pack_rows, &r, 1.0f,
+                           din + n0 * in_img + (size_t)p0 * Q, PQ, scratch + L.rb);
             } else {
-                ul_sgemm_threads(threads, true, false, CRS, cols, K, 1.0f, w, CRS, dy, lddy,
-                                 0.0f, scratch, cols);
-                col2im_add(din, scratch, s, &blk);
+                ul_pk_gemm(pk, CRS, cols, K, wp, ul_pk_pack_rows, &r, 0.0f, col, cols,
+                           scratch + L.rb);
+                col2im_add(din, col, s, &blk);
             }
         }
     }
@@ -357,8 +551,9 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
+    const float *wp = conv_pack_weights(s, w, scratch, false);
     for (int u = 0; u < units; u++)
-        conv_forward_unit(out, in, w, b, s, u, scratch, 1);
+        conv_forward_unit(out, in, w, b, s, u, scratch, 1, wp);
 }
 
 void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
@@ -373,14 +568,16 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
+    const float *wp = din ? conv_pack_weights(s, w, scratch, true) : NULL;
     for (int u = 0; u < units; u++)
-        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1);
+        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1, wp);
 }
 
 void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                         const float *w, const ul_conv_shape *s, float *scratch)
 {
     // din is (N,C,H,W), dw is (K,C,R,S), db is (K), dout is (N,K,P,Q)
+    scratch = align64(scratch);
     const int N = s->N, K = s->K, CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
     const size_t out_img = (size_t)K * PQ;
     if (db) {
@@ -393,23 +590,24 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb), T = conv_threads(units);
-    size_t col_part;
-    const size_t per = conv_thread_scratch(s, &col_part), wsize = (size_t)K * CRS;
+    const conv_scratch L = conv_scratch_layout(s);
+    const size_t per = L.total, wsize = (size_t)K * CRS;
+    const float *wp = din ? conv_pack_weights(s, w, scratch, true) : NULL;
     if (T == 1) {
         for (int u = 0; u < units; u++)
-            conv_backward_unit(din, dw, dout, in, w, s, u, scratch, 0);
+            conv_backward_unit(din, dw, dout, in, w, s, u, scratch, 0, wp);
         return;
     }
 #pragma omp parallel num_threads(T)
     {
         const int t = omp_get_thread_num();
         float *mine = scratch + per * (size_t)t;
-        float *acc = dw ? mine + col_part : NULL;
+        float *acc = dw ? mine + L.dw : NULL;
         if (acc)
             memset(acc, 0, wsize * sizeof(float));
 #pragma omp for schedule(static)
         for (int u = 0; u < units; u++)
-            conv_backward_unit(din, acc, dout, in, w, s, u, mine, 1);
+            conv_backward_unit(din, acc, dout, in, w, s, u, mine, 1, wp);
         if (dw) {
             /* Implicit barrier above; each thread then sums a slice of dW
              * over the partials in thread order. */
@@ -417,7 +615,7 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
             for (size_t i = 0; i < wsize; i++) {
                 float sum = 0.0f;
                 for (int j = 0; j < T; j++)
-                    sum += scratch[per * (size_t)j + col_part + i];
+                    sum += scratch[per * (size_t)j + L.dw + i];
                 dw[i] += sum;
             }
         }

@@ -6,7 +6,9 @@
 #include "unlearn/ops.h"
 
 /* Scratch floats one thread needs for shape s (ul_conv2d_scratch is this
- * times the number of processors). */
+ * times the number of processors, plus alignment slack). The local
+ * functions take scratch that starts on a 64-byte boundary; this size is a
+ * multiple of 16 floats, so consecutive threads' parts stay aligned. */
 size_t ul_conv2d_local_scratch(const ul_conv_shape *s);
 
 /* ul_conv2d_forward on one thread, with one thread's scratch. */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pack_gemm.h"
 #include "runtime.h"
 #include "unlearn/ops.h"
 #include "unlearn/rng.h"
@@ -230,6 +231,11 @@ static const conv_case conv_cases[] = {
     {5, 3, 10, 10, 4, 3, 3, 1, 2, 0}, {1, 1, 4, 4, 1, 4, 4, 1, 0, 1},
     {3, 2, 11, 9, 3, 2, 4, 3, 1, 1},   {2, 2, 23, 19, 3, 3, 3, 1, 1, 1},
     {1, 1, 3, 300, 2, 3, 3, 1, 1, 1},
+    /* The packed GEMM's cases (pack_gemm.c): 16-wide output rows, 8×8 and
+     * 4×4 images several to a block, C·R·S and K deeper than one k-block
+     * (256), K not a multiple of the micro-kernel's 6 rows. */
+    {2, 4, 16, 16, 20, 3, 3, 1, 1, 1}, {3, 40, 8, 8, 5, 3, 3, 1, 1, 0},
+    {3, 6, 4, 4, 7, 3, 3, 1, 1, 0},    {1, 2, 6, 6, 300, 3, 3, 1, 1, 0},
 };
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
@@ -281,6 +287,94 @@ static double conv_loss(void *p)
     return sum_prod(c->out, c->G, c->nout);
 }
 
+/* ---- the packed GEMM ------------------------------------------------------------- */
+
+typedef struct dense_r {
+    const float *b;  /* k×n, row-major */
+    int n;
+} dense_r;
+
+static void pack_dense(float *dst, int w, int j0, int nj, int k0, int kc, const void *ctx)
+{
+    const dense_r *r = ctx;
+    for (int jp = 0; jp < nj; jp += w)
+        for (int kk = 0; kk < kc; kk++)
+            for (int l = 0; l < w; l++)
+                dst[(size_t)jp * kc + (size_t)kk * w + l] =
+                    jp + l < nj ? r->b[(size_t)(k0 + kk) * r->n + j0 + jp + l] : 0.0f;
+}
+
+/* C = A·B + beta·C against a double-precision triple loop, at sizes that
+ * cross every panel and block edge (6/16-wide panels, k-blocks of 256,
+ * column blocks of 512), with L packed from A and from Aᵀ, on the kernel's
+ * own tile orientation and on the transposed one. beta = 0 must not read C
+ * (it starts as NaN). */
+START_TEST(test_pk_gemm_vs_naive)
+{
+    const ul_pk *pk = ul_pk_get();
+    const char *off = getenv("UNLEARN_PACKED_GEMM");
+    if (off && strcmp(off, "0") == 0) {
+        /* The switch the ops-blis run uses must really turn the path off. */
+        ck_assert_msg(pk == NULL, "UNLEARN_PACKED_GEMM=0 left the packed GEMM on");
+        return;
+    }
+    ck_assert_msg(pk != NULL, "BLIS offers no micro-kernel here");
+    static const int dims[][3] = {{1, 1, 1},    {7, 15, 5},    {16, 16, 256}, {37, 33, 300},
+                                  {6, 600, 40}, {50, 17, 600}, {13, 1030, 9}};
+    ul_rng r;
+    ul_rng_seed(&r, 41, 0);
+    for (int forced = 0; forced < 2; forced++) {
+        ul_pk_force_cols(forced);
+        pk = ul_pk_get();
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
+            for (int trans = 0; trans < 2; trans++)
+                for (int bi = 0; bi < 2; bi++) {
+                    const int m = dims[d][0], n = dims[d][1], k = dims[d][2];
+                    const float beta = bi ? 0.5f : 0.0f;
+                    float *a = rand_buf(&r, (size_t)m * k, -1, 1);
+                    float *b = rand_buf(&r, (size_t)k * n, -1, 1);
+                    float *c = rand_buf(&r, (size_t)m * n, -1, 1);
+                    float *c0 = falloc((size_t)m * n);
+                    memcpy(c0, c, (size_t)m * n * sizeof(float));
+                    if (beta == 0.0f)
+                        for (size_t i = 0; i < (size_t)m * n; i++)
+                            c[i] = NAN;
+                    /* a as stored: m×k row-major, or k×m (its transpose). */
+                    float *at = falloc((size_t)m * k);
+                    for (int i = 0; i < m; i++)
+                        for (int kk = 0; kk < k; kk++)
+                            at[(size_t)kk * m + i] = a[(size_t)i * k + kk];
+                    float *lp = aligned_alloc(64, (ul_pk_l_size(pk, m, k) + 16) * 4);
+                    ck_assert_ptr_nonnull(lp);
+                    float *rb = aligned_alloc(64, (ul_pk_r_size(pk, n, k) + 16) * 4);
+                    ck_assert_ptr_nonnull(rb);
+                    if (trans)
+                        ul_pk_pack_l(pk, lp, at, m, k, m, true);
+                    else
+                        ul_pk_pack_l(pk, lp, a, m, k, k, false);
+                    dense_r dr = {b, n};
+                    ul_pk_gemm(pk, m, n, k, lp, pack_dense, &dr, beta, c, n, rb);
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++) {
+                            double want = beta * (double)c0[(size_t)i * n + j], mag = 1.0;
+                            for (int kk = 0; kk < k; kk++) {
+                                double t = (double)a[(size_t)i * k + kk] * b[(size_t)kk * n + j];
+                                want += t;
+                                mag += fabs(t);
+                            }
+                            double got = c[(size_t)i * n + j];
+                            ck_assert_msg(fabs(got - want) <= 1e-6 * mag,
+                                          "%dx%dx%d (trans %d, beta %g, transposed tiles %d): "
+                                          "C[%d][%d] = %.8g, expected %.8g",
+                                          m, n, k, trans, beta, forced, i, j, got, want);
+                        }
+                    free(a), free(b), free(c), free(c0), free(at), free(lp), free(rb);
+                }
+    }
+    ul_pk_force_cols(false);
+}
+END_TEST
+
 START_TEST(test_conv_shape_init)
 {
     ul_conv_shape s;
@@ -293,7 +387,25 @@ START_TEST(test_conv_shape_init)
 }
 END_TEST
 
+static void conv_vs_ref(int _i);
+
 START_TEST(test_conv_vs_ref)
+{
+    conv_vs_ref(_i);
+}
+END_TEST
+
+/* The same with the micro-kernel driven through the transposed-tile path
+ * that column-preferring kernels (e.g. BLIS's skx) take. */
+START_TEST(test_conv_vs_ref_transposed_tiles)
+{
+    ul_pk_force_cols(true);
+    conv_vs_ref(_i);
+    ul_pk_force_cols(false);
+}
+END_TEST
+
+static void conv_vs_ref(int _i)
 {
     const conv_case *k = &conv_cases[_i];
     conv_ctx c;
@@ -342,7 +454,6 @@ START_TEST(test_conv_vs_ref)
     free(alone), free(alone_ref);
     conv_ctx_free(&c);
 }
-END_TEST
 
 START_TEST(test_conv_grad)
 {
@@ -365,12 +476,14 @@ START_TEST(test_conv_hand)
 {
     /* 1×1×3×3 input 1..9, 2×2 kernel of ones, pad 1, stride 2: outputs are the
      * sums of the clipped windows at the corners: 1, 2+3, 4+7, 5+6+8+9. */
-    float in[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 1, 1, 1}, out[4], scratch[64];
+    float in[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 1, 1, 1}, out[4];
     ul_conv_shape s;
     ck_assert(ul_conv_shape_init(&s, 1, 1, 3, 3, 1, 2, 2, 2, 1));
     ck_assert_int_eq(s.P, 2);
-    ck_assert_uint_le(ul_conv2d_scratch(&s), 64);
+    /* Scratch from calloc: no alignment beyond malloc's is required. */
+    float *scratch = falloc(ul_conv2d_scratch(&s));
     ul_conv2d_forward(out, in, w, NULL, &s, scratch);
+    free(scratch);
     const float want[4] = {1, 5, 11, 28};
     for (int i = 0; i < 4; i++)
         ck_assert_msg(out[i] == want[i], "out[%d]: expected %g, got %g", i, want[i], out[i]);
@@ -845,6 +958,8 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_conv_shape_init);
     tcase_add_test(t, test_conv_hand);
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
+    tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
+    tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_loop_test(t, test_conv_grad, 0, N_CONV_CASES);
     suite_add_tcase(s, t);
 

@@ -1,0 +1,216 @@
+/* GEMM around BLIS's micro-kernel with caller-supplied packing
+ * (pack_gemm.h).
+ *
+ * The micro-kernel computes one MR×NR tile of C from an MR-row panel of A
+ * and an NR-column panel of B, both packed k-major ([kk·MR + i] and
+ * [kk·NR + j]). BLIS 0.9 kernels handle partial tiles (m < MR, n < NR) and
+ * any C strides themselves, through a small stack tile, so the loops here
+ * only cut the matrices into panels. A kernel that prefers column-stored C
+ * gets the transposed product, Cᵀ = Rᵀ·Lᵀ, so that C is still written along
+ * its rows: then L's panels are NR wide and R's MR wide. */
+#include <blis.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pack_gemm.h"
+
+typedef void (*ukr_fn)(dim_t m, dim_t n, dim_t k, float *alpha, float *a, float *b, float *beta,
+                       float *c, inc_t rs_c, inc_t cs_c, auxinfo_t *data, cntx_t *cntx);
+
+static struct {
+    ul_pk pk;
+    ukr_fn f;
+    cntx_t *cntx;
+    int mr, nr;      /* the kernel's tile */
+    bool rows;       /* the kernel prefers row-stored C */
+    bool usable;
+} kern;
+static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
+static bool forced_cols;
+static ul_pk forced_pk;
+
+static void kern_init(void)
+{
+    /* UNLEARN_PACKED_GEMM=0 turns the packed path off (for comparison, or
+     * if a BLIS build misbehaves); the callers then use bli_sgemm. */
+    const char *e = getenv("UNLEARN_PACKED_GEMM");
+    if (e && strcmp(e, "0") == 0)
+        return;
+    bli_init();
+    cntx_t *cntx = bli_gks_query_cntx();
+    if (!cntx)
+        return;
+    ukr_fn f = (ukr_fn)bli_cntx_get_l3_nat_ukr_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
+    int mr = (int)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_MR, cntx);
+    int nr = (int)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cntx);
+    if (!f || mr < 1 || nr < 1 || mr > 64 || nr > 64)
+        return;
+    kern.f = f;
+    kern.cntx = cntx;
+    kern.mr = mr;
+    kern.nr = nr;
+    kern.rows = bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
+    kern.pk.wl = kern.rows ? mr : nr;
+    kern.pk.wr = kern.rows ? nr : mr;
+    kern.usable = true;
+}
+
+const ul_pk *ul_pk_get(void)
+{
+    pthread_once(&kern_once, kern_init);
+    if (!kern.usable)
+        return NULL;
+    return forced_cols ? &forced_pk : &kern.pk;
+}
+
+void ul_pk_force_cols(bool on)
+{
+    pthread_once(&kern_once, kern_init);
+    forced_cols = on && kern.usable;
+    forced_pk = (ul_pk){kern.nr, kern.mr};
+}
+
+/* Whether the tiles are computed transposed (column-preferring path). */
+static bool kern_transposed(const ul_pk *pk)
+{
+    return pk == &forced_pk || !kern.rows;
+}
+
+static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+size_t ul_pk_l_size(const ul_pk *pk, int m, int k)
+{
+    return round_up((size_t)m, (size_t)pk->wl) * (size_t)k;
+}
+
+size_t ul_pk_r_size(const ul_pk *pk, int n, int k)
+{
+    size_t cols = (size_t)(n < UL_PK_NC ? n : UL_PK_NC);
+    size_t depth = (size_t)(k < UL_PK_KC ? k : UL_PK_KC);
+    return depth * round_up(cols, (size_t)pk->wr);
+}
+
+/* Layout of a packed L: k-block b (starting at k0 = b·KC, kc deep) starts
+ * at round_up(m, wl)·k0; its panel i at i·wl·kc within that. */
+void ul_pk_pack_l(const ul_pk *pk, float *dst, const float *a, int m, int k, int lda, bool trans)
+{
+    const int w = pk->wl;
+    const size_t mr = round_up((size_t)m, (size_t)w);
+    for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
+        const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
+        float *blk = dst + mr * (size_t)k0;
+        for (int i0 = 0; i0 < m; i0 += w) {
+            float *p = blk + (size_t)i0 * kc;
+            const int rows = m - i0 < w ? m - i0 : w;
+            if (trans) {
+                /* Row kk of the panel is a[(k0+kk)·lda + i0 .. +rows]. */
+                for (int kk = 0; kk < kc; kk++) {
+                    const float *src = a + (size_t)(k0 + kk) * lda + i0;
+                    float *d = p + (size_t)kk * w;
+                    for (int r = 0; r < rows; r++)
+                        d[r] = src[r];
+                    for (int r = rows; r < w; r++)
+                        d[r] = 0.0f;
+                }
+            } else {
+                for (int r = 0; r < rows; r++) {
+                    const float *src = a + (size_t)(i0 + r) * lda + k0;
+                    for (int kk = 0; kk < kc; kk++)
+                        p[(size_t)kk * w + r] = src[kk];
+                }
+                for (int r = rows; r < w; r++)
+                    for (int kk = 0; kk < kc; kk++)
+                        p[(size_t)kk * w + r] = 0.0f;
+            }
+        }
+    }
+}
+
+void ul_pk_gemm(const ul_pk *pk, int m, int n, int k, const float *lp, ul_pk_pack_r_fn pack_r,
+                const void *rctx, float beta, float *c, int ldc, float *rbuf)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    const int wl = pk->wl, wr = pk->wr;
+    const bool tr = kern_transposed(pk);
+    const size_t mr = round_up((size_t)m, (size_t)wl);
+    float one = 1.0f;
+    auxinfo_t aux;
+    memset(&aux, 0, sizeof aux);
+    if (k <= 0) {
+        /* C = beta·C: nothing to multiply. */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
+        return;
+    }
+    for (int j0 = 0; j0 < n; j0 += UL_PK_NC) {
+        const int nj = n - j0 < UL_PK_NC ? n - j0 : UL_PK_NC;
+        for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
+            const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
+            float b = k0 == 0 ? beta : 1.0f;
+            pack_r(rbuf, wr, j0, nj, k0, kc, rctx);
+            const float *lb = lp + mr * (size_t)k0;
+            for (int jp = 0; jp < nj; jp += wr) {
+                float *rpan = rbuf + (size_t)jp * kc;
+                const int nn = nj - jp < wr ? nj - jp : wr;
+                for (int ip = 0; ip < m; ip += wl) {
+                    float *lpan = (float *)lb + (size_t)ip * kc;
+                    const int mm = m - ip < wl ? m - ip : wl;
+                    float *ct = c + (size_t)ip * ldc + j0 + jp;
+                    bli_auxinfo_set_next_a(lpan, &aux);
+                    bli_auxinfo_set_next_b(rpan, &aux);
+                    if (!tr)
+                        kern.f(mm, nn, kc, &one, lpan, rpan, &b, ct, ldc, 1, &aux, kern.cntx);
+                    else
+                        kern.f(nn, mm, kc, &one, rpan, lpan, &b, ct, 1, ldc, &aux, kern.cntx);
+                }
+            }
+        }
+    }
+}
+
+/* Copies len values of src (stride 1) into R columns [col, col+len) of row
+ * kk, panel by panel. */
+static void put_run(float *dst, int w, int kc, int kk, int col, const float *src, int len)
+{
+    while (len > 0) {
+        const int lane = col % w, chunk = len < w - lane ? len : w - lane;
+        float *d = dst + (size_t)(col / w) * kc * w + (size_t)kk * w + lane;
+        for (int t = 0; t < chunk; t++)
+            d[t] = src[t];
+        col += chunk;
+        src += chunk;
+        len -= chunk;
+    }
+}
+
+/* Zeroes lanes from nj to the end of the last panel. */
+static void zero_tail(float *dst, int w, int kc, int nj)
+{
+    const int lane = nj % w;
+    if (lane == 0)
+        return;
+    float *p = dst + (size_t)(nj / w) * kc * w;
+    for (int kk = 0; kk < kc; kk++)
+        for (int t = lane; t < w; t++)
+            p[(size_t)kk * w + t] = 0.0f;
+}
+
+void ul_pk_pack_rows(float *dst, int w, int j0, int nj, int k0, int kc, const void *ctx)
+{
+    const ul_pk_rows *r = ctx;
+    for (int kk = 0; kk < kc; kk++) {
+        int col = 0;
+        while (col < nj) {
+            const int j = j0 + col, img = j / r->seg, off = j % r->seg;
+            const int len = r->seg - off < nj - col ? r->seg - off : nj - col;
+            const float *src =
+                r->base + (size_t)img * r->img_stride + (size_t)(k0 + kk) * r->row_stride + off;
+            put_run(dst, w, kc, kk, col, src, len);
+            col += len;
+        }
+    }
+    zero_tail(dst, w, kc, nj);
+}
