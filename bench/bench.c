@@ -34,6 +34,7 @@ static double now_s(void)
 
 static double min_time = 2.0;
 static int batch = 128;
+static const char *only_pass; /* "train", "infer" or NULL for both */
 
 static int make_net(const char *model, double width, int C, int H, int W, ul_net **net,
                     ul_error *err)
@@ -117,8 +118,10 @@ static void bench_model(const char *model, double width, int C, int H, int W, re
         s.y[i] = (int32_t)ul_rng_below(&rng, 10);
     r->params = ul_net_param_count(s.net);
     r->macs = ul_net_forward_macs(s.net);
-    r->train_ips = rate(train_step, &s) * batch;
-    r->infer_ips = rate(infer_step, &s) * batch;
+    if (!only_pass || strcmp(only_pass, "train") == 0)
+        r->train_ips = rate(train_step, &s) * batch;
+    if (!only_pass || strcmp(only_pass, "infer") == 0)
+        r->infer_ips = rate(infer_step, &s) * batch;
     r->ok = 1;
     ul_net_free(s.net);
     free(s.x);
@@ -251,6 +254,9 @@ int main(int argc, char **argv)
             quick = true;
         else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc &&
+                 (strcmp(argv[i + 1], "train") == 0 || strcmp(argv[i + 1], "infer") == 0))
+            only_pass = argv[++i];
         else if (strcmp(argv[i], "--width") == 0 && i + 1 < argc)
             only_width = atof(argv[++i]);
         else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc &&
@@ -260,7 +266,8 @@ int main(int argc, char **argv)
             min_time = atof(argv[++i]);
         else {
             fprintf(stderr, "usage: unlearn-bench [--quick] [--model NAME] [--width W] "
-                            "[--input CxHxW] [--seconds S] [--json FILE]\n");
+                            "[--input CxHxW] [--only train|infer] [--seconds S] "
+                            "[--json FILE]\n");
             return 2;
         }
     }

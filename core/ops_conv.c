@@ -190,6 +190,148 @@ static int conv_threads(int units)
     return units >= t ? t : 1;
 }
 
+/* ---- 3×3 stride-1 convolutions from shifted copies -------------------------------
+ * For a 3×3, stride 1, pad 1 convolution whose output rows are at least one
+ * R panel (nr columns) wide, the im2col panels need no packing at all. Each
+ * image is copied three times, once per horizontal kernel offset s, into
+ * xs[s][qb][h'][c][nr] = x[c][h' − 1][qb·nr + j + s − 1] (zero outside the
+ * image). Padded rows p, p+1, p+2 of one column block then form a
+ * contiguous (3·C)×nr panel: the R panel of output row p, block qb, for the
+ * offsets (r = 0..2, s), which the micro-kernel reads in place. The weights
+ * are packed per s with depth index r·C + c. An image costs three copies of
+ * its input instead of im2col's nine, and no per-block packing. The
+ * backward pass's dX is the same computation on dY with the weights
+ * transposed and flipped. */
+
+static size_t round_up_sz(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+static bool conv_shifted_ok(const ul_conv_shape *s)
+{
+    const ul_pk *pk = ul_pk_get();
+    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1 &&
+           s->Q >= pk->wr;
+}
+
+/* Floats of the three shifted copies (of the input, or of dY for dX). */
+static size_t conv_shifted_xs(const ul_conv_shape *s, const ul_pk *pk)
+{
+    const size_t ch = (size_t)(s->C > s->K ? s->C : s->K);
+    const size_t qb = ((size_t)s->W + pk->wr - 1) / pk->wr;
+    return 3 * qb * (size_t)(s->H + 2) * ch * (size_t)pk->wr;
+}
+
+/* Floats of the shifted weights, forward or backward. */
+static size_t conv_shifted_wp(const ul_conv_shape *s, const ul_pk *pk)
+{
+    const size_t f = round_up_sz((size_t)s->K, (size_t)pk->wl) * 9 * (size_t)s->C;
+    const size_t b = round_up_sz((size_t)s->C, (size_t)pk->wl) * 9 * (size_t)s->K;
+    return f > b ? f : b;
+}
+
+/* Packs the weights for conv_shifted_image: for each s, Ko rows of depth
+ * 3·Ci, depth index r·Ci + c. Forward (Ko, Ci) = (K, C) and the value is
+ * w[k][c][r][s]; with flip (Ko, Ci) = (C, K) and the value is
+ * w[c][k][2 − r][2 − s], the transposed convolution's kernel. */
+static void pack_w_shifted(const ul_pk *pk, float *dst, const float *w, int K, int C, bool flip)
+{
+    const int wl = pk->wl, Ko = flip ? C : K, Ci = flip ? K : C, kd = 3 * Ci;
+    const size_t blk = round_up_sz((size_t)Ko, (size_t)wl) * kd;
+    for (int sx = 0; sx < 3; sx++)
+        for (int i0 = 0; i0 < Ko; i0 += wl) {
+            float *p = dst + sx * blk + (size_t)i0 * kd;
+            for (int kk = 0; kk < kd; kk++) {
+                const int r = kk / Ci, c = kk % Ci;
+                for (int l = 0; l < wl; l++) {
+                    const int k = i0 + l;
+                    float v = 0.0f;
+                    if (k < Ko)
+                        v = flip ? w[((size_t)c * C + k) * 9 + (2 - r) * 3 + (2 - sx)]
+                                 : w[((size_t)k * C + c) * 9 + r * 3 + sx];
+                    p[(size_t)kk * wl + l] = v;
+                }
+            }
+        }
+}
+
+/* y (Ko, H·W) = beta·y + the convolution of x (Ci, H, W) with the shifted
+ * weights wp; xs is scratch for the copies. */
+static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko, int Ci, int H,
+                               int W, float beta, float *xs, const ul_pk *pk)
+{
+    const int nr = pk->wr, wl = pk->wl, QB = (W + nr - 1) / nr, Hp = H + 2, kd = 3 * Ci;
+    const size_t HW = (size_t)H * W, panel = (size_t)Ci * nr;
+    const size_t blk = round_up_sz((size_t)Ko, (size_t)wl) * kd;
+    for (int sx = 0; sx < 3; sx++)
+        for (int qb = 0; qb < QB; qb++) {
+            const int q0 = qb * nr + sx - 1; /* input column of lane 0 */
+            const int jlo = q0 < 0 ? -q0 : 0, jhi = W - q0 < nr ? W - q0 : nr;
+            for (int hp = 0; hp < Hp; hp++) {
+                float *d = xs + (((size_t)sx * QB + qb) * Hp + hp) * panel;
+                const int h = hp - 1;
+                if (h < 0 || h >= H) {
+                    memset(d, 0, panel * sizeof(float));
+                    continue;
+                }
+                for (int c = 0; c < Ci; c++) {
+                    const float *xr = x + (size_t)c * HW + (size_t)h * W + q0;
+                    float *dc = d + (size_t)c * nr;
+                    for (int j = 0; j < jlo; j++)
+                        dc[j] = 0.0f;
+                    for (int j = jlo; j < jhi; j++)
+                        dc[j] = xr[j];
+                    for (int j = jhi > jlo ? jhi : jlo; j < nr; j++)
+                        dc[j] = 0.0f;
+                }
+            }
+        }
+    for (int qb = 0; qb < QB; qb++) {
+        const int nn = W - qb * nr < nr ? W - qb * nr : nr;
+        for (int p = 0; p < H; p++)
+            for (int ip = 0; ip < Ko; ip += wl) {
+                const int mm = Ko - ip < wl ? Ko - ip : wl;
+                float *c = y + (size_t)ip * HW + (size_t)p * W + (size_t)qb * nr;
+                for (int sx = 0; sx < 3; sx++)
+                    ul_pk_tile(pk, mm, nn, kd, wp + sx * blk + (size_t)ip * kd,
+                               xs + (((size_t)sx * QB + qb) * Hp + p) * panel,
+                               sx == 0 ? beta : 1.0f, c, (int)HW);
+            }
+    }
+}
+
+/* Forward of images [0, N) of s through the shifted path; wp already
+ * packed, xs one thread's copies. */
+static void conv_shifted_forward_images(float *out, const float *in, const float *wp,
+                                        const float *b, const ul_conv_shape *s, int n0, int n1,
+                                        float *xs)
+{
+    const ul_pk *pk = ul_pk_get();
+    const int K = s->K, PQ = s->P * s->Q;
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)K * PQ;
+    for (int n = n0; n < n1; n++) {
+        float *y = out + n * out_img;
+        float beta = 0.0f;
+        if (b) {
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < PQ; j++)
+                    y[(size_t)k * PQ + j] = b[k];
+            beta = 1.0f;
+        }
+        conv_shifted_image(y, in + n * in_img, wp, K, s->C, s->H, s->W, beta, xs, pk);
+    }
+}
+
+/* Adds dX of images [n0, n1) through the shifted path; wp holds the
+ * flipped weights. */
+static void conv_shifted_dx_images(float *din, const float *dout, const float *wp,
+                                   const ul_conv_shape *s, int n0, int n1, float *xs)
+{
+    const ul_pk *pk = ul_pk_get();
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
+    for (int n = n0; n < n1; n++)
+        conv_shifted_image(din + n * in_img, dout + n * out_img, wp, s->C, s->K, s->P, s->Q,
+                           1.0f, xs, pk);
+}
+
 /* ---- scratch ------------------------------------------------------------------ */
 
 static size_t a16(size_t n) { return (n + 15) / 16 * 16; }
@@ -197,7 +339,7 @@ static size_t a16(size_t n) { return (n + 15) / 16 * 16; }
 /* Offsets (floats) of the parts of one thread's scratch; see the top of the
  * file. Each part starts on a 64-byte boundary. */
 typedef struct conv_scratch {
-    size_t col, tmp, dw, wp, rb, tbl, total;
+    size_t col, tmp, dw, wp, rb, tbl, xs, total;
 } conv_scratch;
 
 static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
@@ -213,16 +355,20 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     off += a16(nb > 1 ? (size_t)s->K * cols : 0);
     L.dw = off;
     off += a16((size_t)s->K * crs);
-    L.wp = L.rb = off;
+    L.wp = L.rb = L.tbl = L.xs = off;
     const ul_pk *pk = ul_pk_get();
     if (pk) {
         size_t fw = ul_pk_l_size(pk, s->K, (int)crs), bw = ul_pk_l_size(pk, (int)crs, s->K);
-        off += a16(fw > bw ? fw : bw);
+        size_t sw = conv_shifted_ok(s) ? conv_shifted_wp(s, pk) : 0;
+        fw = fw > bw ? fw : bw;
+        off += a16(fw > sw ? fw : sw);
         L.rb = off;
         size_t fr = ul_pk_r_size(pk, (int)cols, (int)crs), br = ul_pk_r_size(pk, (int)cols, s->K);
         off += a16(fr > br ? fr : br);
         L.tbl = off;
         off += a16((size_t)s->R * s->S * cols); /* int32 entries */
+        L.xs = off;
+        off += a16(conv_shifted_ok(s) ? conv_shifted_xs(s, pk) : 0);
     }
     L.total = off;
     return L;
@@ -443,7 +589,23 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb), T = conv_threads(units);
-    const size_t per = conv_scratch_layout(s).total;
+    const conv_scratch L = conv_scratch_layout(s);
+    const size_t per = L.total;
+    if (conv_shifted_ok(s)) {
+        /* Packed once into thread 0's scratch, shared; copies per thread. */
+        float *wp = scratch + L.wp;
+        pack_w_shifted(ul_pk_get(), wp, w, s->K, s->C, false);
+        const int Ts = conv_threads(s->N);
+        if (Ts == 1) {
+            conv_shifted_forward_images(out, in, wp, b, s, 0, s->N, scratch + L.xs);
+            return;
+        }
+#pragma omp parallel for schedule(static) num_threads(Ts)
+        for (int n = 0; n < s->N; n++)
+            conv_shifted_forward_images(out, in, wp, b, s, n, n + 1,
+                                        scratch + per * (size_t)omp_get_thread_num() + L.xs);
+        return;
+    }
     /* The packed weights live in thread 0's scratch and are shared. */
     const float *wp = conv_pack_weights(s, w, scratch, false);
     if (T == 1) {
@@ -551,6 +713,12 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
+    if (conv_shifted_ok(s)) {
+        const conv_scratch L = conv_scratch_layout(s);
+        pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, false);
+        conv_shifted_forward_images(out, in, scratch + L.wp, b, s, 0, s->N, scratch + L.xs);
+        return;
+    }
     const float *wp = conv_pack_weights(s, w, scratch, false);
     for (int u = 0; u < units; u++)
         conv_forward_unit(out, in, w, b, s, u, scratch, 1, wp);
@@ -565,6 +733,14 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
             db_acc[k] += conv_bias_grad(dout, s, k);
     if (!din && !dw_acc)
         return;
+    if (din && conv_shifted_ok(s)) {
+        const conv_scratch L = conv_scratch_layout(s);
+        pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, true);
+        conv_shifted_dx_images(din, dout, scratch + L.wp, s, 0, s->N, scratch + L.xs);
+        din = NULL;
+        if (!dw_acc)
+            return;
+    }
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
@@ -592,6 +768,22 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     const int units = conv_units(s, nb), T = conv_threads(units);
     const conv_scratch L = conv_scratch_layout(s);
     const size_t per = L.total, wsize = (size_t)K * CRS;
+    if (din && conv_shifted_ok(s)) {
+        float *wps = scratch + L.wp;
+        pack_w_shifted(ul_pk_get(), wps, w, K, s->C, true);
+        const int Ts = conv_threads(N);
+        if (Ts == 1) {
+            conv_shifted_dx_images(din, dout, wps, s, 0, N, scratch + L.xs);
+        } else {
+#pragma omp parallel for schedule(static) num_threads(Ts)
+            for (int n = 0; n < N; n++)
+                conv_shifted_dx_images(din, dout, wps, s, n, n + 1,
+                                       scratch + per * (size_t)omp_get_thread_num() + L.xs);
+        }
+        din = NULL;
+        if (!dw)
+            return;
+    }
     const float *wp = din ? conv_pack_weights(s, w, scratch, true) : NULL;
     if (T == 1) {
         for (int u = 0; u < units; u++)

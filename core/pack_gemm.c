@@ -171,6 +171,20 @@ void ul_pk_gemm(const ul_pk *pk, int m, int n, int k, const float *lp, ul_pk_pac
     }
 }
 
+bool ul_pk_native(const ul_pk *pk) { return !kern_transposed(pk); }
+
+void ul_pk_tile(const ul_pk *pk, int m, int n, int k, const float *a, const float *b, float beta,
+                float *c, int ldc)
+{
+    (void)pk;
+    float one = 1.0f;
+    auxinfo_t aux;
+    memset(&aux, 0, sizeof aux);
+    bli_auxinfo_set_next_a((void *)a, &aux);
+    bli_auxinfo_set_next_b((void *)b, &aux);
+    kern.f(m, n, k, &one, (float *)a, (float *)b, &beta, c, ldc, 1, &aux, kern.cntx);
+}
+
 /* Copies len values of src (stride 1) into R columns [col, col+len) of row
  * kk, panel by panel. */
 static void put_run(float *dst, int w, int kc, int kk, int col, const float *src, int len)

@@ -53,6 +53,16 @@ typedef void (*ul_pk_pack_r_fn)(float *dst, int w, int j0, int nj, int k0, int k
 void ul_pk_gemm(const ul_pk *pk, int m, int n, int k, const float *lp, ul_pk_pack_r_fn pack_r,
                 const void *rctx, float beta, float *c, int ldc, float *rbuf);
 
+/* Whether tiles run in the kernel's own orientation (row-stored C, L as the
+ * kernel's A). Callers that lay out R panels themselves need this. */
+bool ul_pk_native(const ul_pk *pk);
+
+/* One micro-tile: C (m×n, m ≤ wl, n ≤ wr, row stride ldc) = a·b + beta·C
+ * for a single packed L panel a and R panel b of depth k (b 64-byte
+ * aligned). Only in the native orientation. */
+void ul_pk_tile(const ul_pk *pk, int m, int n, int k, const float *a, const float *b, float beta,
+                float *c, int ldc);
+
 /* An R packer for a matrix stored by rows in NCHW blocks: the columns run
  * over nimg images of seg values each, row kk of image i starting at
  * base + i·img_stride + kk·row_stride. Covers dY blocks and 1×1 inputs. */
