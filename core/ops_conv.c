@@ -350,7 +350,8 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     conv_scratch L = {0};
     size_t off = 0;
     L.col = off;
-    off += a16((nb == 1 && conv_is_pointwise(s)) ? 0 : crs * cols);
+    /* im2col of a whole unit for dW (nb images, or one whole image). */
+    off += a16((nb == 1 && conv_is_pointwise(s)) ? 0 : crs * (size_t)nb * s->P * s->Q);
     L.tmp = off;
     off += a16(nb > 1 ? (size_t)s->K * cols : 0);
     L.dw = off;
@@ -635,58 +636,66 @@ static void conv_backward_unit(float *din, float *dw_acc, const float *dout, con
     const ul_pk *pk = wp ? ul_pk_get() : NULL;
     int nb, pb;
     conv_blocking(s, &nb, &pb);
-    const int n0 = unit * nb;
+    const int n0 = unit * nb, nbc = N - n0 < nb ? N - n0 : nb;
     float *col = scratch + L.col, *tmp = scratch + L.tmp;
-    for (int p0 = 0; p0 < P; p0 += pb) {
-        conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
-        const int cols = conv_block_cols(s, &blk);
-        const bool direct = pointwise && blk.nbc == 1;
-        if (dw_acc || !pk) {
-            // dy is (K, cols) with row stride lddy
-            const float *dy = dout + n0 * out_img + (size_t)p0 * Q;
-            int lddy = PQ;
-            if (blk.nbc > 1) {
-                for (int n = 0; n < blk.nbc; n++)
-                    for (int k = 0; k < K; k++)
-                        memcpy(tmp + (size_t)k * cols + (size_t)n * PQ,
-                               dy + n * out_img + (size_t)k * PQ, (size_t)PQ * sizeof(float));
-                dy = tmp;
-                lddy = cols;
-            }
-            if (dw_acc) {
-                const float *cm = col;
-                int ldcol = cols;
-                if (direct) {
-                    cm = in + n0 * in_img + (size_t)p0 * Q;
-                    ldcol = PQ;
-                } else {
-                    im2col(col, in, s, &blk);
-                }
-                ul_sgemm_threads(threads, false, true, K, CRS, cols, 1.0f, dy, lddy, cm, ldcol,
-                                 1.0f, dw_acc, CRS);
-            }
-            if (din && !pk) {
-                if (direct)
-                    ul_sgemm_threads(threads, true, false, C, cols, K, 1.0f, w, CRS, dy, lddy,
-                                     1.0f, din + n0 * in_img + (size_t)p0 * Q, PQ);
-                else {
-                    ul_sgemm_threads(threads, true, false, CRS, cols, K, 1.0f, w, CRS, dy,
-                                     lddy, 0.0f, col, cols);
-                    col2im_add(din, col, s, &blk);
-                }
-            }
+    /* dY of the whole unit, (K, nbc·PQ) with row stride lddy_u: in place
+     * for one image, gathered into tmp for several. */
+    const float *dy_u = dout + n0 * out_img;
+    int lddy_u = PQ;
+    if (nbc > 1 && (dw_acc || !pk)) {
+        const int cols_u = nbc * PQ;
+        for (int n = 0; n < nbc; n++)
+            for (int k = 0; k < K; k++)
+                memcpy(tmp + (size_t)k * cols_u + (size_t)n * PQ,
+                       dy_u + n * out_img + (size_t)k * PQ, (size_t)PQ * sizeof(float));
+        dy_u = tmp;
+        lddy_u = cols_u;
+    }
+    if (dw_acc) {
+        /* dW in one product over the whole unit: im2col of all its rows at
+         * once, so the GEMM is as deep as the unit (e.g. 1024 positions for
+         * a 32×32 image) and its set-up is paid once per unit. */
+        conv_block whole = {n0, nbc, 0, P};
+        const int cols_u = nbc * PQ;
+        const float *cm = col;
+        int ldcol = cols_u;
+        if (pointwise && nbc == 1) {
+            cm = in + n0 * in_img;
+            ldcol = PQ;
+        } else {
+            im2col(col, in, s, &whole);
         }
-        if (din && pk) {
-            ul_pk_rows r = {dout + n0 * out_img + (size_t)p0 * Q, out_img, (size_t)PQ,
-                            (blk.p1 - blk.p0) * Q};
-            if (direct) {
-                ul_pk_gemm(pk, C, cols, K, wp, ul_pk_pack_rows, &r, 1.0f,
-                           din + n0 * in_img + (size_t)p0 * Q, PQ, scratch + L.rb);
-            } else {
-                ul_pk_gemm(pk, CRS, cols, K, wp, ul_pk_pack_rows, &r, 0.0f, col, cols,
-                           scratch + L.rb);
+        ul_sgemm_threads(threads, false, true, K, CRS, cols_u, 1.0f, dy_u, lddy_u, cm, ldcol,
+                         1.0f, dw_acc, CRS);
+    }
+    if (!din)
+        return;
+    for (int p0 = 0; p0 < P; p0 += pb) {
+        conv_block blk = {n0, nbc, p0, P - p0 < pb ? P : p0 + pb};
+        const int cols = conv_block_cols(s, &blk);
+        const bool direct = pointwise && nbc == 1;
+        if (!pk) {
+            /* Several images make one block (pb = P), so dy_u is the block. */
+            const float *dy = dy_u + (size_t)p0 * Q;
+            if (direct)
+                ul_sgemm_threads(threads, true, false, C, cols, K, 1.0f, w, CRS, dy, lddy_u,
+                                 1.0f, din + n0 * in_img + (size_t)p0 * Q, PQ);
+            else {
+                ul_sgemm_threads(threads, true, false, CRS, cols, K, 1.0f, w, CRS, dy, lddy_u,
+                                 0.0f, col, cols);
                 col2im_add(din, col, s, &blk);
             }
+            continue;
+        }
+        ul_pk_rows r = {dout + n0 * out_img + (size_t)p0 * Q, out_img, (size_t)PQ,
+                        (blk.p1 - blk.p0) * Q};
+        if (direct) {
+            ul_pk_gemm(pk, C, cols, K, wp, ul_pk_pack_rows, &r, 1.0f,
+                       din + n0 * in_img + (size_t)p0 * Q, PQ, scratch + L.rb);
+        } else {
+            ul_pk_gemm(pk, CRS, cols, K, wp, ul_pk_pack_rows, &r, 0.0f, col, cols,
+                       scratch + L.rb);
+            col2im_add(din, col, s, &blk);
         }
     }
 }
