@@ -284,17 +284,24 @@ static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko
                 }
             }
         }
+    /* Rows in groups of SHIFT_ROWS, so each weight panel is loaded once per
+     * group rather than once per output row. */
+    enum { SHIFT_ROWS = 4 };
     for (int qb = 0; qb < QB; qb++) {
         const int nn = W - qb * nr < nr ? W - qb * nr : nr;
-        for (int p = 0; p < H; p++)
+        for (int pg = 0; pg < H; pg += SHIFT_ROWS) {
+            const int pe = H - pg < SHIFT_ROWS ? H : pg + SHIFT_ROWS;
             for (int ip = 0; ip < Ko; ip += wl) {
                 const int mm = Ko - ip < wl ? Ko - ip : wl;
-                float *c = y + (size_t)ip * HW + (size_t)p * W + (size_t)qb * nr;
-                for (int sx = 0; sx < 3; sx++)
-                    ul_pk_tile(pk, mm, nn, kd, wp + sx * blk + (size_t)ip * kd,
-                               xs + (((size_t)sx * QB + qb) * Hp + p) * panel,
-                               sx == 0 ? beta : 1.0f, c, (int)HW);
+                for (int p = pg; p < pe; p++) {
+                    float *c = y + (size_t)ip * HW + (size_t)p * W + (size_t)qb * nr;
+                    for (int sx = 0; sx < 3; sx++)
+                        ul_pk_tile(pk, mm, nn, kd, wp + sx * blk + (size_t)ip * kd,
+                                   xs + (((size_t)sx * QB + qb) * Hp + p) * panel,
+                                   sx == 0 ? beta : 1.0f, c, (int)HW);
+                }
             }
+        }
     }
 }
 
