@@ -75,6 +75,12 @@ static float *part_buf(const team *tm, int t)
     return tm->net->part + (size_t)t * tm->net->part_per;
 }
 
+/* How many examples thread t takes. */
+static int team_count(const team *tm, int t)
+{
+    return (int)((long)(t + 1) * tm->N / tm->T) - (int)((long)t * tm->N / tm->T);
+}
+
 /* Adds the threads' partials [0, n) to dst (when not NULL) in thread order,
  * each thread taking a share of the elements. Every thread must call it. */
 static void reduce_parts(const team *tm, float *dst, size_t off, size_t n)
@@ -92,7 +98,92 @@ static void reduce_parts(const team *tm, float *dst, size_t off, size_t n)
 
 /* ---- BatchNorm ----------------------------------------------------------------- */
 
-static void bn_forward_train(team *tm, net_node *nd, const net_node *a)
+/* Per-channel sums over one example's HW values. A single double
+ * accumulator is latency-bound (one add per 4 cycles), so each runs in 8
+ * float lanes — vectorised, and short enough (HW/8 terms) to stay accurate —
+ * and the lanes are added in double. */
+#define LANES 8
+
+/* s1 += Σ(x − k), s2 += Σ(x − k)². */
+static void sum_dev(const float *x, int n, float k, double *s1, double *s2)
+{
+    float a[LANES] = {0}, b[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const float d = x[j + l] - k;
+            a[l] += d;
+            b[l] += d * d;
+        }
+    double t1 = 0.0, t2 = 0.0;
+    for (int l = 0; l < LANES; l++) {
+        t1 += a[l];
+        t2 += b[l];
+    }
+    for (; j < n; j++) {
+        const double d = x[j] - k;
+        t1 += d;
+        t2 += d * d;
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
+/* sdy += Σ dy, sdyx += Σ dy·(x − mu)·rs. */
+static void sum_dy(const float *dy, const float *x, int n, float mu, float rs, double *sdy,
+                   double *sdyx)
+{
+    float a[LANES] = {0}, b[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const float g = dy[j + l];
+            a[l] += g;
+            b[l] += g * ((x[j + l] - mu) * rs);
+        }
+    double t1 = 0.0, t2 = 0.0;
+    for (int l = 0; l < LANES; l++) {
+        t1 += a[l];
+        t2 += b[l];
+    }
+    for (; j < n; j++) {
+        t1 += dy[j];
+        t2 += (double)dy[j] * ((x[j] - mu) * rs);
+    }
+    *sdy += t1;
+    *sdyx += t2;
+}
+
+/* Backward of an in-place ReLU: the gradient shares the input's buffer. */
+static void relu_mask(float *g, const float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = out[i] > 0.0f ? g[i] : 0.0f;
+}
+
+/* Whether node i is a BatchNorm whose only consumer is an in-place ReLU
+ * right after it. The pair then runs as one op: forward writes
+ * max(0, BN(x)) in the normalising pass, and backward masks dy one
+ * channel-plane at a time just before summing it, while it is in cache. */
+static bool bn_relu_fused(const ul_net *net, int i)
+{
+    if (i < 0 || i + 1 >= net->n_nodes)
+        return false;
+    const net_node *bn = &net->nodes[i], *r = &net->nodes[i + 1];
+    return bn->op == NET_BN && r->op == NET_RELU && r->in[0] == i && r->inplace == 0 &&
+           bn->n_consumers == 1;
+}
+
+/* ReLU as ul_relu_forward computes it (NaN passes through). */
+static inline float relu1(float v) { return v < 0.0f ? 0.0f : v; }
+
+/* Training-mode forward. Each thread sums its examples around a shift k
+ * (its first value of the channel): with s1 = Σ(x − k), s2 = Σ(x − k)²
+ * over its m values, its mean is k + s1/m and its sum of squared
+ * deviations s2 − s1²/m, which stays accurate while k is a typical value of
+ * the channel. The threads' parts are then combined exactly (Chan et al.):
+ * M2 = Σ_t [M2_t + m_t·(mean_t − mean)²]. One pass and one barrier. */
+static void bn_forward_train(team *tm, net_node *nd, const net_node *a, bool relu)
 {
     const int C = nd->C, HW = nd->H * nd->W, n = tm->n, rc = tm->net->red_c;
     const size_t img = (size_t)C * HW;
@@ -101,45 +192,38 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a)
     const float *x0 = rows(tm, a->out, a);
     float *y0 = rows(tm, nd->out, nd);
     double *mine = red_buf(tm, parity, tm->t);
+    const double m = (double)n * HW;
     for (int c = 0; c < C; c++) {
-        double sum = 0.0;
-        for (int i = 0; i < n; i++) {
-            const float *x = x0 + i * img + (size_t)c * HW;
-            for (int j = 0; j < HW; j++)
-                sum += x[j];
-        }
-        mine[c] = sum;
+        const float k = n > 0 ? x0[(size_t)c * HW] : 0.0f;
+        double s1 = 0.0, s2 = 0.0;
+        for (int i = 0; i < n; i++)
+            sum_dev(x0 + i * img + (size_t)c * HW, HW, (float)k, &s1, &s2);
+        mine[c] = m > 0 ? k + s1 / m : 0.0;
+        mine[rc + c] = m > 0 ? s2 - s1 * s1 / m : 0.0;
     }
 #pragma omp barrier
     for (int c = 0; c < C; c++) {
-        double sum = 0.0;
-        for (int j = 0; j < tm->T; j++)
-            sum += red_buf(tm, parity, j)[c];
-        const double mu = sum / M;
-        double ss = 0.0;
-        for (int i = 0; i < n; i++) {
-            const float *x = x0 + i * img + (size_t)c * HW;
-            for (int j = 0; j < HW; j++) {
-                double d = x[j] - mu;
-                ss += d * d;
-            }
-        }
-        mine[rc + c] = ss;
-    }
-#pragma omp barrier
-    for (int c = 0; c < C; c++) {
-        double sum = 0.0, ss = 0.0;
+        double mu = 0.0, m2 = 0.0;
         for (int j = 0; j < tm->T; j++) {
-            sum += red_buf(tm, parity, j)[c];
-            ss += red_buf(tm, parity, j)[rc + c];
+            const double mj = (double)team_count(tm, j) * HW;
+            mu += mj * red_buf(tm, parity, j)[c];
         }
-        const double mu = sum / M, var = ss / M, rs = 1.0 / sqrt(var + BN_EPS);
+        mu /= M;
+        for (int j = 0; j < tm->T; j++) {
+            const double mj = (double)team_count(tm, j) * HW, dm = red_buf(tm, parity, j)[c] - mu;
+            m2 += red_buf(tm, parity, j)[rc + c] + mj * dm * dm;
+        }
+        const double var = m2 > 0.0 ? m2 / M : 0.0, rs = 1.0 / sqrt(var + BN_EPS);
         const float scale = (float)(nd->w[c] * rs), shift = (float)(nd->b[c] - mu * nd->w[c] * rs);
         for (int i = 0; i < n; i++) {
             const float *x = x0 + i * img + (size_t)c * HW;
             float *y = y0 + i * img + (size_t)c * HW;
-            for (int j = 0; j < HW; j++)
-                y[j] = x[j] * scale + shift;
+            if (relu)
+                for (int j = 0; j < HW; j++)
+                    y[j] = relu1(x[j] * scale + shift);
+            else
+                for (int j = 0; j < HW; j++)
+                    y[j] = x[j] * scale + shift;
         }
         if (tm->t == 0) {
             nd->mean[c] = (float)mu;
@@ -155,15 +239,41 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a)
         (*nd->nbt)++;
 }
 
+/* Eval-mode forward: the running statistics, per example. */
+static void bn_forward_eval(team *tm, net_node *nd, const net_node *a, bool relu)
+{
+    const int C = nd->C, HW = nd->H * nd->W;
+    const size_t img = (size_t)C * HW;
+    const float *x0 = rows(tm, a->out, a);
+    float *y0 = rows(tm, nd->out, nd);
+    for (int i = 0; i < tm->n; i++)
+        for (int c = 0; c < C; c++) {
+            const float scale = nd->w[c] / sqrtf(nd->running_var[c] + BN_EPS);
+            const float shift = nd->b[c] - nd->running_mean[c] * scale;
+            const float *x = x0 + i * img + (size_t)c * HW;
+            float *y = y0 + i * img + (size_t)c * HW;
+            if (relu)
+                for (int j = 0; j < HW; j++)
+                    y[j] = relu1(x[j] * scale + shift);
+            else
+                for (int j = 0; j < HW; j++)
+                    y[j] = x[j] * scale + shift;
+        }
+}
+
 /* Backward of BatchNorm; train selects batch statistics (saved by forward)
- * or, in eval mode, the running ones, where the map is affine per channel. */
-static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, bool train)
+ * or, in eval mode, the running ones, where the map is affine per channel.
+ * With relu the incoming gradient is first masked, in place, where the
+ * fused ReLU's output (the node's own) was not positive. */
+static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, bool train,
+                        bool relu)
 {
     const int C = nd->C, HW = nd->H * nd->W, n = tm->n, rc = tm->net->red_c;
     const size_t img = (size_t)C * HW;
     const double M = (double)tm->N * HW;
     const int parity = tm->bn_k++ & 1;
-    const float *x0 = rows(tm, a->out, a), *dy0 = grad_rows(tm, nd);
+    const float *x0 = rows(tm, a->out, a), *o0 = rows(tm, nd->out, nd);
+    float *dy0 = grad_rows(tm, nd);
     float *dx0 = din;
     double *mine = red_buf(tm, parity, tm->t);
     for (int c = 0; c < C; c++) {
@@ -171,12 +281,12 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
         const float rs = train ? nd->rstd[c] : 1.0f / sqrtf(nd->running_var[c] + BN_EPS);
         double sdy = 0.0, sdyx = 0.0;
         for (int i = 0; i < n; i++) {
-            const float *x = x0 + i * img + (size_t)c * HW;
-            const float *dy = dy0 + i * img + (size_t)c * HW;
-            for (int j = 0; j < HW; j++) {
-                sdy += dy[j];
-                sdyx += (double)dy[j] * ((x[j] - mu) * rs);
-            }
+            const size_t off = i * img + (size_t)c * HW;
+            /* The fused ReLU's mask, applied where the values are still in
+             * L1 from the pass that reads them next. */
+            if (relu)
+                relu_mask(dy0 + off, o0 + off, (size_t)HW);
+            sum_dy(dy0 + off, x0 + off, HW, mu, rs, &sdy, &sdyx);
         }
         mine[c] = sdy;
         mine[rc + c] = sdyx;
@@ -216,13 +326,6 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
     }
 }
 
-/* Backward of an in-place ReLU: the gradient shares the input's buffer. */
-static void relu_mask(float *g, const float *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        g[i] = out[i] > 0.0f ? g[i] : 0.0f;
-}
-
 /* ---- forward ------------------------------------------------------------------- */
 
 static void team_node_forward(team *tm, net_node *nd, const float *x, bool train)
@@ -244,13 +347,14 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
                                 net->scratch + (size_t)tm->t * net->scratch_per);
         break;
     }
-    case NET_BN:
+    case NET_BN: {
+        const bool relu = bn_relu_fused(net, (int)(nd - net->nodes));
         if (train)
-            bn_forward_train(tm, nd, a);
+            bn_forward_train(tm, nd, a, relu);
         else
-            ul_batchnorm_forward_eval(y, rows(tm, a->out, a), nd->w, nd->b, nd->running_mean,
-                                      nd->running_var, n, nd->C, nd->H * nd->W, BN_EPS);
+            bn_forward_eval(tm, nd, a, relu);
         break;
+    }
     case NET_RELU:
         if (nd->inplace >= 0)
             ul_relu_forward(y, y, count);
@@ -312,6 +416,8 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, int T)
         tm.n = (int)((long)(tm.t + 1) * N / T) - tm.n0;
         for (int i = 0; i < net->n_nodes; i++) {
             net_node *nd = &net->nodes[i];
+            if (nd->op == NET_RELU && bn_relu_fused(net, i - 1))
+                continue; /* done by the BatchNorm before it */
             double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
             team_node_forward(&tm, nd, x, train);
             if (prof && tm.t == 0) {
@@ -360,7 +466,7 @@ static void team_node_backward(team *tm, net_node *nd)
         break;
     }
     case NET_BN:
-        bn_backward(tm, nd, a, din, net->last_train);
+        bn_backward(tm, nd, a, din, net->last_train, bn_relu_fused(net, (int)(nd - net->nodes)));
         break;
     case NET_RELU:
         if (nd->inplace >= 0)
@@ -440,7 +546,7 @@ void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
                        (size_t)tm.n * node_numel(st) * sizeof(float));
             }
             net_node *nd = &net->nodes[i];
-            if (!nd->needs_grad)
+            if (!nd->needs_grad || (nd->op == NET_RELU && bn_relu_fused(net, i - 1)))
                 continue;
             double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
             team_node_backward(&tm, nd);
