@@ -502,20 +502,30 @@ static void team_node_backward(team *tm, net_node *nd)
             ul_sgemm_threads(1, false, false, n, I, O, 1.0f, dy, O, nd->w, I, 1.0f, din, I);
         if (!nd->dw)
             break;
-        const size_t wsize = (size_t)O * I;
-        float *part = part_buf(tm, tm->t);
-        ul_sgemm_threads(1, true, false, O, I, n, 1.0f, dy, O, rows(tm, a->out, a), I, 0.0f,
-                         part, I);
-        if (nd->db) {
-            float *pb = part + wsize;
-            memset(pb, 0, (size_t)O * sizeof(float));
-            for (int i = 0; i < n; i++)
-                for (int o = 0; o < O; o++)
-                    pb[o] += dy[(size_t)i * O + o];
+        /* dW and db split by output rows, not by examples: thread t owns
+         * rows [o0, o1) and sums every thread's examples into them, in
+         * thread order — no partial buffers and no reduction pass. It reads
+         * the other threads' dY and X, hence a barrier before (their dY is
+         * complete) and after (before anyone reuses its dY buffer). */
+#pragma omp barrier
+        const int o0 = (int)((long)tm->t * O / tm->T), o1 = (int)((long)(tm->t + 1) * O / tm->T);
+        for (int u = 0; u < tm->T && o1 > o0; u++) {
+            team tu = *tm;
+            tu.t = u;
+            tu.n0 = (int)((long)u * tm->N / tm->T);
+            tu.n = team_count(tm, u);
+            const float *dyu = grad_rows(&tu, nd), *xu = rows(&tu, a->out, a);
+            ul_sgemm_threads(1, true, false, o1 - o0, I, tu.n, 1.0f, dyu + o0, O, xu, I, 1.0f,
+                             nd->dw + (size_t)o0 * I, I);
+            if (nd->db)
+                for (int o = o0; o < o1; o++) {
+                    float sum = 0.0f;
+                    for (int i = 0; i < tu.n; i++)
+                        sum += dyu[(size_t)i * O + o];
+                    nd->db[o] += sum;
+                }
         }
-        reduce_parts(tm, nd->dw, 0, wsize);
-        if (nd->db)
-            reduce_parts(tm, nd->db, wsize, (size_t)O);
+#pragma omp barrier
         break;
     }
     case NET_INPUT:
