@@ -184,10 +184,13 @@ def main():
         sys.exit("PyTorch is not installed: apt-get install python3-torch "
                  "(it installs for /usr/bin/python3)")
     rows = unlearn_rows(args)
-    print(f"threads {threads}, batch 128; img/s (higher is better), peak RSS in MiB")
+    sgemm = next((r["sgemm_gflops"] for r in rows if "sgemm_gflops" in r), None)
+    print(f"threads {threads}, batch 128; img/s (higher is better), peak RSS in MiB; "
+          f"'2x needs': the arithmetic rate twice PyTorch's img/s takes (multiply-adds "
+          f"x 2, training x 3), in % of the measured sgemm rate")
     print(f"{'model':9s} {'width':>5s} {'input':8s} | {'train ours':>10s} {'torch':>8s} "
           f"{'ratio':>6s} | {'infer ours':>10s} {'torch':>8s} {'ratio':>6s} | "
-          f"{'RSS ours':>8s} {'torch':>7s}")
+          f"{'RSS ours':>8s} {'torch':>7s} | {'2x needs: train':>15s} {'infer':>6s}")
     for row in rows:
         if "model" not in row:
             continue
@@ -196,12 +199,19 @@ def main():
                              check=True, capture_output=True, text=True).stdout
         t = json.loads(out)
         shape = "x".join(str(v) for v in row["input"])
+
+        def need(torch_ips, flops_per_mac, row=row):
+            if not sgemm:
+                return float("nan")
+            return 100.0 * 2 * torch_ips * flops_per_mac * row["forward_macs"] / 1e9 / sgemm
+
         print(f"{row['model']:9s} {row['width']:5g} {shape:8s} | "
               f"{row['train_ips']:10.0f} {t['train_ips']:8.0f} "
               f"{row['train_ips'] / t['train_ips']:6.2f} | "
               f"{row['infer_ips']:10.0f} {t['infer_ips']:8.0f} "
               f"{row['infer_ips'] / t['infer_ips']:6.2f} | "
-              f"{row['peak_rss_mib']:8.0f} {t['peak_rss_mib']:7.0f}", flush=True)
+              f"{row['peak_rss_mib']:8.0f} {t['peak_rss_mib']:7.0f} | "
+              f"{need(t['train_ips'], 6):>14.0f}% {need(t['infer_ips'], 2):>5.0f}%", flush=True)
     for row in rows:
         if "sgemm_gflops" in row:
             print(f"sgemm 2048^3 (unlearn's BLIS): {row['sgemm_gflops']:.1f} GFLOP/s")

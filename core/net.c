@@ -24,7 +24,11 @@
  *    gradients share a few slots assigned by interval colouring when the net
  *    is finalized: a ResNet-18 needs a handful of gradient buffers, not one
  *    per node.
- *  - One conv scratch (im2col), sized for the largest convolution.
+ *  - One conv scratch, sized for the largest convolution and one part per
+ *    processor.
+ *  - For the batch-parallel passes (net_team.c, used whenever more than one
+ *    thread runs): per-thread parameter-gradient partials the size of the
+ *    largest layer, and BatchNorm partial sums.
  * All of it is allocated by ul_net_reserve; forward and backward never
  * allocate. */
 #include <math.h>

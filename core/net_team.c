@@ -4,14 +4,17 @@
  * the examples [t·N/T, (t+1)·N/T) and runs every node on them, with its own
  * convolution scratch and single-threaded GEMMs. Most ops treat examples
  * independently, so threads only meet where the batch is reduced:
- *  - BatchNorm in training mode needs the batch mean and variance (two
- *    barriers forward) and, backward, Σdy and Σdy·x̂ (one barrier);
- *  - parameter gradients (conv, linear, BatchNorm γ and β) are summed per
- *    thread and then added to the net's gradients in thread order.
+ *  - BatchNorm in training mode needs the batch mean and variance (one
+ *    barrier forward) and, backward, Σdy and Σdy·x̂ (one barrier);
+ *  - convolution weight gradients are summed per thread and then added to
+ *    the net's gradients in thread order (a barrier and a shared loop);
+ *  - linear layers split their weight gradient by output rows instead,
+ *    each thread summing every thread's examples (two barriers).
  * Compared with threading each op on its own, a ResNet-18 step has a few
  * dozen barriers instead of several hundred fork-joins, every elementwise
  * op runs on all threads, and each thread's activations stay in its own
- * core's cache between ops.
+ * core's cache between ops. A BatchNorm followed by its in-place ReLU runs
+ * as one op (bn_relu_fused).
  *
  * Sums run in a fixed order for a given T (partials per thread, combined in
  * thread order), so results are identical run to run; they differ from the

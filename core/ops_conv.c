@@ -1,25 +1,41 @@
-/* 2-D convolution as im2col + GEMM, with direct-loop references.
+/* 2-D convolution as GEMMs, with direct-loop references.
+ *
+ * Three ways to the same products, chosen per shape:
+ *  - 3×3, stride 1, pad 1 with output rows at least 16 wide (ResNet-18's and
+ *    the CNN's 32×32, 28×28 and 16×16 layers): forward and dX from three
+ *    shifted copies of each image, read in place by BLIS's micro-kernel
+ *    (see "shifted copies" below) — no im2col at all;
+ *  - otherwise, when BLIS's micro-kernel is available (pack_gemm.h): the
+ *    packed GEMM, with the im2col matrix packed straight from the image
+ *    into micro-panels and the weights packed once per call;
+ *  - otherwise (UNLEARN_PACKED_GEMM=0, or no usable kernel): im2col into
+ *    a buffer and bli_sgemm.
+ * The weight gradient always goes through im2col and bli_sgemm, one
+ * product per unit (below) so that its depth is a whole image or more.
  *
  * The work is cut into column blocks of about UL_CONV_COLS output positions:
  * a few output rows of one image when P·Q is large, or nb whole images when
- * P·Q is small. Small blocks keep the im2col buffer and the GEMM operands in
- * cache (on a 2-core Zen 3 VM, 256 columns took about half the CPU time of
- * 1024 or more on ResNet-18's 32×32, 16×16 and 8×8 layers); whole images
- * per block keep the GEMMs of late stages (4×4) from shrinking to a handful
- * of columns.
+ * P·Q is small. Small blocks keep the packed operands in cache (on a 2-core
+ * Zen 3 VM, 256 columns took about half the CPU time of 1024 or more on
+ * ResNet-18's 32×32, 16×16 and 8×8 layers); whole images per block keep the
+ * GEMMs of late stages (4×4) from shrinking to a handful of columns. A
+ * "unit" is the blocks of one image, or one block of several images.
  * A block of several images lays its columns out image after image, so its
  * GEMM result (K, nb·P·Q) is scattered into NCHW through tmp; a block inside
  * one image is written in place with row stride P·Q.
  *
- * Scratch (floats), per thread, with cols = the largest block's column count:
- *   col   (C·R·S, cols)   im2col of the block, reused for dcol in backward
- *   tmp   (K, cols)       only when blocks hold several images
- *   dW    (K, C·R·S)      the thread's share of the weight gradient
- * where cols = nb·P·Q with nb = min(N, ceil(UL_CONV_COLS / (P·Q))) if
- * P·Q < UL_CONV_COLS, else cols = Q·min(P, max(1, UL_CONV_COLS / Q)); the
- * total is that times the number of processors (the most threads a
- * convolution uses). A 1×1 stride-1 unpadded conv within one image needs
- * no col: the image already is its own (C, H·W) column matrix. */
+ * Scratch, per thread (conv_scratch_layout; each part 64-byte aligned):
+ *   col   (C·R·S, nb·P·Q)  im2col of a unit for dW; dX's columns of a block
+ *   tmp   (K, cols)        only when blocks hold several images
+ *   dw    (K, C·R·S)       the thread's weight-gradient partial
+ *   wp                     packed weights (forward W, backward Wᵀ or the
+ *                          shifted path's per-offset weights)
+ *   rb                     the packed GEMM's right-operand panels
+ *   tbl   (R·S, cols)      im2col offsets of a block (int32)
+ *   xs                     the shifted path's three copies of one image
+ * The public functions take ul_conv2d_scratch() floats (every processor's
+ * part, plus alignment slack); a 1×1 stride-1 unpadded conv within one
+ * image needs no col: the image already is its own (C, H·W) matrix. */
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
