@@ -224,16 +224,28 @@ static size_t round_up_sz(size_t x, size_t m) { return (x + m - 1) / m * m; }
 static bool conv_shifted_ok(const ul_conv_shape *s)
 {
     const ul_pk *pk = ul_pk_get();
-    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1 &&
-           s->Q >= pk->wr;
+    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1;
+}
+
+/* Images per lane group: rows narrower than a panel (Q < nr) put
+ * G = nr / Q images side by side in the lanes (8×8 images two at a time,
+ * 4×4 four at a time, 7×7 two with two lanes idle); wider rows take one
+ * image, cut into column blocks. */
+static int conv_shifted_group(const ul_conv_shape *s, const ul_pk *pk)
+{
+    return s->Q >= pk->wr ? 1 : pk->wr / s->Q;
 }
 
 /* Floats of the three shifted copies (of the input, or of dY for dX). */
 static size_t conv_shifted_xs(const ul_conv_shape *s, const ul_pk *pk)
 {
-    const size_t ch = (size_t)(s->C > s->K ? s->C : s->K);
-    const size_t qb = ((size_t)s->W + pk->wr - 1) / pk->wr;
-    return 3 * qb * (size_t)(s->H + 2) * ch * (size_t)pk->wr;
+    const size_t ch = (size_t)(s->C > s->K ? s->C : s->K), nr = (size_t)pk->wr;
+    const size_t qb = ((size_t)s->W + nr - 1) / nr;
+    if (s->Q >= pk->wr)
+        return 3 * qb * (size_t)(s->H + 2) * ch * nr;
+    /* One column block, plus the group's result (ch, H, nr) before it is
+     * scattered back to the images. */
+    return 3 * (size_t)(s->H + 2) * ch * nr + ch * (size_t)s->H * nr;
 }
 
 /* Floats of the shifted weights, forward or backward. */
@@ -321,6 +333,70 @@ static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko
     }
 }
 
+/* The lane-group form of conv_shifted_image for rows narrower than a
+ * panel: g images (g·W ≤ nr lanes) side by side. The result goes to a
+ * (Ko, H, nr) buffer first, then to each image: y_i = result + bias, or
+ * y_i += result when accumulating (dX). */
+static void conv_shifted_lanes(float *y, size_t y_img, const float *x, size_t x_img, int g,
+                               const float *wp, const float *bias, bool accumulate, int Ko,
+                               int Ci, int H, int W, float *xs, const ul_pk *pk)
+{
+    const int nr = pk->wr, wl = pk->wl, Hp = H + 2, kd = 3 * Ci, lanes = g * W;
+    const size_t HW = (size_t)H * W, panel = (size_t)Ci * nr;
+    const size_t blk = round_up_sz((size_t)Ko, (size_t)wl) * kd;
+    float *yt = xs + 3 * (size_t)Hp * panel;
+    for (int sx = 0; sx < 3; sx++)
+        for (int hp = 0; hp < Hp; hp++) {
+            float *d = xs + ((size_t)sx * Hp + hp) * panel;
+            const int h = hp - 1;
+            if (h < 0 || h >= H) {
+                memset(d, 0, panel * sizeof(float));
+                continue;
+            }
+            /* Lane i·W + q holds column q + sx − 1 of image i. */
+            const int qlo = sx == 0 ? 1 : 0, qhi = sx == 2 ? W - 1 : W;
+            for (int c = 0; c < Ci; c++) {
+                float *dc = d + (size_t)c * nr;
+                for (int i = 0; i < g; i++) {
+                    const float *xr = x + i * x_img + (size_t)c * HW + (size_t)h * W + sx - 1;
+                    float *di = dc + i * W;
+                    for (int q = 0; q < qlo; q++)
+                        di[q] = 0.0f;
+                    for (int q = qlo; q < qhi; q++)
+                        di[q] = xr[q];
+                    for (int q = qhi; q < W; q++)
+                        di[q] = 0.0f;
+                }
+                for (int j = lanes; j < nr; j++)
+                    dc[j] = 0.0f;
+            }
+        }
+    const int ldt = H * nr;
+    for (int ip = 0; ip < Ko; ip += wl) {
+        const int mm = Ko - ip < wl ? Ko - ip : wl;
+        for (int p = 0; p < H; p++)
+            for (int sx = 0; sx < 3; sx++)
+                ul_pk_tile(pk, mm, lanes, kd, wp + sx * blk + (size_t)ip * kd,
+                           xs + ((size_t)sx * Hp + p) * panel, sx == 0 ? 0.0f : 1.0f,
+                           yt + (size_t)ip * ldt + (size_t)p * nr, ldt);
+    }
+    for (int i = 0; i < g; i++)
+        for (int k = 0; k < Ko; k++) {
+            float *yk = y + i * y_img + (size_t)k * HW;
+            const float bk = bias ? bias[k] : 0.0f;
+            for (int p = 0; p < H; p++) {
+                const float *t = yt + (size_t)k * ldt + (size_t)p * nr + (size_t)i * W;
+                float *yr = yk + (size_t)p * W;
+                if (accumulate)
+                    for (int q = 0; q < W; q++)
+                        yr[q] += t[q];
+                else
+                    for (int q = 0; q < W; q++)
+                        yr[q] = t[q] + bk;
+            }
+        }
+}
+
 /* Forward of images [0, N) of s through the shifted path; wp already
  * packed, xs one thread's copies. */
 static void conv_shifted_forward_images(float *out, const float *in, const float *wp,
@@ -328,8 +404,15 @@ static void conv_shifted_forward_images(float *out, const float *in, const float
                                         float *xs)
 {
     const ul_pk *pk = ul_pk_get();
-    const int K = s->K, PQ = s->P * s->Q;
+    const int K = s->K, PQ = s->P * s->Q, G = conv_shifted_group(s, pk);
     const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)K * PQ;
+    if (G > 1) {
+        for (int n = n0; n < n1; n += G)
+            conv_shifted_lanes(out + n * out_img, out_img, in + n * in_img, in_img,
+                               n1 - n < G ? n1 - n : G, wp, b, false, K, s->C, s->H, s->W, xs,
+                               pk);
+        return;
+    }
     for (int n = n0; n < n1; n++) {
         float *y = out + n * out_img;
         float beta = 0.0f;
@@ -349,7 +432,15 @@ static void conv_shifted_dx_images(float *din, const float *dout, const float *w
                                    const ul_conv_shape *s, int n0, int n1, float *xs)
 {
     const ul_pk *pk = ul_pk_get();
+    const int G = conv_shifted_group(s, pk);
     const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
+    if (G > 1) {
+        for (int n = n0; n < n1; n += G)
+            conv_shifted_lanes(din + n * in_img, in_img, dout + n * out_img, out_img,
+                               n1 - n < G ? n1 - n : G, wp, NULL, true, s->C, s->K, s->P, s->Q,
+                               xs, pk);
+        return;
+    }
     for (int n = n0; n < n1; n++)
         conv_shifted_image(din + n * in_img, dout + n * out_img, wp, s->C, s->K, s->P, s->Q,
                            1.0f, xs, pk);
@@ -619,14 +710,16 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
         /* Packed once into thread 0's scratch, shared; copies per thread. */
         float *wp = scratch + L.wp;
         pack_w_shifted(ul_pk_get(), wp, w, s->K, s->C, false);
-        const int Ts = conv_threads(s->N);
+        const int G = conv_shifted_group(s, ul_pk_get()), groups = (s->N + G - 1) / G;
+        const int Ts = conv_threads(groups);
         if (Ts == 1) {
             conv_shifted_forward_images(out, in, wp, b, s, 0, s->N, scratch + L.xs);
             return;
         }
 #pragma omp parallel for schedule(static) num_threads(Ts)
-        for (int n = 0; n < s->N; n++)
-            conv_shifted_forward_images(out, in, wp, b, s, n, n + 1,
+        for (int gi = 0; gi < groups; gi++)
+            conv_shifted_forward_images(out, in, wp, b, s, gi * G,
+                                        s->N - gi * G < G ? s->N : gi * G + G,
                                         scratch + per * (size_t)omp_get_thread_num() + L.xs);
         return;
     }
@@ -803,13 +896,14 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     if (din && conv_shifted_ok(s)) {
         float *wps = scratch + L.wp;
         pack_w_shifted(ul_pk_get(), wps, w, K, s->C, true);
-        const int Ts = conv_threads(N);
+        const int G = conv_shifted_group(s, ul_pk_get()), groups = (N + G - 1) / G;
+        const int Ts = conv_threads(groups);
         if (Ts == 1) {
             conv_shifted_dx_images(din, dout, wps, s, 0, N, scratch + L.xs);
         } else {
 #pragma omp parallel for schedule(static) num_threads(Ts)
-            for (int n = 0; n < N; n++)
-                conv_shifted_dx_images(din, dout, wps, s, n, n + 1,
+            for (int gi = 0; gi < groups; gi++)
+                conv_shifted_dx_images(din, dout, wps, s, gi * G, N - gi * G < G ? N : gi * G + G,
                                        scratch + per * (size_t)omp_get_thread_num() + L.xs);
         }
         din = NULL;
