@@ -300,8 +300,19 @@ static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko
                     memset(d, 0, panel * sizeof(float));
                     continue;
                 }
+                const float *xh = x + (size_t)h * W + q0;
+                if (nr == 16 && jlo == 0 && jhi == 16) {
+                    /* An interior block: 16 plain values per channel. */
+                    for (int c = 0; c < Ci; c++) {
+                        const float *xr = xh + (size_t)c * HW;
+                        float *dc = d + (size_t)c * 16;
+                        for (int j = 0; j < 16; j++)
+                            dc[j] = xr[j];
+                    }
+                    continue;
+                }
                 for (int c = 0; c < Ci; c++) {
-                    const float *xr = x + (size_t)c * HW + (size_t)h * W + q0;
+                    const float *xr = xh + (size_t)c * HW;
                     float *dc = d + (size_t)c * nr;
                     for (int j = 0; j < jlo; j++)
                         dc[j] = 0.0f;
