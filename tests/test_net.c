@@ -686,6 +686,67 @@ END_TEST
 
 /* ---- BatchNorm modes, clone, misuse ------------------------------------------------ */
 
+/* Batch statistics of a channel far from zero (mean 1000, std 0.01) and of
+ * one near it, at one and at two threads: the two-thread pass combines
+ * shifted one-pass sums, which must stay as accurate as the two-pass
+ * reference in double. Running stats after one step from (0, 0) with
+ * momentum 0.1: 0.1·mean and 0.1·unbiased var. */
+START_TEST(test_bn_large_mean)
+{
+    const int N = 7, HW = 16;
+    ul_net *net = ul_net_new(2, 4, 4, 2);
+    ul_net_linear(net, "fc",
+                  ul_net_flatten(net, ul_net_global_avgpool(
+                                          net, ul_net_batchnorm(net, "bn", ul_net_input(net)))),
+                  2, true);
+    ul_rng rng;
+    ul_rng_seed(&rng, 3, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    ck_assert_int_eq(ul_net_reserve(net, N, &err), UL_OK);
+    float x[7 * 2 * 16];
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < HW; j++) {
+            x[(n * 2 + 0) * HW + j] = (float)(1000.0 + 0.01 * ul_rng_normal(&rng));
+            x[(n * 2 + 1) * HW + j] = (float)ul_rng_normal(&rng);
+        }
+    double want_m[2], want_v[2];
+    for (int c = 0; c < 2; c++) {
+        double sum = 0.0, ss = 0.0;
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < HW; j++)
+                sum += x[(n * 2 + c) * HW + j];
+        const double mu = sum / (N * HW);
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < HW; j++) {
+                double d = x[(n * 2 + c) * HW + j] - mu;
+                ss += d * d;
+            }
+        want_m[c] = 0.1 * mu;
+        want_v[c] = 0.1 * ss / (N * HW - 1);
+    }
+    float *rm = ul_net_find_tensor(net, "bn.running_mean")->data;
+    float *rv = ul_net_find_tensor(net, "bn.running_var")->data;
+    const int prev = ul_runtime_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        rm[0] = rm[1] = rv[0] = rv[1] = 0.0f;
+        ul_runtime_set_threads(threads);
+        ck_assert_ptr_nonnull(ul_net_forward(net, x, N, true));
+        for (int c = 0; c < 2; c++) {
+            /* float32 storage of the results: relative 1e-6 of the value. */
+            ck_assert_msg(fabs(rm[c] - want_m[c]) <= 1e-6 * fabs(want_m[c]) + 1e-7,
+                          "%d thread(s), channel %d: running mean %.9g, expected %.9g", threads,
+                          c, rm[c], want_m[c]);
+            ck_assert_msg(fabs(rv[c] - want_v[c]) <= 1e-4 * want_v[c],
+                          "%d thread(s), channel %d: running var %.9g, expected %.9g", threads, c,
+                          rv[c], want_v[c]);
+        }
+    }
+    ul_runtime_set_threads(prev);
+    ul_net_free(net);
+}
+END_TEST
+
 START_TEST(test_bn_modes_by_hand)
 {
     /* input (2,1,1) → bn → flatten: logits are the BN output itself. */
@@ -916,6 +977,7 @@ static Suite *net_suite(void)
 
     t = tcase_create("net");
     tcase_add_test(t, test_bn_modes_by_hand);
+    tcase_add_test(t, test_bn_large_mean);
     tcase_add_test(t, test_clone_identical);
     tcase_add_test(t, test_reinit);
     tcase_add_test(t, test_reserve_and_batch_size);
