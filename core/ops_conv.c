@@ -224,7 +224,10 @@ static size_t round_up_sz(size_t x, size_t m) { return (x + m - 1) / m * m; }
 static bool conv_shifted_ok(const ul_conv_shape *s)
 {
     const ul_pk *pk = ul_pk_get();
-    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1;
+    /* With very few input channels (an RGB or grey stem) the shifted
+     * path's products would be only 3·C deep; the packed im2col is 9·C. */
+    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1 &&
+           s->C >= 8;
 }
 
 /* Images per lane group: rows narrower than a panel (Q < nr) put

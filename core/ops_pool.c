@@ -1,6 +1,8 @@
 /* Max and average pooling with PyTorch's floor-mode output size. Each (n,c)
  * plane is one OpenMP iteration, so results do not depend on threads. */
 #include <math.h>
+#include <stdbool.h>
+#include <string.h>
 
 #include "unlearn/ops.h"
 
@@ -26,6 +28,69 @@ static void pool_window(int p, int k, int stride, int pad, int H, int *lo, int *
     *hi = b > H ? H : b;
 }
 
+/* Takes v (at index vi) as the maximum when v > m or v is NaN — the
+ * comparison of the general loop — with masks instead of a branch: which
+ * element of a window wins is data-dependent, and a mispredicted branch per
+ * element costs more than the whole comparison. */
+static inline void pool_take(float v, int32_t vi, float *m, int32_t *mi)
+{
+    const int32_t t = -(int32_t)((v > *m) | (v != v));
+    int32_t vb, mb;
+    memcpy(&vb, &v, sizeof vb);
+    memcpy(&mb, m, sizeof mb);
+    mb = (vb & t) | (mb & ~t);
+    memcpy(m, &mb, sizeof mb);
+    *mi = (vi & t) | (*mi & ~t);
+}
+
+#if defined(__GNUC__)
+/* Four 2×2 windows at a time with GCC/Clang vector extensions (portable:
+ * SSE on x86-64, NEON on ARM): even and odd columns are split with a
+ * shuffle, then pool_take's masks work lane-wise. Returns how many outputs
+ * of the row it did. */
+typedef float pool_v4f __attribute__((vector_size(16)));
+typedef int32_t pool_v4i __attribute__((vector_size(16)));
+
+static inline void pool_take4(pool_v4f v, pool_v4i vi, pool_v4f *m, pool_v4i *mi)
+{
+    const pool_v4i t = (v > *m) | (v != v);
+    *m = (pool_v4f)(((pool_v4i)v & t) | ((pool_v4i)*m & ~t));
+    *mi = (vi & t) | (*mi & ~t);
+}
+
+static int pool2x2_vec(const float *r0, const float *r1, float *yr, int32_t *ar, int32_t base,
+                       int W, int Q)
+{
+    int q = 0;
+    for (; q + 4 <= Q && 2 * q + 8 <= W; q += 4) {
+        pool_v4f t0, t1, u0, u1;
+        memcpy(&t0, r0 + 2 * q, sizeof t0);
+        memcpy(&t1, r0 + 2 * q + 4, sizeof t1);
+        memcpy(&u0, r1 + 2 * q, sizeof u0);
+        memcpy(&u1, r1 + 2 * q + 4, sizeof u1);
+        const pool_v4i even = {0, 2, 4, 6}, odd = {1, 3, 5, 7};
+        const pool_v4f a = __builtin_shuffle(t0, t1, even), b = __builtin_shuffle(t0, t1, odd);
+        const pool_v4f c = __builtin_shuffle(u0, u1, even), d = __builtin_shuffle(u0, u1, odd);
+        const pool_v4i i0 = base + 2 * q + even;
+        pool_v4f m = a;
+        pool_v4i mi = i0;
+        pool_take4(b, i0 + 1, &m, &mi);
+        pool_take4(c, i0 + W, &m, &mi);
+        pool_take4(d, i0 + W + 1, &m, &mi);
+        memcpy(yr + q, &m, sizeof m);
+        memcpy(ar + q, &mi, sizeof mi);
+    }
+    return q;
+}
+#else
+static int pool2x2_vec(const float *r0, const float *r1, float *yr, int32_t *ar, int32_t base,
+                       int W, int Q)
+{
+    (void)r0, (void)r1, (void)yr, (void)ar, (void)base, (void)W, (void)Q;
+    return 0;
+}
+#endif
+
 void ul_maxpool2d_forward(float *out, int32_t *argmax, const float *in, int N, int C, int H,
                           int W, int k, int stride, int pad)
 {
@@ -40,24 +105,27 @@ void ul_maxpool2d_forward(float *out, int32_t *argmax, const float *in, int N, i
         float *y = out + (size_t)i * P * Q;
         int32_t *am = argmax + (size_t)i * P * Q;
         if (k == 2 && stride == 2 && pad == 0) {
-            /* The common 2x2 window, unrolled; same visiting order and
-             * comparisons as the general loop below. */
-            for (int p = 0; p < P; p++)
-                for (int q = 0; q < Q; q++) {
-                    const int32_t i0 = 2 * p * W + 2 * q;
-                    const int32_t idx[4] = {i0, i0 + 1, i0 + W, i0 + W + 1};
-                    int32_t best_i = i0;
-                    float best = x[i0];
-                    for (int j = 1; j < 4; j++) {
-                        float v = x[idx[j]];
-                        if (v > best || isnan(v)) {
-                            best = v;
-                            best_i = idx[j];
-                        }
-                    }
-                    y[p * Q + q] = best;
-                    am[p * Q + q] = best_i;
+            /* The common 2x2 window, unrolled and branch-free; same
+             * visiting order and comparisons as the general loop below
+             * (v != v is isnan). */
+            for (int p = 0; p < P; p++) {
+                const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
+                float *yr = y + (size_t)p * Q;
+                int32_t *ar = am + (size_t)p * Q;
+                const int32_t base = 2 * p * W;
+                int q = pool2x2_vec(r0, r1, yr, ar, base, W, Q);
+                for (; q < Q; q++) {                    const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q],
+                                d = r1[2 * q + 1];
+                    const int32_t i0 = base + 2 * q;
+                    float m = a;
+                    int32_t mi = i0;
+                    pool_take(b, i0 + 1, &m, &mi);
+                    pool_take(c, i0 + W, &m, &mi);
+                    pool_take(d, i0 + W + 1, &m, &mi);
+                    yr[q] = m;
+                    ar[q] = mi;
                 }
+            }
             continue;
         }
         for (int p = 0; p < P; p++) {

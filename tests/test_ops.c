@@ -652,6 +652,54 @@ START_TEST(test_maxpool_propagates_nan)
 }
 END_TEST
 
+/* The 2×2 stride-2 window (vectorised four windows at a time, with a scalar
+ * tail) against a plain loop over each window in PyTorch's visiting order —
+ * first maximum wins, a NaN wins — on rows wide enough for the vector path
+ * and odd widths, with ties, NaNs and infinities in every lane position. */
+START_TEST(test_maxpool2x2_vs_naive)
+{
+    static const int widths[] = {8, 9, 20, 23};
+    ul_rng r;
+    ul_rng_seed(&r, 77, 0);
+    for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+        const int N = 2, C = 3, H = 6, W = widths[wi], P = H / 2, Q = W / 2;
+        const size_t n = (size_t)N * C * H * W, m = (size_t)N * C * P * Q;
+        float *in = falloc(n), *out = falloc(m);
+        int32_t *am = malloc(m * sizeof *am);
+        ck_assert_ptr_nonnull(am);
+        for (size_t i = 0; i < n; i++) {
+            /* Few distinct values, so windows often tie. */
+            uint32_t u = ul_rng_below(&r, 20);
+            in[i] = u == 0 ? NAN : u == 1 ? INFINITY : u == 2 ? -INFINITY
+                                                             : (float)(u % 4) - 1.5f;
+        }
+        ul_maxpool2d_forward(out, am, in, N, C, H, W, 2, 2, 0);
+        for (int pl = 0; pl < N * C; pl++)
+            for (int p = 0; p < P; p++)
+                for (int q = 0; q < Q; q++) {
+                    const float *x = in + (size_t)pl * H * W;
+                    int32_t bi = 2 * p * W + 2 * q;
+                    float best = x[bi];
+                    for (int dh = 0; dh < 2; dh++)
+                        for (int dw = 0; dw < 2; dw++) {
+                            int32_t idx = (2 * p + dh) * W + 2 * q + dw;
+                            if (idx == 2 * p * W + 2 * q)
+                                continue;
+                            if (x[idx] > best || isnan(x[idx])) {
+                                best = x[idx];
+                                bi = idx;
+                            }
+                        }
+                    const size_t o = ((size_t)pl * P + p) * Q + q;
+                    ck_assert_msg(am[o] == bi && (isnan(best) ? isnan(out[o]) : out[o] == best),
+                                  "W=%d plane %d window (%d,%d): got %g at %d, expected %g at %d",
+                                  W, pl, p, q, out[o], am[o], best, bi);
+                }
+        free(in), free(out), free(am);
+    }
+}
+END_TEST
+
 typedef struct {
     int N, C, H, W, k, stride, pad, P, Q;
     float *in, *out, *G;
@@ -978,6 +1026,7 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_pool_out_size);
     tcase_add_test(t, test_maxpool_pads_with_neg_inf);
     tcase_add_test(t, test_maxpool_propagates_nan);
+    tcase_add_test(t, test_maxpool2x2_vs_naive);
     tcase_add_loop_test(t, test_maxpool_grad, 0, 3);
     tcase_add_test(t, test_avgpool_hand);
     tcase_add_loop_test(t, test_avgpool_grad, 0, 3);
