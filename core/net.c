@@ -27,8 +27,8 @@
  *  - One conv scratch, sized for the largest convolution and one part per
  *    processor.
  *  - For the batch-parallel passes (net_team.c, used whenever more than one
- *    thread runs): per-thread parameter-gradient partials the size of the
- *    largest layer, and BatchNorm partial sums.
+ *    thread runs): per-thread weight-gradient partials the size of the
+ *    largest convolution, and BatchNorm partial sums.
  * All of it is allocated by ul_net_reserve; forward and backward never
  * allocate. */
 #include <math.h>
@@ -746,9 +746,10 @@ static size_t net_layout_act(ul_net *net, int B, float *base, int32_t *base_i32,
     return off;
 }
 
-/* The batch-parallel passes' buffers (net_team.c): per-thread parameter
- * gradient partials, the size of the largest layer's weights and bias, and
- * BatchNorm partial sums. They do not depend on the batch size. */
+/* The batch-parallel passes' buffers (net_team.c): per-thread weight
+ * gradient partials, the size of the largest convolution's weights and
+ * bias (linear layers need none), and BatchNorm partial sums. They do not
+ * depend on the batch size. */
 static int net_team_alloc(ul_net *net, ul_error *err)
 {
     if (net->team_cap)
@@ -761,8 +762,6 @@ static int net_team_alloc(ul_net *net, ul_error *err)
         size_t need = 0;
         if (nd->op == NET_CONV)
             need = (size_t)nd->conv.K * nd->conv.C * nd->conv.R * nd->conv.S + (size_t)nd->C;
-        else if (nd->op == NET_LINEAR)
-            need = (size_t)nd->C * net->nodes[nd->in[0]].C + (size_t)nd->C;
         if (need > part)
             part = need;
         if (nd->op == NET_BN && nd->C > red_c)

@@ -104,8 +104,8 @@ struct ul_net {
      * to team_cap threads. */
     int team_cap;
     size_t scratch_per;      /* conv scratch floats per thread */
-    float *part;             /* per-thread parameter-gradient partials */
-    size_t part_per;         /* floats per thread: the largest layer's w + b */
+    float *part;             /* per-thread conv weight-gradient partials */
+    size_t part_per;         /* floats per thread: the largest conv's w + b */
     double *red;             /* BatchNorm partial sums: [2 parities][team_cap][2·red_c] */
     int red_c;               /* the widest BatchNorm */
 };
