@@ -1,10 +1,10 @@
 /* 2-D convolution as GEMMs, with direct-loop references.
  *
  * Three ways to the same products, chosen per shape:
- *  - 3×3, stride 1, pad 1 with output rows at least 16 wide (ResNet-18's and
- *    the CNN's 32×32, 28×28 and 16×16 layers): forward and dX from three
- *    shifted copies of each image, read in place by BLIS's micro-kernel
- *    (see "shifted copies" below) — no im2col at all;
+ *  - 3×3, stride 1, pad 1 with at least 4 input channels (every such layer
+ *    of ResNet-18 and the CNN but an RGB or grey stem): forward and dX from
+ *    three shifted copies of each image, read in place by BLIS's
+ *    micro-kernel (see "shifted copies" below) — no im2col at all;
  *  - otherwise, when BLIS's micro-kernel is available (pack_gemm.h): the
  *    packed GEMM, with the im2col matrix packed straight from the image
  *    into micro-panels and the weights packed once per call;
@@ -208,7 +208,8 @@ static int conv_threads(int units)
 
 /* ---- 3×3 stride-1 convolutions from shifted copies -------------------------------
  * For a 3×3, stride 1, pad 1 convolution whose output rows are at least one
- * R panel (nr columns) wide, the im2col panels need no packing at all. Each
+ * R panel (nr columns) wide, the im2col panels need no packing at all
+ * (narrower rows: conv_shifted_lanes, several images per panel). Each
  * image is copied three times, once per horizontal kernel offset s, into
  * xs[s][qb][h'][c][nr] = x[c][h' − 1][qb·nr + j + s − 1] (zero outside the
  * image). Padded rows p, p+1, p+2 of one column block then form a
@@ -227,7 +228,7 @@ static bool conv_shifted_ok(const ul_conv_shape *s)
     /* With very few input channels (an RGB or grey stem) the shifted
      * path's products would be only 3·C deep; the packed im2col is 9·C. */
     return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1 &&
-           s->C >= 8;
+           s->C >= 4;
 }
 
 /* Images per lane group: rows narrower than a panel (Q < nr) put
