@@ -236,6 +236,8 @@ static const conv_case conv_cases[] = {
      * (256), K not a multiple of the micro-kernel's 6 rows. */
     {2, 4, 16, 16, 20, 3, 3, 1, 1, 1}, {3, 40, 8, 8, 5, 3, 3, 1, 1, 0},
     {3, 6, 4, 4, 7, 3, 3, 1, 1, 0},    {1, 2, 6, 6, 300, 3, 3, 1, 1, 0},
+    /* The shifted path with rows of one and a half panels (23 columns). */
+    {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
 };
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
