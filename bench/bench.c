@@ -142,7 +142,7 @@ static void bench_sgemm(result *r)
     }
     ul_sgemm(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     double best = 1e9;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 5; k++) {
         double t0 = now_s();
         ul_sgemm(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         double t = now_s() - t0;
@@ -333,6 +333,14 @@ int main(int argc, char **argv)
             fprintf(jf, "{\"scrub_epoch_seconds\": %.3f, \"scrub_ips\": %.1f, \"peak_rss_mib\": "
                         "%.1f}\n",
                     s.seconds, s.train_ips, rss);
+    }
+    /* The sgemm rate again at the end: one measurement at the start can
+     * land on a busy moment of a shared machine; the better of the two is
+     * the rate the hardware offers. */
+    result g2 = run_job(JOB_SGEMM, NULL, 0, 0, 0, 0, &rss);
+    if (g2.ok && g2.gflops > g.gflops) {
+        printf("sgemm 2048^3 again at the end: %.1f GFLOP/s (used below)\n", g2.gflops);
+        g.gflops = g2.gflops;
     }
     if (isfinite(full_rate))
         printf("resnet18 w=1 3x32x32 training step: %.1f GFLOP/s (3 x forward multiply-adds x 2), "

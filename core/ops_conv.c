@@ -557,6 +557,12 @@ static void im2col_table(int32_t *tbl, const ul_conv_shape *s, const conv_block 
                 }
 }
 
+/* Whether pack_im2col_rows16 applies (given the whole block in one call). */
+static bool im2col_rows16(const ul_conv_shape *s, int w)
+{
+    return w == 16 && s->stride == 1 && s->Q % 16 == 0;
+}
+
 /* The common case, stride 1 with output rows a whole number of panels
  * wide: every output row starts a panel, and all but its edge chunks are
  * plain 16-float copies. */
@@ -600,8 +606,8 @@ static void pack_im2col(float *dst, int w, int j0, int nj, int k0, int kc, const
     const im2col_ctx *x = ctx;
     const ul_conv_shape *s = x->s;
     const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
-    const int st = s->stride, seg = (x->b.p1 - x->b.p0) * Q;
-    if (w == 16 && st == 1 && Q % 16 == 0 && j0 == 0 && nj == x->b.nbc * seg) {
+    const int seg = (x->b.p1 - x->b.p0) * Q;
+    if (im2col_rows16(s, w) && j0 == 0 && nj == x->b.nbc * seg) {
         pack_im2col_rows16(dst, k0, kc, x);
         return;
     }
@@ -663,8 +669,10 @@ static void conv_forward_unit(float *out, const float *in, const float *w, const
             ul_pk_gemm(pk, K, cols, CRS, wp, ul_pk_pack_rows, &r, beta, y, ldy,
                        scratch + L.rb);
         } else if (pk) {
+            /* The gather table, unless the block packs as whole rows. */
             int32_t *tbl = (int32_t *)(scratch + L.tbl);
-            im2col_table(tbl, s, &blk);
+            if (!im2col_rows16(s, pk->wr) || cols > UL_PK_NC)
+                im2col_table(tbl, s, &blk);
             im2col_ctx x = {in, s, blk, tbl};
             ul_pk_gemm(pk, K, cols, CRS, wp, pack_im2col, &x, beta, y, ldy, scratch + L.rb);
         } else {
