@@ -180,6 +180,17 @@ static bool bn_relu_fused(const ul_net *net, int i)
 /* ReLU as ul_relu_forward computes it (NaN passes through). */
 static inline float relu1(float v) { return v < 0.0f ? 0.0f : v; }
 
+/* y = x·scale + shift over one channel plane, then the fused ReLU. */
+static void bn_affine(float *y, const float *x, int n, float scale, float shift, bool relu)
+{
+    if (relu)
+        for (int j = 0; j < n; j++)
+            y[j] = relu1(x[j] * scale + shift);
+    else
+        for (int j = 0; j < n; j++)
+            y[j] = x[j] * scale + shift;
+}
+
 /* Training-mode forward. Each thread sums its examples around a shift k
  * (its first value of the channel): with s1 = Σ(x − k), s2 = Σ(x − k)²
  * over its m values, its mean is k + s1/m and its sum of squared
@@ -219,14 +230,8 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a, bool rel
         const double var = m2 > 0.0 ? m2 / M : 0.0, rs = 1.0 / sqrt(var + BN_EPS);
         const float scale = (float)(nd->w[c] * rs), shift = (float)(nd->b[c] - mu * nd->w[c] * rs);
         for (int i = 0; i < n; i++) {
-            const float *x = x0 + i * img + (size_t)c * HW;
-            float *y = y0 + i * img + (size_t)c * HW;
-            if (relu)
-                for (int j = 0; j < HW; j++)
-                    y[j] = relu1(x[j] * scale + shift);
-            else
-                for (int j = 0; j < HW; j++)
-                    y[j] = x[j] * scale + shift;
+            const size_t off = i * img + (size_t)c * HW;
+            bn_affine(y0 + off, x0 + off, HW, scale, shift, relu);
         }
         if (tm->t == 0) {
             nd->mean[c] = (float)mu;
@@ -253,14 +258,8 @@ static void bn_forward_eval(team *tm, net_node *nd, const net_node *a, bool relu
         for (int c = 0; c < C; c++) {
             const float scale = nd->w[c] / sqrtf(nd->running_var[c] + BN_EPS);
             const float shift = nd->b[c] - nd->running_mean[c] * scale;
-            const float *x = x0 + i * img + (size_t)c * HW;
-            float *y = y0 + i * img + (size_t)c * HW;
-            if (relu)
-                for (int j = 0; j < HW; j++)
-                    y[j] = relu1(x[j] * scale + shift);
-            else
-                for (int j = 0; j < HW; j++)
-                    y[j] = x[j] * scale + shift;
+            const size_t off = i * img + (size_t)c * HW;
+            bn_affine(y0 + off, x0 + off, HW, scale, shift, relu);
         }
 }
 
