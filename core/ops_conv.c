@@ -42,6 +42,7 @@
 
 #include "gemm.h"
 #include "ops_local.h"
+#include "ops_wino.h"
 #include "pack_gemm.h"
 
 #define UL_CONV_COLS 256
@@ -468,7 +469,7 @@ static size_t a16(size_t n) { return (n + 15) / 16 * 16; }
 /* Offsets (floats) of the parts of one thread's scratch; see the top of the
  * file. Each part starts on a 64-byte boundary. */
 typedef struct conv_scratch {
-    size_t col, tmp, dw, wp, rb, tbl, xs, total;
+    size_t col, tmp, dw, wp, rb, tbl, xs, total; /* the Winograd path starts at wp */
 } conv_scratch;
 
 static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
@@ -499,6 +500,11 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
         off += a16((size_t)s->R * s->S * cols); /* int32 entries */
         L.xs = off;
         off += a16(conv_shifted_ok(s) ? conv_shifted_xs(s, pk) : 0);
+        /* The Winograd path's buffers share the space from wp on. */
+        if (ul_wino_ok(s)) {
+            const size_t end = L.wp + a16(ul_wino_scratch(s));
+            off = end > off ? end : off;
+        }
     }
     L.total = off;
     return L;
@@ -719,6 +725,68 @@ static const float *conv_pack_weights(const ul_conv_shape *s, const float *w, fl
     return wp;
 }
 
+/* The Winograd path over the batch: one contiguous range of images per
+ * thread, each with its own scratch; weight gradients are summed per
+ * thread and then added in thread order. */
+static void conv_wino_forward(float *out, const float *in, const float *w, const float *b,
+                              const ul_conv_shape *s, float *scratch)
+{
+    const conv_scratch L = conv_scratch_layout(s);
+    const int T = conv_threads(s->N);
+    if (T == 1) {
+        ul_wino_forward(out, in, w, b, s, scratch + L.wp);
+        return;
+    }
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int n0 = s->N * t / nt, n1 = s->N * (t + 1) / nt;
+        ul_conv_shape sub = *s;
+        sub.N = n1 - n0;
+        if (sub.N > 0)
+            ul_wino_forward(out + n0 * out_img, in + n0 * in_img, w, b, &sub,
+                            scratch + L.total * (size_t)t + L.wp);
+    }
+}
+
+static void conv_wino_backward(float *din, float *dw, const float *dout, const float *in,
+                               const float *w, const ul_conv_shape *s, float *scratch)
+{
+    const conv_scratch L = conv_scratch_layout(s);
+    const int T = conv_threads(s->N);
+    if (T == 1) {
+        ul_wino_backward(din, dw, dout, in, w, s, scratch + L.wp);
+        return;
+    }
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
+    const size_t wsize = (size_t)s->K * s->C * 9;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int n0 = s->N * t / nt, n1 = s->N * (t + 1) / nt;
+        float *mine = scratch + L.total * (size_t)t;
+        float *acc = dw ? mine + L.dw : NULL;
+        if (acc)
+            memset(acc, 0, wsize * sizeof(float));
+        ul_conv_shape sub = *s;
+        sub.N = n1 - n0;
+        if (sub.N > 0)
+            ul_wino_backward(din ? din + n0 * in_img : NULL, acc, dout + n0 * out_img,
+                             in + n0 * in_img, w, &sub, mine + L.wp);
+        if (dw) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < wsize; i++) {
+                float sum = 0.0f;
+                for (int j = 0; j < nt; j++)
+                    sum += scratch[L.total * (size_t)j + L.dw + i];
+                dw[i] += sum;
+            }
+        }
+    }
+}
+
 void ul_conv2d_forward(float *out, const float *in, const float *w, const float *b,
                        const ul_conv_shape *s, float *scratch)
 {
@@ -729,6 +797,10 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
     const int units = conv_units(s, nb), T = conv_threads(units);
     const conv_scratch L = conv_scratch_layout(s);
     const size_t per = L.total;
+    if (ul_wino_ok(s)) {
+        conv_wino_forward(out, in, w, b, s, scratch);
+        return;
+    }
     if (conv_shifted_ok(s)) {
         /* Packed once into thread 0's scratch, shared; copies per thread. */
         float *wp = scratch + L.wp;
@@ -861,6 +933,10 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
+    if (ul_wino_ok(s)) {
+        ul_wino_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).wp);
+        return;
+    }
     if (conv_shifted_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
         pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, false);
@@ -881,6 +957,10 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
             db_acc[k] += conv_bias_grad(dout, s, k);
     if (!din && !dw_acc)
         return;
+    if (ul_wino_ok(s)) {
+        ul_wino_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).wp);
+        return;
+    }
     if (din && conv_shifted_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
         pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, true);
@@ -911,6 +991,10 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     }
     if (!din && !dw)
         return;
+    if (ul_wino_ok(s)) {
+        conv_wino_backward(din, dw, dout, in, w, s, scratch);
+        return;
+    }
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb), T = conv_threads(units);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_wino.h"
 #include "pack_gemm.h"
 #include "runtime.h"
 #include "unlearn/ops.h"
@@ -238,7 +239,15 @@ static const conv_case conv_cases[] = {
     {3, 6, 4, 4, 7, 3, 3, 1, 1, 0},    {1, 2, 6, 6, 300, 3, 3, 1, 1, 0},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
+    /* The Winograd path (ops_wino.c, 16 or more channels each way): odd
+     * sizes (clipped edge tiles), channels not a multiple of the
+     * micro-kernel's 6 rows or 16 lanes, blocks of tiles that span images
+     * and end in a partial panel (3·100 tiles against blocks of 256), a
+     * block size cut for 130 channels, and 4×4 images. */
+    {3, 17, 20, 20, 20, 3, 3, 1, 1, 1}, {2, 16, 7, 9, 33, 3, 3, 1, 1, 0},
+    {2, 130, 6, 5, 16, 3, 3, 1, 1, 1}, {5, 24, 4, 4, 18, 3, 3, 1, 1, 1},
 };
+#define FIRST_WINO_CASE 18
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
 typedef struct {
@@ -415,6 +424,11 @@ static void conv_vs_ref(int _i)
     char what[96];
     snprintf(what, sizeof what, "conv case %d (%dx%d k%dx%d s%d p%d)", _i, k->H, k->W, k->R,
              k->S, k->stride, k->pad);
+    /* The Winograd cases must take that path whenever the micro-kernel is
+     * there in its own orientation (not in ops-blis or transposed tiles). */
+    const ul_pk *pk = ul_pk_get();
+    if (_i >= FIRST_WINO_CASE && pk && ul_pk_native(pk))
+        ck_assert_msg(ul_wino_ok(&c.s), "%s: expected the Winograd path", what);
 
     float *want = falloc(c.nout);
     ul_conv2d_forward_ref(want, c.in, c.w, c.b, &c.s);

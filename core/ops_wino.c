@@ -1,0 +1,625 @@
+/* 3×3, stride-1, pad-1 convolutions by Winograd's minimal filtering
+ * F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+ * Networks", 2016), with the products on BLIS's micro-kernel.
+ *
+ * The output is cut into 2×2 tiles; tile (ty, tx) of an image reads the
+ * 4×4 input patch whose top-left corner is (2·ty − 1, 2·tx − 1), zero
+ * outside the image. With
+ *     Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],
+ *     G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
+ *     Aᵀ = [1 1 1 0; 0 1 −1 −1],
+ * a tile of channel k is Aᵀ·(Σ_c U[k][c] ⊙ V[c])·A, where U = G·g·Gᵀ is the
+ * transformed 3×3 kernel and V = Bᵀ·d·B the transformed patch. For each of
+ * the 16 positions ξ of the 4×4 transform the sum over c is a GEMM:
+ *     M[ξ] (K × tiles) = U[ξ] (K × C) · V[ξ] (C × tiles),
+ * 16 products of 4·K·C multiply-adds per output tile against the direct
+ * convolution's 9·4·K·C: 2.25× fewer. The backward pass is the exact
+ * adjoint of the same chain:
+ *     dM = A·dY·Aᵀ,  dV[ξ] = U[ξ]ᵀ·dM[ξ],  dX += scatter of B·dV·Bᵀ,
+ *     dU[ξ] = Σ_tiles dM[ξ]·V[ξ]ᵀ,  dW = Gᵀ·dU·G,
+ * so dX and dW take 2.25× fewer multiply-adds as well. The transforms'
+ * coefficients are 0, ±1 and ±½, but the sums round differently from a
+ * direct convolution's: results agree with it to float rounding, not
+ * bit for bit (UNLEARN_WINOGRAD=0 turns the path off).
+ *
+ * The transforms write their results straight into the micro-kernel's
+ * packed panel layouts (pack_gemm.h): tiles across the R panels' lanes, or
+ * along the depth for the weight-gradient products. Tiles are numbered
+ * image by image, row by row, and processed in blocks of nt; one call runs
+ * on one thread. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_wino.h"
+#include "pack_gemm.h"
+
+#define UL_WINO_MIN_C 16
+
+enum { XI = 16 }; /* values of one transformed tile */
+
+static int wino_mode(void)
+{
+    /* 0: off, 1: layers with enough channels, 2: every 3×3 s1 p1 layer. */
+    static int mode = -1;
+    int m = __atomic_load_n(&mode, __ATOMIC_RELAXED);
+    if (m < 0) {
+        const char *e = getenv("UNLEARN_WINOGRAD");
+        m = !e ? 1 : strcmp(e, "0") == 0 ? 0 : strcmp(e, "all") == 0 ? 2 : 1;
+        __atomic_store_n(&mode, m, __ATOMIC_RELAXED);
+    }
+    return m;
+}
+
+bool ul_wino_ok(const ul_conv_shape *s)
+{
+    if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
+        return false;
+    const int mode = wino_mode();
+    if (mode == 0 || (mode == 1 && (s->C < UL_WINO_MIN_C || s->K < UL_WINO_MIN_C)))
+        return false;
+    const ul_pk *pk = ul_pk_get();
+    return pk && ul_pk_native(pk);
+}
+
+/* ---- geometry and scratch ------------------------------------------------------ */
+
+static size_t rnd(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+typedef struct {
+    int TW, tpi; /* tiles per row, per image */
+    int T;       /* tiles of all s->N images */
+    int ntf, ntb;
+} wino_geom;
+
+/* Tiles per block. Forward: the transformed inputs of a block, 16·C·ntf
+ * floats, stay within about 1 MiB. Backward: the weight-gradient products
+ * take the block as their depth, and their results (16·C·K) are read and
+ * written once per block, so blocks are deeper. */
+static int wino_ntf(const ul_conv_shape *s, int wr)
+{
+    const int ch = s->C > s->K ? s->C : s->K;
+    int nt = (1 << 18) / (XI * ch) / wr * wr;
+    return nt < wr ? wr : nt > 256 ? 256 : nt;
+}
+
+static int wino_ntb(const ul_conv_shape *s, int wr)
+{
+    const int ch = s->C > s->K ? s->C : s->K;
+    return (int)rnd(ch <= 128 ? 256 : 128, (size_t)wr);
+}
+
+static wino_geom wino_geometry(const ul_conv_shape *s, const ul_pk *pk)
+{
+    wino_geom g;
+    const int TH = (s->H + 1) / 2;
+    g.TW = (s->W + 1) / 2;
+    g.tpi = TH * g.TW;
+    g.T = s->N * g.tpi;
+    g.ntf = wino_ntf(s, pk->wr);
+    g.ntb = wino_ntb(s, pk->wr);
+    return g;
+}
+
+/* Offsets (floats) of the scratch parts, each 64-byte aligned. Forward:
+ * up (packed U), vp (V as R panels), mb (M, K × ntf per ξ). Backward: ut
+ * (packed Uᵀ), r1 (dM as R panels, depth K), dv (dV, C × ntb per ξ), vl (V
+ * as L panels, depth tiles), r2 (dM as R panels, depth tiles), du (dUᵀ,
+ * C × K per ξ). */
+typedef struct {
+    size_t up, vp, mb, fwd;
+    size_t ut, r1, dv, vl, r2, du, bwd;
+    size_t rows; /* the transforms' row buffers, after either set */
+    /* per-ξ strides */
+    size_t up_x, vp_x, mb_x, ut_x, r1_x, dv_x, vl_x, r2_x, du_x;
+} wino_layout;
+
+static size_t a16(size_t n) { return rnd(n, 16); }
+
+static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk)
+{
+    const size_t C = (size_t)s->C, K = (size_t)s->K, wl = (size_t)pk->wl, wr = (size_t)pk->wr;
+    const size_t ntf = (size_t)wino_ntf(s, pk->wr), ntb = (size_t)wino_ntb(s, pk->wr);
+    wino_layout L;
+    L.up_x = a16(rnd(K, wl) * C);
+    L.vp_x = a16(ntf * C);
+    L.mb_x = a16(K * ntf);
+    L.up = 0;
+    L.vp = L.up + XI * L.up_x;
+    L.mb = L.vp + XI * L.vp_x;
+    L.fwd = L.mb + XI * L.mb_x;
+    L.ut_x = a16(rnd(C, wl) * K);
+    L.r1_x = a16(ntb * K);
+    L.dv_x = a16(C * ntb);
+    L.vl_x = a16(rnd(C, wl) * ntb);
+    L.r2_x = a16(rnd(K, wr) * ntb);
+    L.du_x = a16(C * K);
+    L.ut = 0;
+    L.r1 = L.ut + XI * L.ut_x;
+    L.dv = L.r1 + XI * L.r1_x;
+    L.vl = L.dv + XI * L.dv_x;
+    L.r2 = L.vl + XI * L.vl_x;
+    L.du = L.r2 + XI * L.r2_x;
+    L.bwd = L.du + XI * L.du_x;
+    /* seg (16·TW) and the transforms' temporaries (16·TW + 2·(TW + 1)). */
+    const size_t tw = (size_t)(s->W + 1) / 2;
+    L.rows = L.fwd > L.bwd ? L.fwd : L.bwd;
+    L.fwd = L.bwd = L.rows + a16(XI * tw + XI * tw + 2 * (tw + 1));
+    return L;
+}
+
+size_t ul_wino_scratch(const ul_conv_shape *s)
+{
+    const ul_pk *pk = ul_pk_get();
+    if (!pk)
+        return 0;
+    wino_layout L = wino_scratch_layout(s, pk);
+    return L.fwd > L.bwd ? L.fwd : L.bwd;
+}
+
+/* ---- the transforms --------------------------------------------------------------- */
+
+/* U = G·g·Gᵀ for one 3×3 kernel g (row-major). */
+static void wino_kernel(float u[XI], const float *g)
+{
+    float t[4][3];
+    for (int j = 0; j < 3; j++) {
+        const float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+        t[0][j] = g0;
+        t[1][j] = 0.5f * (g0 + g1 + g2);
+        t[2][j] = 0.5f * (g0 - g1 + g2);
+        t[3][j] = g2;
+    }
+    for (int i = 0; i < 4; i++) {
+        const float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+        u[i * 4 + 0] = g0;
+        u[i * 4 + 1] = 0.5f * (g0 + g1 + g2);
+        u[i * 4 + 2] = 0.5f * (g0 - g1 + g2);
+        u[i * 4 + 3] = g2;
+    }
+}
+
+/* dg = Gᵀ·dU·G, added into the 3×3 kernel gradient dg. */
+static void wino_kernel_grad(float *dg, const float u[XI])
+{
+    float t[3][4];
+    for (int j = 0; j < 4; j++) {
+        const float u0 = u[j], u1 = u[4 + j], u2 = u[8 + j], u3 = u[12 + j];
+        t[0][j] = u0 + 0.5f * (u1 + u2);
+        t[1][j] = 0.5f * (u1 - u2);
+        t[2][j] = 0.5f * (u1 + u2) + u3;
+    }
+    for (int i = 0; i < 3; i++) {
+        const float u0 = t[i][0], u1 = t[i][1], u2 = t[i][2], u3 = t[i][3];
+        dg[i * 3 + 0] += u0 + 0.5f * (u1 + u2);
+        dg[i * 3 + 1] += 0.5f * (u1 - u2);
+        dg[i * 3 + 2] += 0.5f * (u1 + u2) + u3;
+    }
+}
+
+/* The data transforms work on a segment of one tile row at a time: tiles
+ * [tx0, tx0 + len) of tile row ty, each of the 16 values ξ as an array
+ * over the segment (row stride ld), so that every loop runs along the
+ * tiles with unit stride. */
+
+/* Horizontal half of Bᵀ·d·B for input row h: for tile tx, with a..d the
+ * row's columns 2·tx − 1 .. 2·tx + 2 (zero outside the image),
+ * hr[j·ld + t] = (a − c, b + c, c − b, b − d)[j]. e and o hold len + 1
+ * floats each. */
+static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int H, int W, int tx0,
+                      int len, float *restrict e, float *restrict o)
+{
+    if (h < 0 || h >= H) {
+        for (int j = 0; j < 4; j++)
+            memset(hr + (size_t)j * ld, 0, (size_t)len * sizeof(float));
+        return;
+    }
+    const float *xr = x + (size_t)h * W;
+    /* e[t] = column 2·(tx0 + t) − 1, o[t] = column 2·(tx0 + t). */
+    for (int t = 0; t <= len; t++) {
+        const int c = 2 * (tx0 + t) - 1;
+        if (c >= 0 && c + 1 < W) {
+            e[t] = xr[c];
+            o[t] = xr[c + 1];
+        } else {
+            e[t] = c >= 0 && c < W ? xr[c] : 0.0f;
+            o[t] = c + 1 >= 0 && c + 1 < W ? xr[c + 1] : 0.0f;
+        }
+    }
+    float *restrict h0 = hr, *restrict h1 = hr + ld, *restrict h2 = hr + 2 * (size_t)ld,
+                    *restrict h3 = hr + 3 * (size_t)ld;
+    for (int t = 0; t < len; t++) {
+        const float a = e[t], b = o[t], c = e[t + 1], d = o[t + 1];
+        h0[t] = a - c;
+        h1[t] = b + c;
+        h2[t] = c - b;
+        h3[t] = b - d;
+    }
+}
+
+/* V = Bᵀ·d·B for the segment: v[ξ·ld + t]. hb holds 16·ld + 2·(ld + 1)
+ * floats. */
+static void wino_in_rows(float *restrict v, int ld, const float *x, int H, int W, int ty,
+                         int tx0, int len, float *restrict hb)
+{
+    float *e = hb + 16 * (size_t)ld, *o = e + ld + 1;
+    for (int r = 0; r < 4; r++)
+        wino_hrow(hb + (size_t)r * 4 * ld, ld, x, 2 * ty - 1 + r, H, W, tx0, len, e, o);
+    for (int j = 0; j < 4; j++) {
+        const float *restrict d0 = hb + (size_t)j * ld, *restrict d1 = d0 + 4 * (size_t)ld,
+                              *restrict d2 = d0 + 8 * (size_t)ld, *restrict d3 = d0 + 12 * (size_t)ld;
+        float *restrict v0 = v + (size_t)j * ld, *restrict v1 = v0 + 4 * (size_t)ld,
+                        *restrict v2 = v0 + 8 * (size_t)ld, *restrict v3 = v0 + 12 * (size_t)ld;
+        for (int t = 0; t < len; t++) {
+            v0[t] = d0[t] - d2[t];
+            v1[t] = d1[t] + d2[t];
+            v2[t] = d2[t] - d1[t];
+            v3[t] = d1[t] - d3[t];
+        }
+    }
+}
+
+/* Y = Aᵀ·M·A + bias for the segment, written to the output plane y (rows
+ * 2·ty and 2·ty + 1, clipped at odd edges). m[ξ·ms + t]; tmp holds 4·len
+ * floats. */
+static void wino_out_rows(float *y, int H, int W, int ty, int tx0, int len, const float *m,
+                          size_t ms, float bias, float *restrict tmp)
+{
+    float *restrict y0 = tmp, *restrict y1 = tmp + len, *restrict y2 = tmp + 2 * (size_t)len,
+                    *restrict y3 = tmp + 3 * (size_t)len;
+    const float *restrict m0 = m, *restrict m1 = m + ms, *restrict m2 = m + 2 * ms,
+                          *restrict m3 = m + 3 * ms, *restrict m4 = m + 4 * ms,
+                          *restrict m5 = m + 5 * ms, *restrict m6 = m + 6 * ms,
+                          *restrict m7 = m + 7 * ms, *restrict m8 = m + 8 * ms,
+                          *restrict m9 = m + 9 * ms, *restrict m10 = m + 10 * ms,
+                          *restrict m11 = m + 11 * ms, *restrict m12 = m + 12 * ms,
+                          *restrict m13 = m + 13 * ms, *restrict m14 = m + 14 * ms,
+                          *restrict m15 = m + 15 * ms;
+    for (int t = 0; t < len; t++) {
+        /* Rows of Aᵀ·M, then columns. */
+        const float a0 = m0[t] + m4[t] + m8[t], a1 = m1[t] + m5[t] + m9[t];
+        const float a2 = m2[t] + m6[t] + m10[t], a3 = m3[t] + m7[t] + m11[t];
+        const float b0 = m4[t] - m8[t] - m12[t], b1 = m5[t] - m9[t] - m13[t];
+        const float b2 = m6[t] - m10[t] - m14[t], b3 = m7[t] - m11[t] - m15[t];
+        y0[t] = a0 + a1 + a2 + bias;
+        y1[t] = a1 - a2 - a3 + bias;
+        y2[t] = b0 + b1 + b2 + bias;
+        y3[t] = b1 - b2 - b3 + bias;
+    }
+    for (int i = 0; i < 2; i++) {
+        const int h = 2 * ty + i;
+        if (h >= H)
+            break;
+        float *restrict row = y + (size_t)h * W + 2 * tx0;
+        const float *restrict l = i ? y2 : y0, *restrict r = i ? y3 : y1;
+        /* The last tile of a row of odd width has one column. */
+        const int full = 2 * (tx0 + len) <= W ? len : len - 1;
+        for (int t = 0; t < full; t++) {
+            row[2 * t] = l[t];
+            row[2 * t + 1] = r[t];
+        }
+        if (full < len)
+            row[2 * full] = l[full];
+    }
+}
+
+/* dM = A·dY·Aᵀ for the segment of output plane dy: m[ξ·ld + t]; tmp
+ * holds 4·len floats. */
+static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H, int W, int ty,
+                              int tx0, int len, float *restrict tmp)
+{
+    float *restrict e0 = tmp, *restrict o0 = tmp + len, *restrict e1 = tmp + 2 * (size_t)len,
+                    *restrict o1 = tmp + 3 * (size_t)len;
+    for (int i = 0; i < 2; i++) {
+        float *restrict e = i ? e1 : e0, *restrict o = i ? o1 : o0;
+        const int h = 2 * ty + i;
+        if (h >= H) {
+            memset(e, 0, (size_t)len * sizeof(float));
+            memset(o, 0, (size_t)len * sizeof(float));
+            continue;
+        }
+        const float *restrict row = dy + (size_t)h * W + 2 * tx0;
+        const int full = 2 * (tx0 + len) <= W ? len : len - 1;
+        for (int t = 0; t < full; t++) {
+            e[t] = row[2 * t];
+            o[t] = row[2 * t + 1];
+        }
+        if (full < len) {
+            e[full] = row[2 * full];
+            o[full] = 0.0f;
+        }
+    }
+    for (int t = 0; t < len; t++) {
+        /* A·dY (4×2), then times Aᵀ along the rows. */
+        const float y00 = e0[t], y01 = o0[t], y10 = e1[t], y11 = o1[t];
+        const float r[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11},
+                               {-y10, -y11}};
+        for (int i = 0; i < 4; i++) {
+            m[(size_t)(4 * i + 0) * ld + t] = r[i][0];
+            m[(size_t)(4 * i + 1) * ld + t] = r[i][0] + r[i][1];
+            m[(size_t)(4 * i + 2) * ld + t] = r[i][0] - r[i][1];
+            m[(size_t)(4 * i + 3) * ld + t] = -r[i][1];
+        }
+    }
+}
+
+/* Adds B·dV·Bᵀ of each tile of the segment onto its 4×4 patch of the input
+ * plane dx. v[ξ·vs + t]; tmp holds 16·ld + 2·(ld + 1) floats. */
+static void wino_in_adj_rows(float *dx, int H, int W, int ty, int tx0, int len, const float *v,
+                             size_t vs, int ld, float *restrict tmp)
+{
+    float *restrict d = tmp, *restrict ev = tmp + 16 * (size_t)ld, *restrict od = ev + ld + 1;
+    for (int j = 0; j < 4; j++) {
+        const float *restrict v0 = v + j * vs, *restrict v1 = v + (4 + j) * vs,
+                              *restrict v2 = v + (8 + j) * vs, *restrict v3 = v + (12 + j) * vs;
+        float *restrict t0 = d + (size_t)j * ld, *restrict t1 = t0 + 4 * (size_t)ld,
+                        *restrict t2 = t0 + 8 * (size_t)ld, *restrict t3 = t0 + 12 * (size_t)ld;
+        for (int t = 0; t < len; t++) {
+            t0[t] = v0[t];
+            t1[t] = v1[t] - v2[t] + v3[t];
+            t2[t] = v1[t] + v2[t] - v0[t];
+            t3[t] = -v3[t];
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        const int h = 2 * ty - 1 + i;
+        if (h < 0 || h >= H)
+            continue;
+        const float *restrict a = d + (size_t)4 * i * ld, *restrict b = a + ld,
+                              *restrict c = a + 2 * (size_t)ld, *restrict e = a + 3 * (size_t)ld;
+        /* Row i of each patch, Bᵀ applied along it: (a, b − c + e, b + c − a,
+         * −e). Tiles overlap by two columns: column 2·(tx0 + t) − 1 takes
+         * the first value of tile t and the third of tile t − 1, column
+         * 2·(tx0 + t) the second of t and the fourth of t − 1. */
+        for (int t = 0; t <= len; t++) {
+            float x0 = 0.0f, x1 = 0.0f;
+            if (t < len) {
+                x0 = a[t];
+                x1 = b[t] - c[t] + e[t];
+            }
+            if (t > 0) {
+                x0 += b[t - 1] + c[t - 1] - a[t - 1];
+                x1 -= e[t - 1];
+            }
+            ev[t] = x0;
+            od[t] = x1;
+        }
+        float *row = dx + (size_t)h * W;
+        for (int t = 0; t <= len; t++) {
+            const int col = 2 * (tx0 + t) - 1;
+            if (col >= 0 && col < W)
+                row[col] += ev[t];
+            if (col + 1 >= 0 && col + 1 < W)
+                row[col + 1] += od[t];
+        }
+    }
+}
+
+/* Copies len values into lanes [tl, tl + len) of row r of R panels of
+ * depth kd: panel p at p·kd·wr, element [r·wr + lane]. */
+static void wino_put_lanes(float *dst, int kd, int wr, int r, int tl, const float *src, int len)
+{
+    while (len > 0) {
+        const int lane = tl % wr, chunk = len < wr - lane ? len : wr - lane;
+        float *p = dst + (size_t)(tl / wr) * kd * wr + (size_t)r * wr + lane;
+        for (int t = 0; t < chunk; t++)
+            p[t] = src[t];
+        tl += chunk;
+        src += chunk;
+        len -= chunk;
+    }
+}
+
+/* A segment of a block: len tiles of tile row ty of image n from column
+ * tx0, at block position tl. */
+typedef struct {
+    int n, ty, tx0, len, tl;
+} wino_seg;
+
+/* The next segment of block [t0, t0 + nb) starting at tile t. */
+static wino_seg wino_seg_at(const wino_geom *g, int t, int t0, int nb)
+{
+    const int r = t % g->tpi, tx0 = r % g->TW, left = t0 + nb - t;
+    return (wino_seg){t / g->tpi, r / g->TW, tx0, g->TW - tx0 < left ? g->TW - tx0 : left,
+                      t - t0};
+}
+
+/* Packs U[ξ] (rows o of Ko, depth i of Ki) as L panels for every ξ:
+ * dst[ξ·stride + (o/wl)·Ki·wl + i·wl + o%wl]. Forward (Ko, Ki) = (K, C);
+ * with transposed, (Ko, Ki) = (C, K) and the value is U[ξ][i][o]. Rows past
+ * Ko are zero. */
+static void wino_pack_kernels(float *dst, size_t stride, const float *w, int K, int C,
+                              bool transposed, int wl)
+{
+    const int Ko = transposed ? C : K, Ki = transposed ? K : C, rows = (int)rnd((size_t)Ko, wl);
+    float u[XI];
+    for (int o = Ko; o < rows; o++)
+        for (int i = 0; i < Ki; i++)
+            for (int x = 0; x < XI; x++)
+                dst[x * stride + (size_t)(o / wl) * Ki * wl + (size_t)i * wl + o % wl] = 0.0f;
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++) {
+            wino_kernel(u, w + ((size_t)k * C + c) * 9);
+            const int o = transposed ? c : k, i = transposed ? k : c;
+            float *d = dst + (size_t)(o / wl) * Ki * wl + (size_t)i * wl + o % wl;
+            for (int x = 0; x < XI; x++)
+                d[x * stride] = u[x];
+        }
+}
+
+/* ---- forward ---------------------------------------------------------------------- */
+
+void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
+                     const ul_conv_shape *s, float *scratch)
+{
+    const ul_pk *pk = ul_pk_get();
+    const wino_geom g = wino_geometry(s, pk);
+    const wino_layout L = wino_scratch_layout(s, pk);
+    const int C = s->C, K = s->K, H = s->H, W = s->W, wl = pk->wl, wr = pk->wr, nt = g.ntf;
+    const int ld = g.TW;
+    const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
+    float *up = scratch + L.up, *vp = scratch + L.vp, *mb = scratch + L.mb;
+    float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld;
+    wino_pack_kernels(up, L.up_x, w, K, C, false, wl);
+    for (int t0 = 0; t0 < g.T; t0 += nt) {
+        const int nb = g.T - t0 < nt ? g.T - t0 : nt;
+        /* V of the block as R panels: vp[ξ][(tl/wr)·C·wr + c·wr + tl%wr]. */
+        for (int t = t0; t < t0 + nb;) {
+            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+            for (int c = 0; c < C; c++) {
+                wino_in_rows(seg, ld, in + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0, sg.len,
+                             hb);
+                for (int xi = 0; xi < XI; xi++)
+                    wino_put_lanes(vp + xi * L.vp_x, C, wr, c, sg.tl, seg + (size_t)xi * ld,
+                                   sg.len);
+            }
+            t += sg.len;
+        }
+        if (nb % wr)
+            for (int xi = 0; xi < XI; xi++)
+                for (int c = 0; c < C; c++)
+                    for (int l = nb % wr; l < wr; l++)
+                        vp[xi * L.vp_x + (size_t)(nb / wr) * C * wr + (size_t)c * wr + l] = 0.0f;
+        /* M[ξ] (K × nb, row stride nt) = U[ξ] · V[ξ]. */
+        for (int xi = 0; xi < XI; xi++)
+            for (int ip = 0; ip < K; ip += wl) {
+                const int mm = K - ip < wl ? K - ip : wl;
+                for (int j = 0; j < nb; j += wr)
+                    ul_pk_tile(pk, mm, nb - j < wr ? nb - j : wr, C,
+                               up + xi * L.up_x + (size_t)ip * C,
+                               vp + xi * L.vp_x + (size_t)j * C, 0.0f,
+                               mb + xi * L.mb_x + (size_t)ip * nt + j, nt);
+            }
+        /* Y = Aᵀ·M·A + bias. */
+        for (int t = t0; t < t0 + nb;) {
+            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+            for (int k = 0; k < K; k++)
+                wino_out_rows(out + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0, sg.len,
+                              mb + (size_t)k * nt + sg.tl, L.mb_x, b ? b[k] : 0.0f, hb);
+            t += sg.len;
+        }
+    }
+}
+
+/* ---- backward --------------------------------------------------------------------- */
+
+void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float *in,
+                      const float *w, const ul_conv_shape *s, float *scratch)
+{
+    if (!din && !dw_acc)
+        return;
+    const ul_pk *pk = ul_pk_get();
+    const wino_geom g = wino_geometry(s, pk);
+    const wino_layout L = wino_scratch_layout(s, pk);
+    const int C = s->C, K = s->K, H = s->H, W = s->W, wl = pk->wl, wr = pk->wr, nt = g.ntb;
+    const int ld = g.TW;
+    const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
+    float *ut = scratch + L.ut, *r1 = scratch + L.r1, *dv = scratch + L.dv;
+    float *vl = scratch + L.vl, *r2 = scratch + L.r2, *du = scratch + L.du;
+    float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld;
+    const int crows = (int)rnd((size_t)C, wl), kcols = (int)rnd((size_t)K, wr);
+    if (din)
+        wino_pack_kernels(ut, L.ut_x, w, K, C, true, wl);
+    if (dw_acc)
+        for (int xi = 0; xi < XI; xi++)
+            memset(du + xi * L.du_x, 0, (size_t)C * K * sizeof(float));
+    for (int t0 = 0; t0 < g.T; t0 += nt) {
+        const int nb = g.T - t0 < nt ? g.T - t0 : nt;
+        /* dM of the block, as R panels of tiles (depth K) for dV and as R
+         * panels of channels (depth tiles) for dU. */
+        for (int t = t0; t < t0 + nb;) {
+            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+            for (int k = 0; k < K; k++) {
+                wino_out_adj_rows(seg, ld, dout + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0,
+                                  sg.len, hb);
+                for (int xi = 0; xi < XI; xi++) {
+                    const float *src = seg + (size_t)xi * ld;
+                    if (din)
+                        wino_put_lanes(r1 + xi * L.r1_x, K, wr, k, sg.tl, src, sg.len);
+                    if (dw_acc) {
+                        float *p = r2 + xi * L.r2_x + (size_t)(k / wr) * nt * wr +
+                                   (size_t)sg.tl * wr + k % wr;
+                        for (int t2 = 0; t2 < sg.len; t2++)
+                            p[(size_t)t2 * wr] = src[t2];
+                    }
+                }
+            }
+            if (dw_acc)
+                for (int xi = 0; xi < XI; xi++)
+                    for (int k = K; k < kcols; k++) {
+                        float *p = r2 + xi * L.r2_x + (size_t)(k / wr) * nt * wr +
+                                   (size_t)sg.tl * wr + k % wr;
+                        for (int t2 = 0; t2 < sg.len; t2++)
+                            p[(size_t)t2 * wr] = 0.0f;
+                    }
+            t += sg.len;
+        }
+        if (din) {
+            if (nb % wr)
+                for (int xi = 0; xi < XI; xi++)
+                    for (int k = 0; k < K; k++)
+                        for (int l = nb % wr; l < wr; l++)
+                            r1[xi * L.r1_x + (size_t)(nb / wr) * K * wr + (size_t)k * wr + l] =
+                                0.0f;
+            /* dV[ξ] (C × nb, row stride nt) = U[ξ]ᵀ · dM[ξ]. */
+            for (int xi = 0; xi < XI; xi++)
+                for (int ip = 0; ip < C; ip += wl) {
+                    const int mm = C - ip < wl ? C - ip : wl;
+                    for (int j = 0; j < nb; j += wr)
+                        ul_pk_tile(pk, mm, nb - j < wr ? nb - j : wr, K,
+                                   ut + xi * L.ut_x + (size_t)ip * K,
+                                   r1 + xi * L.r1_x + (size_t)j * K, 0.0f,
+                                   dv + xi * L.dv_x + (size_t)ip * nt + j, nt);
+                }
+            /* dX += B·dV·Bᵀ over each tile's patch. */
+            for (int t = t0; t < t0 + nb;) {
+                const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                for (int c = 0; c < C; c++)
+                    wino_in_adj_rows(din + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0, sg.len,
+                                     dv + (size_t)c * nt + sg.tl, L.dv_x, ld, hb);
+                t += sg.len;
+            }
+        }
+        if (!dw_acc)
+            continue;
+        /* V of the block as L panels with the tiles along the depth:
+         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]. */
+        for (int t = t0; t < t0 + nb;) {
+            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+            for (int c = 0; c < crows; c++) {
+                float *p = vl + (size_t)(c / wl) * nt * wl + (size_t)sg.tl * wl + c % wl;
+                if (c >= C) {
+                    for (int xi = 0; xi < XI; xi++)
+                        for (int t2 = 0; t2 < sg.len; t2++)
+                            p[xi * L.vl_x + (size_t)t2 * wl] = 0.0f;
+                    continue;
+                }
+                wino_in_rows(seg, ld, in + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0, sg.len,
+                             hb);
+                for (int xi = 0; xi < XI; xi++)
+                    for (int t2 = 0; t2 < sg.len; t2++)
+                        p[xi * L.vl_x + (size_t)t2 * wl] = seg[(size_t)xi * ld + t2];
+            }
+            t += sg.len;
+        }
+        /* dUᵀ[ξ] (C × K) += V[ξ] · dM[ξ]ᵀ, the block's tiles as the depth. */
+        for (int xi = 0; xi < XI; xi++)
+            for (int ip = 0; ip < C; ip += wl) {
+                const int mm = C - ip < wl ? C - ip : wl;
+                for (int j = 0; j < K; j += wr)
+                    ul_pk_tile(pk, mm, K - j < wr ? K - j : wr, nb,
+                               vl + xi * L.vl_x + (size_t)ip * nt,
+                               r2 + xi * L.r2_x + (size_t)j * nt, 1.0f,
+                               du + xi * L.du_x + (size_t)ip * K + j, K);
+            }
+    }
+    if (!dw_acc)
+        return;
+    float u[XI];
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++) {
+            for (int xi = 0; xi < XI; xi++)
+                u[xi] = du[xi * L.du_x + (size_t)c * K + k];
+            wino_kernel_grad(dw_acc + ((size_t)k * C + c) * 9, u);
+        }
+}

@@ -1,0 +1,29 @@
+/* Private: 3×3, stride-1, pad-1 convolutions by Winograd's minimal
+ * filtering F(2×2, 3×3), on BLIS's micro-kernel (ops_wino.c). */
+#ifndef UL_OPS_WINO_H
+#define UL_OPS_WINO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "unlearn/ops.h"
+
+/* Whether shape s takes the Winograd path: a 3×3, stride-1, pad-1 layer
+ * with at least UL_WINO_MIN_C input and output channels, BLIS's
+ * micro-kernel in its native orientation, and UNLEARN_WINOGRAD not "0"
+ * (UNLEARN_WINOGRAD=all also takes layers with fewer channels). */
+bool ul_wino_ok(const ul_conv_shape *s);
+
+/* Floats of one thread's scratch for shape s (forward or backward; the
+ * batch size does not matter). The scratch starts on a 64-byte boundary. */
+size_t ul_wino_scratch(const ul_conv_shape *s);
+
+/* out (N,K,H,W) = conv(in, w) + b, for the s->N images, on this thread. */
+void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
+                     const ul_conv_shape *s, float *scratch);
+
+/* Adds dX into din and dW into dw_acc (either may be NULL), on this thread. */
+void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float *in,
+                      const float *w, const ul_conv_shape *s, float *scratch);
+
+#endif
