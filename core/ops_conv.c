@@ -501,7 +501,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
         L.xs = off;
         off += a16(conv_shifted_ok(s) ? conv_shifted_xs(s, pk) : 0);
         /* The Winograd path's buffers share the space from wp on. */
-        if (ul_wino_ok(s)) {
+        if (ul_wino_ok(s, false) || ul_wino_ok(s, true)) {
             const size_t end = L.wp + a16(ul_wino_scratch(s));
             off = end > off ? end : off;
         }
@@ -797,7 +797,7 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
     const int units = conv_units(s, nb), T = conv_threads(units);
     const conv_scratch L = conv_scratch_layout(s);
     const size_t per = L.total;
-    if (ul_wino_ok(s)) {
+    if (ul_wino_ok(s, false)) {
         conv_wino_forward(out, in, w, b, s, scratch);
         return;
     }
@@ -933,7 +933,7 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
-    if (ul_wino_ok(s)) {
+    if (ul_wino_ok(s, false)) {
         ul_wino_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).wp);
         return;
     }
@@ -957,7 +957,7 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
             db_acc[k] += conv_bias_grad(dout, s, k);
     if (!din && !dw_acc)
         return;
-    if (ul_wino_ok(s)) {
+    if (ul_wino_ok(s, true)) {
         ul_wino_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).wp);
         return;
     }
@@ -991,7 +991,7 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     }
     if (!din && !dw)
         return;
-    if (ul_wino_ok(s)) {
+    if (ul_wino_ok(s, true)) {
         conv_wino_backward(din, dw, dout, in, w, s, scratch);
         return;
     }

@@ -34,32 +34,50 @@
 #include "ops_wino.h"
 #include "pack_gemm.h"
 
-#define UL_WINO_MIN_C 16
+#define UL_WINO_MIN_C_FWD 16
+#define UL_WINO_MIN_C_BWD 16
 
 enum { XI = 16 }; /* values of one transformed tile */
+enum { WR = 16 }; /* lanes of an R panel: the path needs a kernel with NR = 16 */
 
-static int wino_mode(void)
+/* The transforms are elementwise adds along the tiles: an AVX2 build of
+ * them, picked at load time where the CPU has it, does twice the work per
+ * instruction of the baseline SSE2 one, and rounds identically. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define WINO_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WINO_CLONES
+#endif
+
+/* The least number of input and output channels for the path, forward
+ * and backward; 0 turns it off. UNLEARN_WINOGRAD=0 turns it off,
+ * UNLEARN_WINOGRAD=all takes every 3×3 stride-1 pad-1 layer. */
+static int wino_min(bool backward)
 {
-    /* 0: off, 1: layers with enough channels, 2: every 3×3 s1 p1 layer. */
-    static int mode = -1;
-    int m = __atomic_load_n(&mode, __ATOMIC_RELAXED);
+    static int mins[2] = {-1, -1};
+    int m = __atomic_load_n(&mins[backward], __ATOMIC_RELAXED);
     if (m < 0) {
         const char *e = getenv("UNLEARN_WINOGRAD");
-        m = !e ? 1 : strcmp(e, "0") == 0 ? 0 : strcmp(e, "all") == 0 ? 2 : 1;
-        __atomic_store_n(&mode, m, __ATOMIC_RELAXED);
+        const char *t = getenv(backward ? "WINO_MINB" : "WINO_MINF");
+        m = t ? atoi(t) : backward ? UL_WINO_MIN_C_BWD : UL_WINO_MIN_C_FWD;
+        if (e && strcmp(e, "0") == 0)
+            m = 0;
+        else if (e && strcmp(e, "all") == 0)
+            m = 1;
+        __atomic_store_n(&mins[backward], m, __ATOMIC_RELAXED);
     }
     return m;
 }
 
-bool ul_wino_ok(const ul_conv_shape *s)
+bool ul_wino_ok(const ul_conv_shape *s, bool backward)
 {
     if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
         return false;
-    const int mode = wino_mode();
-    if (mode == 0 || (mode == 1 && (s->C < UL_WINO_MIN_C || s->K < UL_WINO_MIN_C)))
+    const int m = wino_min(backward);
+    if (m == 0 || s->C < m || s->K < m)
         return false;
     const ul_pk *pk = ul_pk_get();
-    return pk && ul_pk_native(pk);
+    return pk && ul_pk_native(pk) && pk->wr == WR;
 }
 
 /* ---- geometry and scratch ------------------------------------------------------ */
@@ -78,8 +96,9 @@ typedef struct {
  * written once per block, so blocks are deeper. */
 static int wino_ntf(const ul_conv_shape *s, int wr)
 {
-    const int ch = s->C > s->K ? s->C : s->K;
-    int nt = (1 << 18) / (XI * ch) / wr * wr;
+    static int budget = 0;
+    if (!budget) { const char *e = getenv("WINO_FB"); budget = e ? atoi(e) : (1 << 16); }
+    int nt = budget / (XI * (s->C + s->K)) / wr * wr;
     return nt < wr ? wr : nt > 256 ? 256 : nt;
 }
 
@@ -110,30 +129,41 @@ typedef struct {
     size_t up, vp, mb, fwd;
     size_t ut, r1, dv, vl, r2, du, bwd;
     size_t rows; /* the transforms' row buffers, after either set */
+    size_t st;   /* backward staging: 16·16·TW, then 16 row caches */
     /* per-ξ strides */
     size_t up_x, vp_x, mb_x, ut_x, r1_x, dv_x, vl_x, r2_x, du_x;
 } wino_layout;
 
 static size_t a16(size_t n) { return rnd(n, 16); }
 
+/* A per-ξ stride: 64-byte aligned, and never a multiple of 1 KiB, so that
+ * the 16 arrays a transform reads or writes at once fall in different
+ * cache sets (at multiples of 4 KiB they would all compete for one set's
+ * eight ways). */
+static size_t xi_stride(size_t n)
+{
+    n = a16(n);
+    return n % 256 == 0 ? n + 16 : n;
+}
+
 static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk)
 {
     const size_t C = (size_t)s->C, K = (size_t)s->K, wl = (size_t)pk->wl, wr = (size_t)pk->wr;
     const size_t ntf = (size_t)wino_ntf(s, pk->wr), ntb = (size_t)wino_ntb(s, pk->wr);
     wino_layout L;
-    L.up_x = a16(rnd(K, wl) * C);
-    L.vp_x = a16(ntf * C);
+    L.up_x = xi_stride(rnd(K, wl) * C);
+    L.vp_x = xi_stride(ntf * C);
     L.mb_x = a16(K * ntf);
     L.up = 0;
     L.vp = L.up + XI * L.up_x;
     L.mb = L.vp + XI * L.vp_x;
     L.fwd = L.mb + XI * L.mb_x;
-    L.ut_x = a16(rnd(C, wl) * K);
-    L.r1_x = a16(ntb * K);
+    L.ut_x = xi_stride(rnd(C, wl) * K);
+    L.r1_x = xi_stride(ntb * K);
     L.dv_x = a16(C * ntb);
-    L.vl_x = a16(rnd(C, wl) * ntb);
-    L.r2_x = a16(rnd(K, wr) * ntb);
-    L.du_x = a16(C * K);
+    L.vl_x = xi_stride(rnd(C, wl) * ntb);
+    L.r2_x = xi_stride(rnd(K, wr) * ntb);
+    L.du_x = xi_stride(C * K);
     L.ut = 0;
     L.r1 = L.ut + XI * L.ut_x;
     L.dv = L.r1 + XI * L.r1_x;
@@ -141,10 +171,13 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk)
     L.r2 = L.vl + XI * L.vl_x;
     L.du = L.r2 + XI * L.r2_x;
     L.bwd = L.du + XI * L.du_x;
-    /* seg (16·TW) and the transforms' temporaries (16·TW + 2·(TW + 1)). */
+    /* seg (16·TW), the row cache hb and the other transforms' tmp (each
+     * 18·TW + 2). */
     const size_t tw = (size_t)(s->W + 1) / 2;
     L.rows = L.fwd > L.bwd ? L.fwd : L.bwd;
-    L.fwd = L.bwd = L.rows + a16(XI * tw + XI * tw + 2 * (tw + 1));
+    L.fwd = L.bwd = L.rows + a16(XI * tw + 2 * (18 * tw + 2));
+    L.st = L.bwd;
+    L.bwd = L.st + a16(XI * XI * tw + 16 * (18 * tw + 2));
     return L;
 }
 
@@ -204,32 +237,28 @@ static void wino_kernel_grad(float *dg, const float u[XI])
 
 /* Horizontal half of Bᵀ·d·B for input row h: for tile tx, with a..d the
  * row's columns 2·tx − 1 .. 2·tx + 2 (zero outside the image),
- * hr[j·ld + t] = (a − c, b + c, c − b, b − d)[j]. e and o hold len + 1
- * floats each. */
-static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int H, int W, int tx0,
-                      int len, float *restrict e, float *restrict o)
+ * hr[j·ld + t] = (a − c, b + c, c − b, b − d)[j]. pad holds 2·len + 2
+ * floats: the segment's columns with the zeros around the image, when it
+ * reaches past an edge. */
+WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int H,
+                                  int W, int tx0, int len, float *restrict pad)
 {
+    float *restrict h0 = hr, *restrict h1 = hr + ld, *restrict h2 = hr + 2 * (size_t)ld,
+                    *restrict h3 = hr + 3 * (size_t)ld;
     if (h < 0 || h >= H) {
         for (int j = 0; j < 4; j++)
             memset(hr + (size_t)j * ld, 0, (size_t)len * sizeof(float));
         return;
     }
-    const float *xr = x + (size_t)h * W;
-    /* e[t] = column 2·(tx0 + t) − 1, o[t] = column 2·(tx0 + t). */
-    for (int t = 0; t <= len; t++) {
-        const int c = 2 * (tx0 + t) - 1;
-        if (c >= 0 && c + 1 < W) {
-            e[t] = xr[c];
-            o[t] = xr[c + 1];
-        } else {
-            e[t] = c >= 0 && c < W ? xr[c] : 0.0f;
-            o[t] = c + 1 >= 0 && c + 1 < W ? xr[c + 1] : 0.0f;
-        }
+    const int c0 = 2 * tx0 - 1, cnt = 2 * len + 2;
+    const float *restrict xr = x + (size_t)h * W + c0;
+    if (c0 < 0 || c0 + cnt > W) {
+        for (int i = 0; i < cnt; i++)
+            pad[i] = c0 + i >= 0 && c0 + i < W ? xr[i] : 0.0f;
+        xr = pad;
     }
-    float *restrict h0 = hr, *restrict h1 = hr + ld, *restrict h2 = hr + 2 * (size_t)ld,
-                    *restrict h3 = hr + 3 * (size_t)ld;
     for (int t = 0; t < len; t++) {
-        const float a = e[t], b = o[t], c = e[t + 1], d = o[t + 1];
+        const float a = xr[2 * t], b = xr[2 * t + 1], c = xr[2 * t + 2], d = xr[2 * t + 3];
         h0[t] = a - c;
         h1[t] = b + c;
         h2[t] = c - b;
@@ -237,19 +266,51 @@ static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int H, 
     }
 }
 
-/* V = Bᵀ·d·B for the segment: v[ξ·ld + t]. hb holds 16·ld + 2·(ld + 1)
- * floats. */
-static void wino_in_rows(float *restrict v, int ld, const float *x, int H, int W, int ty,
-                         int tx0, int len, float *restrict hb)
+/* The horizontal transforms of the four input rows of the last segment,
+ * kept so that the next tile row of the same plane and columns computes
+ * only its two new rows (tile rows overlap by two input rows). */
+typedef struct {
+    const float *plane;
+    int ty, tx0, len;
+    float *slot[4], *pad;
+} wino_rows;
+
+/* hb holds 16·ld + 2·ld + 2 floats. */
+static void wino_rows_init(wino_rows *r, float *hb, int ld)
 {
-    float *e = hb + 16 * (size_t)ld, *o = e + ld + 1;
-    for (int r = 0; r < 4; r++)
-        wino_hrow(hb + (size_t)r * 4 * ld, ld, x, 2 * ty - 1 + r, H, W, tx0, len, e, o);
+    r->plane = NULL;
+    for (int i = 0; i < 4; i++)
+        r->slot[i] = hb + (size_t)i * 4 * ld;
+    r->pad = hb + 16 * (size_t)ld;
+}
+
+/* V = Bᵀ·d·B for the segment: v[ξ·vs + t]. ld ≥ len is the row buffers'
+ * stride. */
+WINO_CLONES static void wino_in_rows(float *restrict v, size_t vs, int ld, const float *x, int H,
+                                     int W, int ty, int tx0, int len, wino_rows *rc)
+{
+    int first = 0;
+    if (rc->plane == x && rc->ty + 1 == ty && rc->tx0 == tx0 && rc->len == len) {
+        float *s0 = rc->slot[0], *s1 = rc->slot[1];
+        rc->slot[0] = rc->slot[2];
+        rc->slot[1] = rc->slot[3];
+        rc->slot[2] = s0;
+        rc->slot[3] = s1;
+        first = 2;
+    }
+    for (int r = first; r < 4; r++)
+        wino_hrow(rc->slot[r], ld, x, 2 * ty - 1 + r, H, W, tx0, len, rc->pad);
+    rc->plane = x;
+    rc->ty = ty;
+    rc->tx0 = tx0;
+    rc->len = len;
     for (int j = 0; j < 4; j++) {
-        const float *restrict d0 = hb + (size_t)j * ld, *restrict d1 = d0 + 4 * (size_t)ld,
-                              *restrict d2 = d0 + 8 * (size_t)ld, *restrict d3 = d0 + 12 * (size_t)ld;
-        float *restrict v0 = v + (size_t)j * ld, *restrict v1 = v0 + 4 * (size_t)ld,
-                        *restrict v2 = v0 + 8 * (size_t)ld, *restrict v3 = v0 + 12 * (size_t)ld;
+        const float *restrict d0 = rc->slot[0] + (size_t)j * ld,
+                              *restrict d1 = rc->slot[1] + (size_t)j * ld,
+                              *restrict d2 = rc->slot[2] + (size_t)j * ld,
+                              *restrict d3 = rc->slot[3] + (size_t)j * ld;
+        float *restrict v0 = v + j * vs, *restrict v1 = v0 + 4 * vs, *restrict v2 = v0 + 8 * vs,
+                        *restrict v3 = v0 + 12 * vs;
         for (int t = 0; t < len; t++) {
             v0[t] = d0[t] - d2[t];
             v1[t] = d1[t] + d2[t];
@@ -259,22 +320,22 @@ static void wino_in_rows(float *restrict v, int ld, const float *x, int H, int W
     }
 }
 
-/* Y = Aᵀ·M·A + bias for the segment, written to the output plane y (rows
- * 2·ty and 2·ty + 1, clipped at odd edges). m[ξ·ms + t]; tmp holds 4·len
- * floats. */
-static void wino_out_rows(float *y, int H, int W, int ty, int tx0, int len, const float *m,
-                          size_t ms, float bias, float *restrict tmp)
+/* Y = Aᵀ·M·A + bias for the segment (len ≤ WR), written to the output
+ * plane y (rows 2·ty and 2·ty + 1, clipped at odd edges). m[ξ·WR + t];
+ * tmp holds 4·len floats. */
+WINO_CLONES static void wino_out_rows(float *y, int H, int W, int ty, int tx0, int len,
+                                      const float *restrict m, float bias, float *restrict tmp)
 {
     float *restrict y0 = tmp, *restrict y1 = tmp + len, *restrict y2 = tmp + 2 * (size_t)len,
                     *restrict y3 = tmp + 3 * (size_t)len;
-    const float *restrict m0 = m, *restrict m1 = m + ms, *restrict m2 = m + 2 * ms,
-                          *restrict m3 = m + 3 * ms, *restrict m4 = m + 4 * ms,
-                          *restrict m5 = m + 5 * ms, *restrict m6 = m + 6 * ms,
-                          *restrict m7 = m + 7 * ms, *restrict m8 = m + 8 * ms,
-                          *restrict m9 = m + 9 * ms, *restrict m10 = m + 10 * ms,
-                          *restrict m11 = m + 11 * ms, *restrict m12 = m + 12 * ms,
-                          *restrict m13 = m + 13 * ms, *restrict m14 = m + 14 * ms,
-                          *restrict m15 = m + 15 * ms;
+    const float *restrict m0 = m, *restrict m1 = m + WR, *restrict m2 = m + 2 * WR,
+                          *restrict m3 = m + 3 * WR, *restrict m4 = m + 4 * WR,
+                          *restrict m5 = m + 5 * WR, *restrict m6 = m + 6 * WR,
+                          *restrict m7 = m + 7 * WR, *restrict m8 = m + 8 * WR,
+                          *restrict m9 = m + 9 * WR, *restrict m10 = m + 10 * WR,
+                          *restrict m11 = m + 11 * WR, *restrict m12 = m + 12 * WR,
+                          *restrict m13 = m + 13 * WR, *restrict m14 = m + 14 * WR,
+                          *restrict m15 = m + 15 * WR;
     for (int t = 0; t < len; t++) {
         /* Rows of Aᵀ·M, then columns. */
         const float a0 = m0[t] + m4[t] + m8[t], a1 = m1[t] + m5[t] + m9[t];
@@ -305,7 +366,7 @@ static void wino_out_rows(float *y, int H, int W, int ty, int tx0, int len, cons
 
 /* dM = A·dY·Aᵀ for the segment of output plane dy: m[ξ·ld + t]; tmp
  * holds 4·len floats. */
-static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H, int W, int ty,
+WINO_CLONES static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H, int W, int ty,
                               int tx0, int len, float *restrict tmp)
 {
     float *restrict e0 = tmp, *restrict o0 = tmp + len, *restrict e1 = tmp + 2 * (size_t)len,
@@ -343,15 +404,16 @@ static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H,
     }
 }
 
-/* Adds B·dV·Bᵀ of each tile of the segment onto its 4×4 patch of the input
- * plane dx. v[ξ·vs + t]; tmp holds 16·ld + 2·(ld + 1) floats. */
-static void wino_in_adj_rows(float *dx, int H, int W, int ty, int tx0, int len, const float *v,
-                             size_t vs, int ld, float *restrict tmp)
+/* Adds B·dV·Bᵀ of each tile of the segment (len ≤ WR) onto its 4×4 patch
+ * of the input plane dx. v[ξ·WR + t]; tmp holds 16·ld + 2·(ld + 1)
+ * floats. */
+WINO_CLONES static void wino_in_adj_rows(float *dx, int H, int W, int ty, int tx0, int len,
+                                         const float *restrict v, int ld, float *restrict tmp)
 {
     float *restrict d = tmp, *restrict ev = tmp + 16 * (size_t)ld, *restrict od = ev + ld + 1;
     for (int j = 0; j < 4; j++) {
-        const float *restrict v0 = v + j * vs, *restrict v1 = v + (4 + j) * vs,
-                              *restrict v2 = v + (8 + j) * vs, *restrict v3 = v + (12 + j) * vs;
+        const float *restrict v0 = v + j * WR, *restrict v1 = v + (4 + j) * WR,
+                              *restrict v2 = v + (8 + j) * WR, *restrict v3 = v + (12 + j) * WR;
         float *restrict t0 = d + (size_t)j * ld, *restrict t1 = t0 + 4 * (size_t)ld,
                         *restrict t2 = t0 + 8 * (size_t)ld, *restrict t3 = t0 + 12 * (size_t)ld;
         for (int t = 0; t < len; t++) {
@@ -371,26 +433,33 @@ static void wino_in_adj_rows(float *dx, int H, int W, int ty, int tx0, int len, 
          * −e). Tiles overlap by two columns: column 2·(tx0 + t) − 1 takes
          * the first value of tile t and the third of tile t − 1, column
          * 2·(tx0 + t) the second of t and the fourth of t − 1. */
-        for (int t = 0; t <= len; t++) {
-            float x0 = 0.0f, x1 = 0.0f;
-            if (t < len) {
-                x0 = a[t];
-                x1 = b[t] - c[t] + e[t];
-            }
-            if (t > 0) {
-                x0 += b[t - 1] + c[t - 1] - a[t - 1];
-                x1 -= e[t - 1];
-            }
-            ev[t] = x0;
-            od[t] = x1;
+        ev[0] = a[0];
+        od[0] = b[0] - c[0] + e[0];
+        for (int t = 1; t < len; t++) {
+            ev[t] = a[t] + b[t - 1] + c[t - 1] - a[t - 1];
+            od[t] = b[t] - c[t] + e[t] - e[t - 1];
         }
-        float *row = dx + (size_t)h * W;
+        ev[len] = b[len - 1] + c[len - 1] - a[len - 1];
+        od[len] = -e[len - 1];
+        /* Pairs t whose columns are both inside the row, then the edges. */
+        float *restrict row = dx + (size_t)h * W + 2 * tx0 - 1;
+        int lo = tx0 >= 1 ? 0 : 1 - tx0, hi = (W - 2) / 2 + 1 - tx0;
+        hi = hi > len + 1 ? len + 1 : hi;
+        lo = lo > hi ? hi : lo;
+        for (int t = lo; t < hi; t++) {
+            row[2 * t] += ev[t];
+            row[2 * t + 1] += od[t];
+        }
         for (int t = 0; t <= len; t++) {
+            if (t == lo)
+                t = hi;
+            if (t > len)
+                break;
             const int col = 2 * (tx0 + t) - 1;
             if (col >= 0 && col < W)
-                row[col] += ev[t];
+                row[2 * t] += ev[t];
             if (col + 1 >= 0 && col + 1 < W)
-                row[col + 1] += od[t];
+                row[2 * t + 1] += od[t];
         }
     }
 }
@@ -459,43 +528,61 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
     const int ld = g.TW;
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
     float *up = scratch + L.up, *vp = scratch + L.vp, *mb = scratch + L.mb;
-    float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld;
+    float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld, *tmp = hb + 18 * (size_t)ld + 2;
+    wino_rows rc;
+    wino_rows_init(&rc, hb, ld);
     wino_pack_kernels(up, L.up_x, w, K, C, false, wl);
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
-        /* V of the block as R panels: vp[ξ][(tl/wr)·C·wr + c·wr + tl%wr]. */
-        for (int t = t0; t < t0 + nb;) {
-            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-            for (int c = 0; c < C; c++) {
-                wino_in_rows(seg, ld, in + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0, sg.len,
-                             hb);
-                for (int xi = 0; xi < XI; xi++)
-                    wino_put_lanes(vp + xi * L.vp_x, C, wr, c, sg.tl, seg + (size_t)xi * ld,
-                                   sg.len);
+        /* V of the block as R panels: vp[ξ][(tl/wr)·C·wr + c·wr + tl%wr],
+         * channel by channel (the planes lie whole multiples of 4 KiB
+         * apart, so walking the channels in the inner loop would keep
+         * evicting the rows it reads again). Straight into the panel when
+         * a segment's lanes are all in one; through seg otherwise. */
+        for (int c = 0; c < C; c++)
+            for (int t = t0; t < t0 + nb;) {
+                const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                const float *x = in + sg.n * in_img + c * HW;
+                if (sg.tl % wr + sg.len <= wr) {
+                    wino_in_rows(vp + (size_t)(sg.tl / wr) * C * wr + (size_t)c * wr + sg.tl % wr,
+                                 L.vp_x, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
+                } else {
+                    wino_in_rows(seg, (size_t)ld, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
+                    for (int xi = 0; xi < XI; xi++)
+                        wino_put_lanes(vp + xi * L.vp_x, C, wr, c, sg.tl, seg + (size_t)xi * ld,
+                                       sg.len);
+                }
+                t += sg.len;
             }
-            t += sg.len;
-        }
         if (nb % wr)
             for (int xi = 0; xi < XI; xi++)
                 for (int c = 0; c < C; c++)
                     for (int l = nb % wr; l < wr; l++)
                         vp[xi * L.vp_x + (size_t)(nb / wr) * C * wr + (size_t)c * wr + l] = 0.0f;
-        /* M[ξ] (K × nb, row stride nt) = U[ξ] · V[ξ]. */
+        /* M[ξ] = U[ξ] · V[ξ], stored panel by panel as
+         * mb[((p·K + k)·16 + ξ)·WR + lane]: one tile's 16 values of channel
+         * k at fixed distances for the output transform. */
         for (int xi = 0; xi < XI; xi++)
             for (int ip = 0; ip < K; ip += wl) {
                 const int mm = K - ip < wl ? K - ip : wl;
-                for (int j = 0; j < nb; j += wr)
-                    ul_pk_tile(pk, mm, nb - j < wr ? nb - j : wr, C,
+                for (int j = 0; j < nb; j += WR)
+                    ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, C,
                                up + xi * L.up_x + (size_t)ip * C,
                                vp + xi * L.vp_x + (size_t)j * C, 0.0f,
-                               mb + xi * L.mb_x + (size_t)ip * nt + j, nt);
+                               mb + (((size_t)(j / WR) * K + ip) * XI + xi) * WR, XI * WR);
             }
-        /* Y = Aᵀ·M·A + bias. */
+        /* Y = Aᵀ·M·A + bias, segment by segment, in pieces within a panel. */
         for (int t = t0; t < t0 + nb;) {
             const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-            for (int k = 0; k < K; k++)
-                wino_out_rows(out + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0, sg.len,
-                              mb + (size_t)k * nt + sg.tl, L.mb_x, b ? b[k] : 0.0f, hb);
+            for (int off = 0; off < sg.len;) {
+                const int tl = sg.tl + off, lane = tl % WR;
+                const int n = sg.len - off < WR - lane ? sg.len - off : WR - lane;
+                const float *mp = mb + (size_t)(tl / WR) * K * XI * WR + lane;
+                for (int k = 0; k < K; k++)
+                    wino_out_rows(out + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0 + off, n,
+                                  mp + (size_t)k * XI * WR, b ? b[k] : 0.0f, tmp);
+                off += n;
+            }
             t += sg.len;
         }
     }
@@ -511,103 +598,120 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     const ul_pk *pk = ul_pk_get();
     const wino_geom g = wino_geometry(s, pk);
     const wino_layout L = wino_scratch_layout(s, pk);
-    const int C = s->C, K = s->K, H = s->H, W = s->W, wl = pk->wl, wr = pk->wr, nt = g.ntb;
+    const int C = s->C, K = s->K, H = s->H, W = s->W, wl = pk->wl, nt = g.ntb;
     const int ld = g.TW;
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
     float *ut = scratch + L.ut, *r1 = scratch + L.r1, *dv = scratch + L.dv;
     float *vl = scratch + L.vl, *r2 = scratch + L.r2, *du = scratch + L.du;
-    float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld;
-    const int crows = (int)rnd((size_t)C, wl), kcols = (int)rnd((size_t)K, wr);
+    float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld, *tmp = hb + 18 * (size_t)ld + 2;
     if (din)
         wino_pack_kernels(ut, L.ut_x, w, K, C, true, wl);
     if (dw_acc)
         for (int xi = 0; xi < XI; xi++)
             memset(du + xi * L.du_x, 0, (size_t)C * K * sizeof(float));
+    float *st = scratch + L.st; /* staging: 16 channels × 16 ξ × TW */
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
-        /* dM of the block, as R panels of tiles (depth K) for dV and as R
-         * panels of channels (depth tiles) for dU. */
-        for (int t = t0; t < t0 + nb;) {
-            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-            for (int k = 0; k < K; k++) {
-                wino_out_adj_rows(seg, ld, dout + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0,
-                                  sg.len, hb);
-                for (int xi = 0; xi < XI; xi++) {
-                    const float *src = seg + (size_t)xi * ld;
-                    if (din)
-                        wino_put_lanes(r1 + xi * L.r1_x, K, wr, k, sg.tl, src, sg.len);
-                    if (dw_acc) {
-                        float *p = r2 + xi * L.r2_x + (size_t)(k / wr) * nt * wr +
-                                   (size_t)sg.tl * wr + k % wr;
-                        for (int t2 = 0; t2 < sg.len; t2++)
-                            p[(size_t)t2 * wr] = src[t2];
-                    }
-                }
-            }
-            if (dw_acc)
-                for (int xi = 0; xi < XI; xi++)
-                    for (int k = K; k < kcols; k++) {
-                        float *p = r2 + xi * L.r2_x + (size_t)(k / wr) * nt * wr +
-                                   (size_t)sg.tl * wr + k % wr;
-                        for (int t2 = 0; t2 < sg.len; t2++)
-                            p[(size_t)t2 * wr] = 0.0f;
-                    }
-            t += sg.len;
-        }
-        if (din) {
-            if (nb % wr)
-                for (int xi = 0; xi < XI; xi++)
-                    for (int k = 0; k < K; k++)
-                        for (int l = nb % wr; l < wr; l++)
-                            r1[xi * L.r1_x + (size_t)(nb / wr) * K * wr + (size_t)k * wr + l] =
-                                0.0f;
-            /* dV[ξ] (C × nb, row stride nt) = U[ξ]ᵀ · dM[ξ]. */
-            for (int xi = 0; xi < XI; xi++)
-                for (int ip = 0; ip < C; ip += wl) {
-                    const int mm = C - ip < wl ? C - ip : wl;
-                    for (int j = 0; j < nb; j += wr)
-                        ul_pk_tile(pk, mm, nb - j < wr ? nb - j : wr, K,
-                                   ut + xi * L.ut_x + (size_t)ip * K,
-                                   r1 + xi * L.r1_x + (size_t)j * K, 0.0f,
-                                   dv + xi * L.dv_x + (size_t)ip * nt + j, nt);
-                }
-            /* dX += B·dV·Bᵀ over each tile's patch. */
+        /* dM of the block, 16 channels k at a time: as R panels of tiles
+         * (depth K) for dV, r1[ξ][(tl/16)·K·16 + k·16 + tl%16], and as R
+         * panels of channels (depth tiles) for dU, r2[ξ][(k/16)·nt·16 +
+         * tl·16 + k%16], the latter through the staging buffer so that it
+         * is written a whole 16-channel row at a time. */
+        for (int k0 = 0; k0 < K; k0 += WR) {
+            const int kn = K - k0 < WR ? K - k0 : WR;
             for (int t = t0; t < t0 + nb;) {
                 const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                for (int c = 0; c < C; c++)
-                    wino_in_adj_rows(din + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0, sg.len,
-                                     dv + (size_t)c * nt + sg.tl, L.dv_x, ld, hb);
+                for (int kk = 0; kk < kn; kk++) {
+                    const int k = k0 + kk;
+                    float *sk = st + (size_t)kk * XI * ld;
+                    wino_out_adj_rows(sk, ld, dout + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0,
+                                      sg.len, tmp);
+                    if (din)
+                        for (int xi = 0; xi < XI; xi++)
+                            wino_put_lanes(r1 + xi * L.r1_x, K, WR, k, sg.tl, sk + (size_t)xi * ld,
+                                           sg.len);
+                }
+                if (dw_acc)
+                    for (int xi = 0; xi < XI; xi++) {
+                        float *p = r2 + xi * L.r2_x + (size_t)k0 * nt + (size_t)sg.tl * WR;
+                        for (int t2 = 0; t2 < sg.len; t2++, p += WR) {
+                            for (int kk = 0; kk < kn; kk++)
+                                p[kk] = st[((size_t)kk * XI + xi) * ld + t2];
+                            for (int kk = kn; kk < WR; kk++)
+                                p[kk] = 0.0f;
+                        }
+                    }
                 t += sg.len;
             }
         }
+        if (din) {
+            if (nb % WR)
+                for (int xi = 0; xi < XI; xi++)
+                    for (int k = 0; k < K; k++)
+                        for (int l = nb % WR; l < WR; l++)
+                            r1[xi * L.r1_x + (size_t)(nb / WR) * K * WR + (size_t)k * WR + l] =
+                                0.0f;
+            /* dV[ξ] = U[ξ]ᵀ · dM[ξ], stored panel by panel as
+             * dv[((p·C + c)·16 + ξ)·16 + lane]. */
+            for (int xi = 0; xi < XI; xi++)
+                for (int ip = 0; ip < C; ip += wl) {
+                    const int mm = C - ip < wl ? C - ip : wl;
+                    for (int j = 0; j < nb; j += WR)
+                        ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, K,
+                                   ut + xi * L.ut_x + (size_t)ip * K,
+                                   r1 + xi * L.r1_x + (size_t)j * K, 0.0f,
+                                   dv + (((size_t)(j / WR) * C + ip) * XI + xi) * WR, XI * WR);
+                }
+            /* dX += B·dV·Bᵀ over each tile's patch, channel by channel. */
+            for (int c = 0; c < C; c++)
+                for (int t = t0; t < t0 + nb;) {
+                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                    for (int off = 0; off < sg.len;) {
+                        const int tl = sg.tl + off, lane = tl % WR;
+                        const int n = sg.len - off < WR - lane ? sg.len - off : WR - lane;
+                        wino_in_adj_rows(din + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0 + off,
+                                         n, dv + (((size_t)(tl / WR) * C + c) * XI) * WR + lane,
+                                         ld, tmp);
+                        off += n;
+                    }
+                    t += sg.len;
+                }
+        }
         if (!dw_acc)
             continue;
-        /* V of the block as L panels with the tiles along the depth:
-         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]. */
-        for (int t = t0; t < t0 + nb;) {
-            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-            for (int c = 0; c < crows; c++) {
-                float *p = vl + (size_t)(c / wl) * nt * wl + (size_t)sg.tl * wl + c % wl;
-                if (c >= C) {
-                    for (int xi = 0; xi < XI; xi++)
-                        for (int t2 = 0; t2 < sg.len; t2++)
-                            p[xi * L.vl_x + (size_t)t2 * wl] = 0.0f;
-                    continue;
+        /* V of the block as L panels with the tiles along the depth,
+         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]: wl channels at a time through
+         * the staging buffer, each channel with its own row cache. */
+        for (int c0 = 0; c0 < C; c0 += wl) {
+            const int cn = C - c0 < wl ? C - c0 : wl;
+            wino_rows rc[16];
+            for (int cc = 0; cc < cn; cc++)
+                wino_rows_init(&rc[cc], st + (size_t)XI * XI * ld + (size_t)cc * (18 * ld + 2),
+                               ld);
+            for (int t = t0; t < t0 + nb;) {
+                const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                for (int cc = 0; cc < cn; cc++)
+                    wino_in_rows(st + (size_t)cc * XI * ld, (size_t)ld, ld,
+                                 in + sg.n * in_img + (c0 + cc) * HW, H, W, sg.ty, sg.tx0, sg.len,
+                                 &rc[cc]);
+                for (int xi = 0; xi < XI; xi++) {
+                    float *p = vl + xi * L.vl_x + (size_t)c0 * nt + (size_t)sg.tl * wl;
+                    for (int t2 = 0; t2 < sg.len; t2++, p += wl) {
+                        for (int cc = 0; cc < cn; cc++)
+                            p[cc] = st[((size_t)cc * XI + xi) * ld + t2];
+                        for (int cc = cn; cc < wl; cc++)
+                            p[cc] = 0.0f;
+                    }
                 }
-                wino_in_rows(seg, ld, in + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0, sg.len,
-                             hb);
-                for (int xi = 0; xi < XI; xi++)
-                    for (int t2 = 0; t2 < sg.len; t2++)
-                        p[xi * L.vl_x + (size_t)t2 * wl] = seg[(size_t)xi * ld + t2];
+                t += sg.len;
             }
-            t += sg.len;
         }
         /* dUᵀ[ξ] (C × K) += V[ξ] · dM[ξ]ᵀ, the block's tiles as the depth. */
         for (int xi = 0; xi < XI; xi++)
             for (int ip = 0; ip < C; ip += wl) {
                 const int mm = C - ip < wl ? C - ip : wl;
-                for (int j = 0; j < K; j += wr)
-                    ul_pk_tile(pk, mm, K - j < wr ? K - j : wr, nb,
+                for (int j = 0; j < K; j += WR)
+                    ul_pk_tile(pk, mm, K - j < WR ? K - j : WR, nb,
                                vl + xi * L.vl_x + (size_t)ip * nt,
                                r2 + xi * L.r2_x + (size_t)j * nt, 1.0f,
                                du + xi * L.du_x + (size_t)ip * K + j, K);

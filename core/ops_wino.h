@@ -12,7 +12,7 @@
  * with at least UL_WINO_MIN_C input and output channels, BLIS's
  * micro-kernel in its native orientation, and UNLEARN_WINOGRAD not "0"
  * (UNLEARN_WINOGRAD=all also takes layers with fewer channels). */
-bool ul_wino_ok(const ul_conv_shape *s);
+bool ul_wino_ok(const ul_conv_shape *s, bool backward);
 
 /* Floats of one thread's scratch for shape s (forward or backward; the
  * batch size does not matter). The scratch starts on a 64-byte boundary. */

@@ -428,7 +428,7 @@ static void conv_vs_ref(int _i)
      * there in its own orientation (not in ops-blis or transposed tiles). */
     const ul_pk *pk = ul_pk_get();
     if (_i >= FIRST_WINO_CASE && pk && ul_pk_native(pk))
-        ck_assert_msg(ul_wino_ok(&c.s), "%s: expected the Winograd path", what);
+        ck_assert_msg(ul_wino_ok(&c.s, false) && ul_wino_ok(&c.s, true), "%s: expected the Winograd path", what);
 
     float *want = falloc(c.nout);
     ul_conv2d_forward_ref(want, c.in, c.w, c.b, &c.s);
