@@ -34,6 +34,11 @@
 #include "ops_wino.h"
 #include "pack_gemm.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define WINO_X86 1
+#endif
+
 #define UL_WINO_MIN_C_FWD 16
 #define UL_WINO_MIN_C_BWD 16
 
@@ -77,7 +82,7 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
     if (m == 0 || s->C < m || s->K < m)
         return false;
     const ul_pk *pk = ul_pk_get();
-    return pk && ul_pk_native(pk) && pk->wr == WR;
+    return pk && ul_pk_native(pk) && pk->wr == WR && pk->wl <= 16;
 }
 
 /* ---- geometry and scratch ------------------------------------------------------ */
@@ -192,42 +197,40 @@ size_t ul_wino_scratch(const ul_conv_shape *s)
 
 /* ---- the transforms --------------------------------------------------------------- */
 
-/* U = G·g·Gᵀ for one 3×3 kernel g (row-major). */
-static void wino_kernel(float u[XI], const float *g)
+/* dW[k][c] += Gᵀ·dU·G for every kernel, from du[ξ·du_x + c·K + k] (dUᵀ),
+ * 16 output channels k side by side. */
+WINO_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_x, int K, int C)
 {
-    float t[4][3];
-    for (int j = 0; j < 3; j++) {
-        const float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-        t[0][j] = g0;
-        t[1][j] = 0.5f * (g0 + g1 + g2);
-        t[2][j] = 0.5f * (g0 - g1 + g2);
-        t[3][j] = g2;
-    }
-    for (int i = 0; i < 4; i++) {
-        const float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
-        u[i * 4 + 0] = g0;
-        u[i * 4 + 1] = 0.5f * (g0 + g1 + g2);
-        u[i * 4 + 2] = 0.5f * (g0 - g1 + g2);
-        u[i * 4 + 3] = g2;
-    }
-}
-
-/* dg = Gᵀ·dU·G, added into the 3×3 kernel gradient dg. */
-static void wino_kernel_grad(float *dg, const float u[XI])
-{
-    float t[3][4];
-    for (int j = 0; j < 4; j++) {
-        const float u0 = u[j], u1 = u[4 + j], u2 = u[8 + j], u3 = u[12 + j];
-        t[0][j] = u0 + 0.5f * (u1 + u2);
-        t[1][j] = 0.5f * (u1 - u2);
-        t[2][j] = 0.5f * (u1 + u2) + u3;
-    }
-    for (int i = 0; i < 3; i++) {
-        const float u0 = t[i][0], u1 = t[i][1], u2 = t[i][2], u3 = t[i][3];
-        dg[i * 3 + 0] += u0 + 0.5f * (u1 + u2);
-        dg[i * 3 + 1] += 0.5f * (u1 - u2);
-        dg[i * 3 + 2] += 0.5f * (u1 + u2) + u3;
-    }
+    enum { LN = 16 };
+    for (int c = 0; c < C; c++)
+        for (int k0 = 0; k0 < K; k0 += LN) {
+            const int kn = K - k0 < LN ? K - k0 : LN;
+            float u[XI][LN], t[3][4][LN], g[9][LN];
+            for (int x = 0; x < XI; x++) {
+                const float *src = du + x * du_x + (size_t)c * K + k0;
+                for (int l = 0; l < LN; l++)
+                    u[x][l] = l < kn ? src[l] : 0.0f;
+            }
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < LN; l++) {
+                    const float u0 = u[j][l], u1 = u[4 + j][l], u2 = u[8 + j][l], u3 = u[12 + j][l];
+                    t[0][j][l] = u0 + 0.5f * (u1 + u2);
+                    t[1][j][l] = 0.5f * (u1 - u2);
+                    t[2][j][l] = 0.5f * (u1 + u2) + u3;
+                }
+            for (int i = 0; i < 3; i++)
+                for (int l = 0; l < LN; l++) {
+                    const float u0 = t[i][0][l], u1 = t[i][1][l], u2 = t[i][2][l], u3 = t[i][3][l];
+                    g[i * 3 + 0][l] = u0 + 0.5f * (u1 + u2);
+                    g[i * 3 + 1][l] = 0.5f * (u1 - u2);
+                    g[i * 3 + 2][l] = 0.5f * (u1 + u2) + u3;
+                }
+            for (int l = 0; l < kn; l++) {
+                float *d = dw + ((size_t)(k0 + l) * C + c) * 9;
+                for (int r = 0; r < 9; r++)
+                    d[r] += g[r][l];
+            }
+        }
 }
 
 /* The data transforms work on a segment of one tile row at a time: tiles
@@ -479,6 +482,80 @@ static void wino_put_lanes(float *dst, int kd, int wr, int r, int tl, const floa
     }
 }
 
+/* ---- transposes -------------------------------------------------------------------
+ * The weight-gradient products take the tiles as their depth, so their
+ * operands have the channels along the lanes while the transforms produce
+ * rows along the tiles: a transpose per 16 tiles, done 8×8 at a time with
+ * AVX2 shuffles where the CPU has them. */
+
+/* dst[j·ds + i] = src[i·ss + j] for i < rows, j < cols (both ≤ 8). */
+static void tr_scalar(const float *src, size_t ss, float *dst, size_t ds, int rows, int cols)
+{
+    for (int j = 0; j < cols; j++)
+        for (int i = 0; i < rows; i++)
+            dst[(size_t)j * ds + i] = src[(size_t)i * ss + j];
+}
+
+#ifdef WINO_X86
+/* The full 8×8 case, or rows < 8 (the missing source rows read as row 0)
+ * with each destination row written through a copy of its first rows
+ * values. */
+__attribute__((target("avx2"))) static void tr8_avx2(const float *src, size_t ss, float *dst,
+                                                     size_t ds, int rows)
+{
+    __m256 r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src + (size_t)(i < rows ? i : 0) * ss);
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; j++) {
+        const __m256 lo = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        const __m256 hi = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+        if (rows == 8) {
+            _mm256_storeu_ps(dst + (size_t)j * ds, lo);
+            _mm256_storeu_ps(dst + (size_t)(j + 4) * ds, hi);
+        } else {
+            float a[8], b[8];
+            _mm256_storeu_ps(a, lo);
+            _mm256_storeu_ps(b, hi);
+            memcpy(dst + (size_t)j * ds, a, (size_t)rows * sizeof(float));
+            memcpy(dst + (size_t)(j + 4) * ds, b, (size_t)rows * sizeof(float));
+        }
+    }
+}
+#endif
+
+/* dst[j·ds + i] = src[i·ss + j] for i < rows ≤ 8 and j < cols; columns
+ * 8 at a time. */
+static void wino_transpose(const float *src, size_t ss, float *dst, size_t ds, int rows,
+                           int cols)
+{
+#ifdef WINO_X86
+    static int avx2 = -1;
+    if (avx2 < 0)
+        avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (avx2) {
+        int j = 0;
+        for (; j + 8 <= cols; j += 8)
+            tr8_avx2(src + j, ss, dst + (size_t)j * ds, ds, rows);
+        if (j < cols)
+            tr_scalar(src + j, ss, dst + (size_t)j * ds, ds, rows, cols - j);
+        return;
+    }
+#endif
+    for (int j = 0; j < cols; j += 8)
+        tr_scalar(src + j, ss, dst + (size_t)j * ds, ds, rows, cols - j < 8 ? cols - j : 8);
+}
+
 /* A segment of a block: len tiles of tile row ty of image n from column
  * tx0, at block position tl. */
 typedef struct {
@@ -497,23 +574,55 @@ static wino_seg wino_seg_at(const wino_geom *g, int t, int t0, int nb)
  * dst[ξ·stride + (o/wl)·Ki·wl + i·wl + o%wl]. Forward (Ko, Ki) = (K, C);
  * with transposed, (Ko, Ki) = (C, K) and the value is U[ξ][i][o]. Rows past
  * Ko are zero. */
-static void wino_pack_kernels(float *dst, size_t stride, const float *w, int K, int C,
-                              bool transposed, int wl)
+WINO_CLONES static void wino_pack_kernels(float *dst, size_t stride, const float *w, int K,
+                                          int C, bool transposed, int wl)
 {
-    const int Ko = transposed ? C : K, Ki = transposed ? K : C, rows = (int)rnd((size_t)Ko, wl);
-    float u[XI];
-    for (int o = Ko; o < rows; o++)
-        for (int i = 0; i < Ki; i++)
-            for (int x = 0; x < XI; x++)
-                dst[x * stride + (size_t)(o / wl) * Ki * wl + (size_t)i * wl + o % wl] = 0.0f;
-    for (int k = 0; k < K; k++)
-        for (int c = 0; c < C; c++) {
-            wino_kernel(u, w + ((size_t)k * C + c) * 9);
-            const int o = transposed ? c : k, i = transposed ? k : c;
-            float *d = dst + (size_t)(o / wl) * Ki * wl + (size_t)i * wl + o % wl;
-            for (int x = 0; x < XI; x++)
-                d[x * stride] = u[x];
+    const int Ko = transposed ? C : K, Ki = transposed ? K : C;
+    /* One panel row group at a time: the wl kernels of rows o0 .. o0+wl−1
+     * at depth i, transformed side by side (lane l = row o0 + l, zero past
+     * Ko) and stored as wl consecutive floats per ξ. */
+    enum { LMAX = 16 };
+    for (int o0 = 0; o0 < Ko; o0 += wl) {
+        const int on = Ko - o0 < wl ? Ko - o0 : wl;
+        for (int i = 0; i < Ki; i++) {
+            float g[9][LMAX], t[4][3][LMAX];
+            for (int l = 0; l < LMAX; l++) {
+                const float *src = NULL;
+                if (l < on)
+                    src = w + (transposed ? ((size_t)i * C + o0 + l) : ((size_t)(o0 + l) * C + i)) * 9;
+                for (int r = 0; r < 9; r++)
+                    g[r][l] = src ? src[r] : 0.0f;
+            }
+            /* G·g, then ·Gᵀ (wino_kernel, lane-wise). */
+            for (int j = 0; j < 3; j++)
+                for (int l = 0; l < LMAX; l++) {
+                    const float g0 = g[j][l], g1 = g[3 + j][l], g2 = g[6 + j][l];
+                    t[0][j][l] = g0;
+                    t[1][j][l] = 0.5f * (g0 + g1 + g2);
+                    t[2][j][l] = 0.5f * (g0 - g1 + g2);
+                    t[3][j][l] = g2;
+                }
+            float *d = dst + (size_t)o0 * Ki + (size_t)i * wl;
+            for (int r = 0; r < 4; r++) {
+                float u[4][LMAX];
+                for (int l = 0; l < LMAX; l++) {
+                    const float g0 = t[r][0][l], g1 = t[r][1][l], g2 = t[r][2][l];
+                    u[0][l] = g0;
+                    u[1][l] = 0.5f * (g0 + g1 + g2);
+                    u[2][l] = 0.5f * (g0 - g1 + g2);
+                    u[3][l] = g2;
+                }
+                for (int q = 0; q < 4; q++) {
+                    float *dq = d + (size_t)(4 * r + q) * stride;
+                    if (wl == 6)
+                        memcpy(dq, u[q], 6 * sizeof(float));
+                    else
+                        for (int l = 0; l < wl; l++)
+                            dq[l] = u[q][l];
+                }
+            }
         }
+    }
 }
 
 /* ---- forward ---------------------------------------------------------------------- */
@@ -634,12 +743,13 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                 if (dw_acc)
                     for (int xi = 0; xi < XI; xi++) {
                         float *p = r2 + xi * L.r2_x + (size_t)k0 * nt + (size_t)sg.tl * WR;
-                        for (int t2 = 0; t2 < sg.len; t2++, p += WR) {
-                            for (int kk = 0; kk < kn; kk++)
-                                p[kk] = st[((size_t)kk * XI + xi) * ld + t2];
-                            for (int kk = kn; kk < WR; kk++)
-                                p[kk] = 0.0f;
-                        }
+                        for (int k8 = 0; k8 < kn; k8 += 8)
+                            wino_transpose(st + ((size_t)k8 * XI + xi) * ld, (size_t)XI * ld,
+                                           p + k8, WR, kn - k8 < 8 ? kn - k8 : 8, sg.len);
+                        if (kn < WR)
+                            for (int t2 = 0; t2 < sg.len; t2++)
+                                for (int kk = kn; kk < WR; kk++)
+                                    p[(size_t)t2 * WR + kk] = 0.0f;
                     }
                 t += sg.len;
             }
@@ -696,12 +806,13 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                                  &rc[cc]);
                 for (int xi = 0; xi < XI; xi++) {
                     float *p = vl + xi * L.vl_x + (size_t)c0 * nt + (size_t)sg.tl * wl;
-                    for (int t2 = 0; t2 < sg.len; t2++, p += wl) {
-                        for (int cc = 0; cc < cn; cc++)
-                            p[cc] = st[((size_t)cc * XI + xi) * ld + t2];
-                        for (int cc = cn; cc < wl; cc++)
-                            p[cc] = 0.0f;
-                    }
+                    for (int c8 = 0; c8 < cn; c8 += 8)
+                        wino_transpose(st + ((size_t)c8 * XI + xi) * ld, (size_t)XI * ld, p + c8,
+                                       (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, sg.len);
+                    if (cn < wl)
+                        for (int t2 = 0; t2 < sg.len; t2++)
+                            for (int cc = cn; cc < wl; cc++)
+                                p[(size_t)t2 * wl + cc] = 0.0f;
                 }
                 t += sg.len;
             }
@@ -719,11 +830,5 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     }
     if (!dw_acc)
         return;
-    float u[XI];
-    for (int k = 0; k < K; k++)
-        for (int c = 0; c < C; c++) {
-            for (int xi = 0; xi < XI; xi++)
-                u[xi] = du[xi * L.du_x + (size_t)c * K + k];
-            wino_kernel_grad(dw_acc + ((size_t)k * C + c) * 9, u);
-        }
+    wino_grad_kernels(dw_acc, du, L.du_x, K, C);
 }
