@@ -8,11 +8,15 @@
 
 #include "unlearn/ops.h"
 
-/* Whether shape s takes the Winograd path: a 3×3, stride-1, pad-1 layer
- * with at least UL_WINO_MIN_C input and output channels, BLIS's
- * micro-kernel in its native orientation, and UNLEARN_WINOGRAD not "0"
- * (UNLEARN_WINOGRAD=all also takes layers with fewer channels). */
+/* Whether shape s takes the Winograd path forward (or backward): a 3×3,
+ * stride-1, pad-1 layer with at least 64 (backward: 256) input and output
+ * channels, BLIS's micro-kernel in its native orientation with 16-lane R
+ * panels, and UNLEARN_WINOGRAD not "0". UNLEARN_WINOGRAD=all takes every
+ * such layer; UNLEARN_WINOGRAD_MIN_FWD / _MIN_BWD set the thresholds. */
 bool ul_wino_ok(const ul_conv_shape *s, bool backward);
+
+/* Tests only: with on, every layer the path can take takes it, both ways. */
+void ul_wino_force(bool on);
 
 /* Floats of one thread's scratch for shape s (forward or backward; the
  * batch size does not matter). The scratch starts on a 64-byte boundary. */
