@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "ops_wino.h"
 #include "plugin_loader.h"
 #include "runtime.h"
 #include "unlearn/net.h"
@@ -466,6 +467,21 @@ START_TEST(test_threads_agree)
     net = make_tricky_net(84);
     check_threads_agree("tricky graph", net, 5, true);
     ul_net_free(net);
+}
+END_TEST
+
+/* The Winograd convolution path (ops_wino.c), forced onto every 3×3
+ * stride-1 layer of a narrow ResNet-18: end-to-end gradients against
+ * finite differences, and one thread against two. */
+START_TEST(test_winograd_net)
+{
+    ul_wino_force(true);
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 91);
+    check_net_grad("resnet18 width 0.04, Winograd", net, 4, true, 900);
+    check_threads_agree("resnet18 Winograd train", net, 5, true);
+    check_threads_agree("resnet18 Winograd eval", net, 7, false);
+    ul_net_free(net);
+    ul_wino_force(false);
 }
 END_TEST
 
@@ -965,6 +981,7 @@ static Suite *net_suite(void)
     t = tcase_create("threads");
     tcase_add_test(t, test_threads_agree);
     tcase_add_test(t, test_grad_one_thread);
+    tcase_add_test(t, test_winograd_net);
     suite_add_tcase(s, t);
 
     t = tcase_create("models");
