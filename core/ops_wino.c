@@ -141,12 +141,21 @@ typedef struct {
     size_t up, vp, mb, fwd;
     size_t ut, r1, dv, vl, r2, du, bwd;
     size_t rows; /* the transforms' row buffers, after either set */
-    size_t st;   /* backward staging: 16·16·TW, then 16 row caches */
+    size_t st;   /* backward staging: 16 channels × 16 ξ × ntb tiles */
     /* per-ξ strides */
     size_t up_x, vp_x, mb_x, ut_x, r1_x, dv_x, vl_x, r2_x, du_x;
 } wino_layout;
 
 static size_t a16(size_t n) { return rnd(n, 16); }
+
+/* The distance between R panels of depth kd (16 lanes): kd·16 floats,
+ * plus one cache line when that is a multiple of 1 KiB, for the same
+ * reason as xi_stride: a transform writes one row of every panel. */
+static size_t panel_stride(size_t kd)
+{
+    const size_t n = kd * 16;
+    return n % 256 == 0 ? n + 16 : n;
+}
 
 /* A per-ξ stride: 64-byte aligned, and never a multiple of 1 KiB, so that
  * the 16 arrays a transform reads or writes at once fall in different
@@ -164,14 +173,14 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk)
     const size_t ntf = (size_t)wino_ntf(s, pk->wr), ntb = (size_t)wino_ntb(s, pk->wr);
     wino_layout L;
     L.up_x = xi_stride(rnd(K, wl) * C);
-    L.vp_x = xi_stride(ntf * C);
+    L.vp_x = xi_stride(ntf / wr * panel_stride(C));
     L.mb_x = a16(K * ntf);
     L.up = 0;
     L.vp = L.up + XI * L.up_x;
     L.mb = L.vp + XI * L.vp_x;
     L.fwd = L.mb + XI * L.mb_x;
     L.ut_x = xi_stride(rnd(C, wl) * K);
-    L.r1_x = xi_stride(ntb * K);
+    L.r1_x = xi_stride(ntb / wr * panel_stride(K));
     L.dv_x = a16(C * ntb);
     L.vl_x = xi_stride(rnd(C, wl) * ntb);
     L.r2_x = xi_stride(rnd(K, wr) * ntb);
@@ -183,13 +192,14 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk)
     L.r2 = L.vl + XI * L.vl_x;
     L.du = L.r2 + XI * L.r2_x;
     L.bwd = L.du + XI * L.du_x;
-    /* seg (16·TW), the row cache hb and the other transforms' tmp (each
-     * 18·TW + 2). */
-    const size_t tw = (size_t)(s->W + 1) / 2;
+    /* seg (16·TW), the row cache hb (18·TW + 2) and the other transforms'
+     * tmp: a panel's transformed tiles (16·16) and two rows of TW + 1, or
+     * the row transforms' 18·TW + 2. */
+    const size_t tw = (size_t)(s->W + 1) / 2, tp = XI * WR + 2 * (tw + 1);
     L.rows = L.fwd > L.bwd ? L.fwd : L.bwd;
-    L.fwd = L.bwd = L.rows + a16(XI * tw + 2 * (18 * tw + 2));
+    L.fwd = L.bwd = L.rows + a16(XI * tw + 18 * tw + 2 + (tp > 18 * tw + 2 ? tp : 18 * tw + 2));
     L.st = L.bwd;
-    L.bwd = L.st + a16(XI * XI * tw + 16 * (18 * tw + 2));
+    L.bwd = L.st + a16(XI * XI * ntb);
     return L;
 }
 
@@ -330,47 +340,43 @@ WINO_CLONES static void wino_in_rows(float *restrict v, size_t vs, int ld, const
     }
 }
 
-/* Y = Aᵀ·M·A + bias for the segment (len ≤ WR), written to the output
- * plane y (rows 2·ty and 2·ty + 1, clipped at odd edges). m[ξ·WR + t];
- * tmp holds 4·len floats. */
-WINO_CLONES static void wino_out_rows(float *y, int H, int W, int ty, int tx0, int len,
-                                      const float *restrict m, float bias, float *restrict tmp)
+/* Y = Aᵀ·M·A for the 16 tiles of a panel, m[ξ·16 + lane]: y[q·16 + lane]
+ * for the tile's values q = (0,0), (0,1), (1,0), (1,1). */
+WINO_CLONES static void wino_out_panel(float *restrict y, const float *restrict m)
 {
-    float *restrict y0 = tmp, *restrict y1 = tmp + len, *restrict y2 = tmp + 2 * (size_t)len,
-                    *restrict y3 = tmp + 3 * (size_t)len;
-    const float *restrict m0 = m, *restrict m1 = m + WR, *restrict m2 = m + 2 * WR,
-                          *restrict m3 = m + 3 * WR, *restrict m4 = m + 4 * WR,
-                          *restrict m5 = m + 5 * WR, *restrict m6 = m + 6 * WR,
-                          *restrict m7 = m + 7 * WR, *restrict m8 = m + 8 * WR,
-                          *restrict m9 = m + 9 * WR, *restrict m10 = m + 10 * WR,
-                          *restrict m11 = m + 11 * WR, *restrict m12 = m + 12 * WR,
-                          *restrict m13 = m + 13 * WR, *restrict m14 = m + 14 * WR,
-                          *restrict m15 = m + 15 * WR;
-    for (int t = 0; t < len; t++) {
+    for (int l = 0; l < WR; l++) {
         /* Rows of Aᵀ·M, then columns. */
-        const float a0 = m0[t] + m4[t] + m8[t], a1 = m1[t] + m5[t] + m9[t];
-        const float a2 = m2[t] + m6[t] + m10[t], a3 = m3[t] + m7[t] + m11[t];
-        const float b0 = m4[t] - m8[t] - m12[t], b1 = m5[t] - m9[t] - m13[t];
-        const float b2 = m6[t] - m10[t] - m14[t], b3 = m7[t] - m11[t] - m15[t];
-        y0[t] = a0 + a1 + a2 + bias;
-        y1[t] = a1 - a2 - a3 + bias;
-        y2[t] = b0 + b1 + b2 + bias;
-        y3[t] = b1 - b2 - b3 + bias;
+        float a[4], b[4];
+        for (int j = 0; j < 4; j++) {
+            a[j] = m[j * WR + l] + m[(4 + j) * WR + l] + m[(8 + j) * WR + l];
+            b[j] = m[(4 + j) * WR + l] - m[(8 + j) * WR + l] - m[(12 + j) * WR + l];
+        }
+        y[0 * WR + l] = a[0] + a[1] + a[2];
+        y[1 * WR + l] = a[1] - a[2] - a[3];
+        y[2 * WR + l] = b[0] + b[1] + b[2];
+        y[3 * WR + l] = b[1] - b[2] - b[3];
     }
+}
+
+/* Writes the 2×2 tiles of a segment (y[q·16 + t], t < len) + bias into
+ * rows 2·ty and 2·ty + 1 of the output plane, clipped at odd edges. */
+static void wino_store_rows(float *out, int H, int W, int ty, int tx0, int len,
+                            const float *restrict y, float bias)
+{
     for (int i = 0; i < 2; i++) {
         const int h = 2 * ty + i;
         if (h >= H)
             break;
-        float *restrict row = y + (size_t)h * W + 2 * tx0;
-        const float *restrict l = i ? y2 : y0, *restrict r = i ? y3 : y1;
+        float *restrict row = out + (size_t)h * W + 2 * tx0;
+        const float *restrict l = y + 2 * i * WR, *restrict r = l + WR;
         /* The last tile of a row of odd width has one column. */
         const int full = 2 * (tx0 + len) <= W ? len : len - 1;
         for (int t = 0; t < full; t++) {
-            row[2 * t] = l[t];
-            row[2 * t + 1] = r[t];
+            row[2 * t] = l[t] + bias;
+            row[2 * t + 1] = r[t] + bias;
         }
         if (full < len)
-            row[2 * full] = l[full];
+            row[2 * full] = l[full] + bias;
     }
 }
 
@@ -414,43 +420,51 @@ WINO_CLONES static void wino_out_adj_rows(float *restrict m, int ld, const float
     }
 }
 
-/* Adds B·dV·Bᵀ of each tile of the segment (len ≤ WR) onto its 4×4 patch
- * of the input plane dx. v[ξ·WR + t]; tmp holds 16·ld + 2·(ld + 1)
- * floats. */
-WINO_CLONES static void wino_in_adj_rows(float *dx, int H, int W, int ty, int tx0, int len,
-                                         const float *restrict v, int ld, float *restrict tmp)
+/* B·dV·Bᵀ for the 16 tiles of a panel, v[ξ·16 + lane]: d[ξ·16 + lane]. */
+WINO_CLONES static void wino_in_adj_panel(float *restrict d, const float *restrict v)
 {
-    float *restrict d = tmp, *restrict ev = tmp + 16 * (size_t)ld, *restrict od = ev + ld + 1;
-    for (int j = 0; j < 4; j++) {
-        const float *restrict v0 = v + j * WR, *restrict v1 = v + (4 + j) * WR,
-                              *restrict v2 = v + (8 + j) * WR, *restrict v3 = v + (12 + j) * WR;
-        float *restrict t0 = d + (size_t)j * ld, *restrict t1 = t0 + 4 * (size_t)ld,
-                        *restrict t2 = t0 + 8 * (size_t)ld, *restrict t3 = t0 + 12 * (size_t)ld;
-        for (int t = 0; t < len; t++) {
-            t0[t] = v0[t];
-            t1[t] = v1[t] - v2[t] + v3[t];
-            t2[t] = v1[t] + v2[t] - v0[t];
-            t3[t] = -v3[t];
+    float t[XI][WR];
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < WR; l++) {
+            const float v0 = v[j * WR + l], v1 = v[(4 + j) * WR + l];
+            const float v2 = v[(8 + j) * WR + l], v3 = v[(12 + j) * WR + l];
+            t[j][l] = v0;
+            t[4 + j][l] = v1 - v2 + v3;
+            t[8 + j][l] = v1 + v2 - v0;
+            t[12 + j][l] = -v3;
         }
-    }
+    for (int i = 0; i < 4; i++)
+        for (int l = 0; l < WR; l++) {
+            const float t0 = t[4 * i][l], t1 = t[4 * i + 1][l];
+            const float t2 = t[4 * i + 2][l], t3 = t[4 * i + 3][l];
+            d[(4 * i + 0) * WR + l] = t0;
+            d[(4 * i + 1) * WR + l] = t1 - t2 + t3;
+            d[(4 * i + 2) * WR + l] = t1 + t2 - t0;
+            d[(4 * i + 3) * WR + l] = -t3;
+        }
+}
+
+/* Adds the 4×4 patches of a segment (d[ξ·16 + t], t < len) onto the input
+ * plane dx. Tiles overlap by two columns: column 2·(tx0 + t) − 1 takes the
+ * first value of tile t and the third of tile t − 1, column 2·(tx0 + t)
+ * the second of t and the fourth of t − 1. ev and od hold len + 1 floats. */
+static void wino_scatter_rows(float *dx, int H, int W, int ty, int tx0, int len,
+                              const float *restrict d, float *restrict ev, float *restrict od)
+{
     for (int i = 0; i < 4; i++) {
         const int h = 2 * ty - 1 + i;
         if (h < 0 || h >= H)
             continue;
-        const float *restrict a = d + (size_t)4 * i * ld, *restrict b = a + ld,
-                              *restrict c = a + 2 * (size_t)ld, *restrict e = a + 3 * (size_t)ld;
-        /* Row i of each patch, Bᵀ applied along it: (a, b − c + e, b + c − a,
-         * −e). Tiles overlap by two columns: column 2·(tx0 + t) − 1 takes
-         * the first value of tile t and the third of tile t − 1, column
-         * 2·(tx0 + t) the second of t and the fourth of t − 1. */
+        const float *restrict a = d + 4 * i * WR, *restrict b = a + WR, *restrict c = a + 2 * WR,
+                              *restrict e = a + 3 * WR;
         ev[0] = a[0];
-        od[0] = b[0] - c[0] + e[0];
+        od[0] = b[0];
         for (int t = 1; t < len; t++) {
-            ev[t] = a[t] + b[t - 1] + c[t - 1] - a[t - 1];
-            od[t] = b[t] - c[t] + e[t] - e[t - 1];
+            ev[t] = a[t] + c[t - 1];
+            od[t] = b[t] + e[t - 1];
         }
-        ev[len] = b[len - 1] + c[len - 1] - a[len - 1];
-        od[len] = -e[len - 1];
+        ev[len] = c[len - 1];
+        od[len] = e[len - 1];
         /* Pairs t whose columns are both inside the row, then the edges. */
         float *restrict row = dx + (size_t)h * W + 2 * tx0 - 1;
         int lo = tx0 >= 1 ? 0 : 1 - tx0, hi = (W - 2) / 2 + 1 - tx0;
@@ -474,13 +488,14 @@ WINO_CLONES static void wino_in_adj_rows(float *dx, int H, int W, int ty, int tx
     }
 }
 
-/* Copies len values into lanes [tl, tl + len) of row r of R panels of
- * depth kd: panel p at p·kd·wr, element [r·wr + lane]. */
-static void wino_put_lanes(float *dst, int kd, int wr, int r, int tl, const float *src, int len)
+/* Copies len values into lanes [tl, tl + len) of row r of R panels that
+ * lie ps floats apart: panel p at p·ps, element [r·wr + lane]. */
+static void wino_put_lanes(float *dst, size_t ps, int wr, int r, int tl, const float *src,
+                           int len)
 {
     while (len > 0) {
         const int lane = tl % wr, chunk = len < wr - lane ? len : wr - lane;
-        float *p = dst + (size_t)(tl / wr) * kd * wr + (size_t)r * wr + lane;
+        float *p = dst + (size_t)(tl / wr) * ps + (size_t)r * wr + lane;
         for (int t = 0; t < chunk; t++)
             p[t] = src[t];
         tl += chunk;
@@ -644,6 +659,7 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
     const int ld = g.TW;
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
     float *up = scratch + L.up, *vp = scratch + L.vp, *mb = scratch + L.mb;
+    const size_t vps = panel_stride((size_t)C);
     float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld, *tmp = hb + 18 * (size_t)ld + 2;
     wino_rows rc;
     wino_rows_init(&rc, hb, ld);
@@ -660,12 +676,12 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
                 const wino_seg sg = wino_seg_at(&g, t, t0, nb);
                 const float *x = in + sg.n * in_img + c * HW;
                 if (sg.tl % wr + sg.len <= wr) {
-                    wino_in_rows(vp + (size_t)(sg.tl / wr) * C * wr + (size_t)c * wr + sg.tl % wr,
+                    wino_in_rows(vp + (size_t)(sg.tl / wr) * vps + (size_t)c * wr + sg.tl % wr,
                                  L.vp_x, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
                 } else {
                     wino_in_rows(seg, (size_t)ld, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
                     for (int xi = 0; xi < XI; xi++)
-                        wino_put_lanes(vp + xi * L.vp_x, C, wr, c, sg.tl, seg + (size_t)xi * ld,
+                        wino_put_lanes(vp + xi * L.vp_x, vps, wr, c, sg.tl, seg + (size_t)xi * ld,
                                        sg.len);
                 }
                 t += sg.len;
@@ -674,7 +690,7 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
             for (int xi = 0; xi < XI; xi++)
                 for (int c = 0; c < C; c++)
                     for (int l = nb % wr; l < wr; l++)
-                        vp[xi * L.vp_x + (size_t)(nb / wr) * C * wr + (size_t)c * wr + l] = 0.0f;
+                        vp[xi * L.vp_x + (size_t)(nb / wr) * vps + (size_t)c * wr + l] = 0.0f;
         /* M[ξ] = U[ξ] · V[ξ], stored panel by panel as
          * mb[((p·K + k)·16 + ξ)·WR + lane]: one tile's 16 values of channel
          * k at fixed distances for the output transform. */
@@ -684,22 +700,23 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
                 for (int j = 0; j < nb; j += WR)
                     ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, C,
                                up + xi * L.up_x + (size_t)ip * C,
-                               vp + xi * L.vp_x + (size_t)j * C, 0.0f,
+                               vp + xi * L.vp_x + (size_t)(j / WR) * vps, 0.0f,
                                mb + (((size_t)(j / WR) * K + ip) * XI + xi) * WR, XI * WR);
             }
-        /* Y = Aᵀ·M·A + bias, segment by segment, in pieces within a panel. */
-        for (int t = t0; t < t0 + nb;) {
-            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-            for (int off = 0; off < sg.len;) {
-                const int tl = sg.tl + off, lane = tl % WR;
-                const int n = sg.len - off < WR - lane ? sg.len - off : WR - lane;
-                const float *mp = mb + (size_t)(tl / WR) * K * XI * WR + lane;
-                for (int k = 0; k < K; k++)
-                    wino_out_rows(out + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0 + off, n,
-                                  mp + (size_t)k * XI * WR, b ? b[k] : 0.0f, tmp);
-                off += n;
+        /* Y = Aᵀ·M·A + bias: a panel's 16 tiles at once, then stored
+         * segment by segment. */
+        for (int p = 0; p * WR < nb; p++) {
+            const int pe = t0 + (nb - p * WR < WR ? nb : (p + 1) * WR);
+            for (int k = 0; k < K; k++) {
+                wino_out_panel(tmp, mb + ((size_t)p * K + k) * XI * WR);
+                for (int t = t0 + p * WR; t < pe;) {
+                    wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                    sg.len = sg.len < pe - t ? sg.len : pe - t;
+                    wino_store_rows(out + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0, sg.len,
+                                    tmp + (t - t0 - p * WR), b ? b[k] : 0.0f);
+                    t += sg.len;
+                }
             }
-            t += sg.len;
         }
     }
 }
@@ -719,54 +736,54 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
     float *ut = scratch + L.ut, *r1 = scratch + L.r1, *dv = scratch + L.dv;
     float *vl = scratch + L.vl, *r2 = scratch + L.r2, *du = scratch + L.du;
+    const size_t r1s = panel_stride((size_t)K);
     float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld, *tmp = hb + 18 * (size_t)ld + 2;
     if (din)
         wino_pack_kernels(ut, L.ut_x, w, K, C, true, wl);
     if (dw_acc)
         for (int xi = 0; xi < XI; xi++)
             memset(du + xi * L.du_x, 0, (size_t)C * K * sizeof(float));
-    float *st = scratch + L.st; /* staging: 16 channels × 16 ξ × TW */
+    float *st = scratch + L.st;
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
-        /* dM of the block, 16 channels k at a time: as R panels of tiles
-         * (depth K) for dV, r1[ξ][(tl/16)·K·16 + k·16 + tl%16], and as R
-         * panels of channels (depth tiles) for dU, r2[ξ][(k/16)·nt·16 +
-         * tl·16 + k%16], the latter through the staging buffer so that it
-         * is written a whole 16-channel row at a time. */
+        /* dM of the block, 16 channels k at a time, plane by plane into the
+         * staging buffer st[kk][ξ][tl], then as R panels of tiles (depth
+         * K) for dV, r1[ξ][(tl/16)·K·16 + k·16 + tl%16], and, transposed, as
+         * R panels of channels (depth tiles) for dU, r2[ξ][(k/16)·nt·16 +
+         * tl·16 + k%16]. */
         for (int k0 = 0; k0 < K; k0 += WR) {
             const int kn = K - k0 < WR ? K - k0 : WR;
-            for (int t = t0; t < t0 + nb;) {
-                const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                for (int kk = 0; kk < kn; kk++) {
-                    const int k = k0 + kk;
-                    float *sk = st + (size_t)kk * XI * ld;
-                    wino_out_adj_rows(sk, ld, dout + sg.n * out_img + k * HW, H, W, sg.ty, sg.tx0,
-                                      sg.len, tmp);
-                    if (din)
-                        for (int xi = 0; xi < XI; xi++)
-                            wino_put_lanes(r1 + xi * L.r1_x, K, WR, k, sg.tl, sk + (size_t)xi * ld,
-                                           sg.len);
+            for (int kk = 0; kk < kn; kk++) {
+                const int k = k0 + kk;
+                float *sk = st + (size_t)kk * XI * nt;
+                for (int t = t0; t < t0 + nb;) {
+                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                    wino_out_adj_rows(sk + sg.tl, nt, dout + sg.n * out_img + k * HW, H, W, sg.ty,
+                                      sg.tx0, sg.len, tmp);
+                    t += sg.len;
                 }
-                if (dw_acc)
-                    for (int xi = 0; xi < XI; xi++) {
-                        float *p = r2 + xi * L.r2_x + (size_t)k0 * nt + (size_t)sg.tl * WR;
-                        for (int k8 = 0; k8 < kn; k8 += 8)
-                            wino_transpose(st + ((size_t)k8 * XI + xi) * ld, (size_t)XI * ld,
-                                           p + k8, WR, kn - k8 < 8 ? kn - k8 : 8, sg.len);
-                        if (kn < WR)
-                            for (int t2 = 0; t2 < sg.len; t2++)
-                                for (int kk = kn; kk < WR; kk++)
-                                    p[(size_t)t2 * WR + kk] = 0.0f;
-                    }
-                t += sg.len;
+                if (din)
+                    for (int xi = 0; xi < XI; xi++)
+                        wino_put_lanes(r1 + xi * L.r1_x, r1s, WR, k, 0, sk + (size_t)xi * nt, nb);
             }
+            if (dw_acc)
+                for (int xi = 0; xi < XI; xi++) {
+                    float *p = r2 + xi * L.r2_x + (size_t)k0 * nt;
+                    for (int k8 = 0; k8 < kn; k8 += 8)
+                        wino_transpose(st + ((size_t)k8 * XI + xi) * nt, (size_t)XI * nt, p + k8,
+                                       WR, kn - k8 < 8 ? kn - k8 : 8, nb);
+                    if (kn < WR)
+                        for (int t2 = 0; t2 < nb; t2++)
+                            for (int kk = kn; kk < WR; kk++)
+                                p[(size_t)t2 * WR + kk] = 0.0f;
+                }
         }
         if (din) {
             if (nb % WR)
                 for (int xi = 0; xi < XI; xi++)
                     for (int k = 0; k < K; k++)
                         for (int l = nb % WR; l < WR; l++)
-                            r1[xi * L.r1_x + (size_t)(nb / WR) * K * WR + (size_t)k * WR + l] =
+                            r1[xi * L.r1_x + (size_t)(nb / WR) * r1s + (size_t)k * WR + l] =
                                 0.0f;
             /* dV[ξ] = U[ξ]ᵀ · dM[ξ], stored panel by panel as
              * dv[((p·C + c)·16 + ξ)·16 + lane]. */
@@ -776,52 +793,52 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                     for (int j = 0; j < nb; j += WR)
                         ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, K,
                                    ut + xi * L.ut_x + (size_t)ip * K,
-                                   r1 + xi * L.r1_x + (size_t)j * K, 0.0f,
+                                   r1 + xi * L.r1_x + (size_t)(j / WR) * r1s, 0.0f,
                                    dv + (((size_t)(j / WR) * C + ip) * XI + xi) * WR, XI * WR);
                 }
-            /* dX += B·dV·Bᵀ over each tile's patch, channel by channel. */
+            /* dX += B·dV·Bᵀ over each tile's patch: a panel's 16 tiles at
+             * once, then added segment by segment, channel by channel. */
+            float *dd = tmp, *ev = tmp + XI * WR, *od = ev + ld + 1;
             for (int c = 0; c < C; c++)
-                for (int t = t0; t < t0 + nb;) {
-                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                    for (int off = 0; off < sg.len;) {
-                        const int tl = sg.tl + off, lane = tl % WR;
-                        const int n = sg.len - off < WR - lane ? sg.len - off : WR - lane;
-                        wino_in_adj_rows(din + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0 + off,
-                                         n, dv + (((size_t)(tl / WR) * C + c) * XI) * WR + lane,
-                                         ld, tmp);
-                        off += n;
+                for (int p = 0; p * WR < nb; p++) {
+                    const int pe = t0 + (nb - p * WR < WR ? nb : (p + 1) * WR);
+                    wino_in_adj_panel(dd, dv + ((size_t)p * C + c) * XI * WR);
+                    for (int t = t0 + p * WR; t < pe;) {
+                        wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                        sg.len = sg.len < pe - t ? sg.len : pe - t;
+                        wino_scatter_rows(din + sg.n * in_img + c * HW, H, W, sg.ty, sg.tx0,
+                                          sg.len, dd + (t - t0 - p * WR), ev, od);
+                        t += sg.len;
                     }
-                    t += sg.len;
                 }
         }
         if (!dw_acc)
             continue;
         /* V of the block as L panels with the tiles along the depth,
-         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]: wl channels at a time through
-         * the staging buffer, each channel with its own row cache. */
+         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]: wl channels at a time, plane
+         * by plane into the staging buffer, then transposed. */
         for (int c0 = 0; c0 < C; c0 += wl) {
             const int cn = C - c0 < wl ? C - c0 : wl;
-            wino_rows rc[16];
-            for (int cc = 0; cc < cn; cc++)
-                wino_rows_init(&rc[cc], st + (size_t)XI * XI * ld + (size_t)cc * (18 * ld + 2),
-                               ld);
-            for (int t = t0; t < t0 + nb;) {
-                const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                for (int cc = 0; cc < cn; cc++)
-                    wino_in_rows(st + (size_t)cc * XI * ld, (size_t)ld, ld,
-                                 in + sg.n * in_img + (c0 + cc) * HW, H, W, sg.ty, sg.tx0, sg.len,
-                                 &rc[cc]);
-                for (int xi = 0; xi < XI; xi++) {
-                    float *p = vl + xi * L.vl_x + (size_t)c0 * nt + (size_t)sg.tl * wl;
-                    for (int c8 = 0; c8 < cn; c8 += 8)
-                        wino_transpose(st + ((size_t)c8 * XI + xi) * ld, (size_t)XI * ld, p + c8,
-                                       (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, sg.len);
-                    if (cn < wl)
-                        for (int t2 = 0; t2 < sg.len; t2++)
-                            for (int cc = cn; cc < wl; cc++)
-                                p[(size_t)t2 * wl + cc] = 0.0f;
+            for (int cc = 0; cc < cn; cc++) {
+                wino_rows rc;
+                wino_rows_init(&rc, hb, ld);
+                float *sc = st + (size_t)cc * XI * nt;
+                for (int t = t0; t < t0 + nb;) {
+                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                    wino_in_rows(sc + sg.tl, (size_t)nt, ld, in + sg.n * in_img + (c0 + cc) * HW, H,
+                                 W, sg.ty, sg.tx0, sg.len, &rc);
+                    t += sg.len;
                 }
-                t += sg.len;
+            }
+            for (int xi = 0; xi < XI; xi++) {
+                float *p = vl + xi * L.vl_x + (size_t)c0 * nt;
+                for (int c8 = 0; c8 < cn; c8 += 8)
+                    wino_transpose(st + ((size_t)c8 * XI + xi) * nt, (size_t)XI * nt, p + c8,
+                                   (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, nb);
+                if (cn < wl)
+                    for (int t2 = 0; t2 < nb; t2++)
+                        for (int cc = cn; cc < wl; cc++)
+                            p[(size_t)t2 * wl + cc] = 0.0f;
             }
         }
         /* dUᵀ[ξ] (C × K) += V[ξ] · dM[ξ]ᵀ, the block's tiles as the depth. */
