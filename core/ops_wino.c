@@ -41,11 +41,15 @@
 
 /* Where the path pays, measured layer by layer on a 2-core Zen 3 VM (one
  * thread, 64 images, against the direct paths of ops_conv.c): forward
- * 1.2–1.8× from 64 channels on (about even at 32), backward 1.35–1.5× from
- * 256 channels on and within ±10% of the direct one below that, where the
- * transforms and transposes cost as much as the products they save. */
-#define UL_WINO_MIN_C_FWD 64
-#define UL_WINO_MIN_C_BWD 256
+ * 1.15–1.65× from 32 channels on (about even at 4×4 images); backward
+ * 1.3–1.55× from 64 channels on images of 14×14 and more, and on smaller
+ * images only from 256 channels on (1.25–1.45×; within ±5% of the direct
+ * one below that, where the transforms and transposes of small images cost
+ * as much as the products they save). */
+#define UL_WINO_MIN_C_FWD 32
+#define UL_WINO_MIN_C_BWD 64
+#define UL_WINO_MIN_HW_BWD 144
+#define UL_WINO_WIDE_BWD 256
 
 enum { XI = 16 }; /* values of one transformed tile */
 enum { WR = 16 }; /* lanes of an R panel: the path needs a kernel with NR = 16 */
@@ -87,8 +91,12 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
 {
     if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
         return false;
-    const int m = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED) ? 1 : wino_min(backward);
+    const bool forced = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
+    const int m = forced ? 1 : wino_min(backward);
     if (m == 0 || s->C < m || s->K < m)
+        return false;
+    if (backward && !forced && s->H * s->W < UL_WINO_MIN_HW_BWD &&
+        (s->C < UL_WINO_WIDE_BWD || s->K < UL_WINO_WIDE_BWD))
         return false;
     const ul_pk *pk = ul_pk_get();
     return pk && ul_pk_native(pk) && pk->wr == WR && pk->wl <= 16;

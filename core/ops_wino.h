@@ -9,8 +9,8 @@
 #include "unlearn/ops.h"
 
 /* Whether shape s takes the Winograd path forward (or backward): a 3×3,
- * stride-1, pad-1 layer with at least 64 (backward: 256) input and output
- * channels, BLIS's micro-kernel in its native orientation with 16-lane R
+ * stride-1, pad-1 layer with at least 32 (backward: 64, and on images
+ * smaller than 12×12, 256) input and output channels, BLIS's micro-kernel in its native orientation with 16-lane R
  * panels, and UNLEARN_WINOGRAD not "0". UNLEARN_WINOGRAD=all takes every
  * such layer; UNLEARN_WINOGRAD_MIN_FWD / _MIN_BWD set the thresholds. */
 bool ul_wino_ok(const ul_conv_shape *s, bool backward);
