@@ -41,13 +41,14 @@
 
 /* Where the path pays, measured layer by layer on a 2-core Zen 3 VM (one
  * thread, 64 images, against the direct paths of ops_conv.c): forward
- * 1.15–1.65× from 32 channels on (about even at 4×4 images); backward
- * 1.3–1.55× from 64 channels on images of 14×14 and more, and on smaller
- * images only from 256 channels on (1.25–1.45×; within ±5% of the direct
- * one below that, where the transforms and transposes of small images cost
- * as much as the products they save). */
+ * 1.1–1.65× from 32 channels on (about even on 4×4 images); backward
+ * 1.2–1.55× from 32 channels on 32×32 images, from 64 on images of 12×12
+ * and more, and from 256 on smaller ones (1.25–1.45×); below that the
+ * transforms and transposes cost about as much as the products they save
+ * (within ±10% of the direct paths). */
 #define UL_WINO_MIN_C_FWD 32
 #define UL_WINO_MIN_C_BWD 64
+#define UL_WINO_LARGE_HW 1024 /* from here on backward from 32 channels */
 #define UL_WINO_MIN_HW_BWD 144
 #define UL_WINO_WIDE_BWD 256
 
@@ -93,11 +94,20 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
         return false;
     const bool forced = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
     const int m = forced ? 1 : wino_min(backward);
-    if (m == 0 || s->C < m || s->K < m)
+    if (m == 0)
         return false;
-    if (backward && !forced && s->H * s->W < UL_WINO_MIN_HW_BWD &&
-        (s->C < UL_WINO_WIDE_BWD || s->K < UL_WINO_WIDE_BWD))
+    if (!backward && (s->C < m || s->K < m))
         return false;
+    if (backward && !forced && m > 1) {
+        /* The channel count the image size asks for, scaled with a moved
+         * threshold (UNLEARN_WINOGRAD_MIN_BWD). */
+        const int hw = s->H * s->W;
+        const int need = hw >= UL_WINO_LARGE_HW  ? m / 2
+                         : hw >= UL_WINO_MIN_HW_BWD ? m
+                                                    : m * (UL_WINO_WIDE_BWD / UL_WINO_MIN_C_BWD);
+        if (s->C < need || s->K < need)
+            return false;
+    }
     const ul_pk *pk = ul_pk_get();
     return pk && ul_pk_native(pk) && pk->wr == WR && pk->wl <= 16;
 }
@@ -281,8 +291,15 @@ WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, in
     const int c0 = 2 * tx0 - 1, cnt = 2 * len + 2;
     const float *restrict xr = x + (size_t)h * W + c0;
     if (c0 < 0 || c0 + cnt > W) {
-        for (int i = 0; i < cnt; i++)
-            pad[i] = c0 + i >= 0 && c0 + i < W ? xr[i] : 0.0f;
+        /* Plain copies: a conditional load here vectorises into masked
+         * loads, which are slow on Zen. */
+        int lo = c0 < 0 ? -c0 : 0, hi = W - c0 < cnt ? W - c0 : cnt;
+        hi = hi < lo ? lo : hi;
+        for (int i = 0; i < lo; i++)
+            pad[i] = 0.0f;
+        memcpy(pad + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+        for (int i = hi; i < cnt; i++)
+            pad[i] = 0.0f;
         xr = pad;
     }
     for (int t = 0; t < len; t++) {
