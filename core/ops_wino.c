@@ -672,6 +672,31 @@ WINO_CLONES static void wino_pack_kernels(float *dst, size_t stride, const float
     }
 }
 
+/* The 16 products of a block, O[ξ] (rows × nb) = L[ξ] (rows × depth,
+ * packed L panels, lp[ξ·lp_x + ...]) · R[ξ] (depth × nb, R panels of 16
+ * tiles ps floats apart, r[ξ·r_x + ...]), stored panel by panel as
+ * out[((p·rows + row)·16 + ξ)·16 + lane]: one tile's 16 values of a row at
+ * fixed distances for the transform that follows. Lanes past nb in the last
+ * R panel are zeroed first. */
+static void wino_products(const ul_pk *pk, int rows, int nb, int depth, const float *lp,
+                          size_t lp_x, float *r, size_t r_x, size_t ps, float *out)
+{
+    const int wl = pk->wl;
+    if (nb % WR)
+        for (int xi = 0; xi < XI; xi++)
+            for (int d = 0; d < depth; d++)
+                for (int l = nb % WR; l < WR; l++)
+                    r[xi * r_x + (size_t)(nb / WR) * ps + (size_t)d * WR + l] = 0.0f;
+    for (int xi = 0; xi < XI; xi++)
+        for (int ip = 0; ip < rows; ip += wl) {
+            const int mm = rows - ip < wl ? rows - ip : wl;
+            for (int j = 0; j < nb; j += WR)
+                ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, depth,
+                           lp + xi * lp_x + (size_t)ip * depth, r + xi * r_x + (size_t)(j / WR) * ps,
+                           0.0f, out + (((size_t)(j / WR) * rows + ip) * XI + xi) * WR, XI * WR);
+        }
+}
+
 /* ---- forward ---------------------------------------------------------------------- */
 
 void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
@@ -711,23 +736,8 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
                 }
                 t += sg.len;
             }
-        if (nb % wr)
-            for (int xi = 0; xi < XI; xi++)
-                for (int c = 0; c < C; c++)
-                    for (int l = nb % wr; l < wr; l++)
-                        vp[xi * L.vp_x + (size_t)(nb / wr) * vps + (size_t)c * wr + l] = 0.0f;
-        /* M[ξ] = U[ξ] · V[ξ], stored panel by panel as
-         * mb[((p·K + k)·16 + ξ)·WR + lane]: one tile's 16 values of channel
-         * k at fixed distances for the output transform. */
-        for (int xi = 0; xi < XI; xi++)
-            for (int ip = 0; ip < K; ip += wl) {
-                const int mm = K - ip < wl ? K - ip : wl;
-                for (int j = 0; j < nb; j += WR)
-                    ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, C,
-                               up + xi * L.up_x + (size_t)ip * C,
-                               vp + xi * L.vp_x + (size_t)(j / WR) * vps, 0.0f,
-                               mb + (((size_t)(j / WR) * K + ip) * XI + xi) * WR, XI * WR);
-            }
+        /* M[ξ] = U[ξ] · V[ξ]. */
+        wino_products(pk, K, nb, C, up, L.up_x, vp, L.vp_x, vps, mb);
         /* Y = Aᵀ·M·A + bias: a panel's 16 tiles at once, then stored
          * segment by segment. */
         for (int p = 0; p * WR < nb; p++) {
@@ -804,23 +814,8 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                 }
         }
         if (din) {
-            if (nb % WR)
-                for (int xi = 0; xi < XI; xi++)
-                    for (int k = 0; k < K; k++)
-                        for (int l = nb % WR; l < WR; l++)
-                            r1[xi * L.r1_x + (size_t)(nb / WR) * r1s + (size_t)k * WR + l] =
-                                0.0f;
-            /* dV[ξ] = U[ξ]ᵀ · dM[ξ], stored panel by panel as
-             * dv[((p·C + c)·16 + ξ)·16 + lane]. */
-            for (int xi = 0; xi < XI; xi++)
-                for (int ip = 0; ip < C; ip += wl) {
-                    const int mm = C - ip < wl ? C - ip : wl;
-                    for (int j = 0; j < nb; j += WR)
-                        ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, K,
-                                   ut + xi * L.ut_x + (size_t)ip * K,
-                                   r1 + xi * L.r1_x + (size_t)(j / WR) * r1s, 0.0f,
-                                   dv + (((size_t)(j / WR) * C + ip) * XI + xi) * WR, XI * WR);
-                }
+            /* dV[ξ] = U[ξ]ᵀ · dM[ξ]. */
+            wino_products(pk, C, nb, K, ut, L.ut_x, r1, L.r1_x, r1s, dv);
             /* dX += B·dV·Bᵀ over each tile's patch: a panel's 16 tiles at
              * once, then added segment by segment, channel by channel. */
             float *dd = tmp, *ev = tmp + XI * WR, *od = ev + ld + 1;
