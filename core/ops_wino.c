@@ -122,8 +122,9 @@ typedef struct {
     int ntf, ntb;
 } wino_geom;
 
-/* Tiles per block. Forward: the transformed inputs of a block, 16·C·ntf
- * floats, stay within about 1 MiB. Backward: the weight-gradient products
+/* Tiles per block. Forward: the transformed inputs and the products of a
+ * block, 16·(C + K)·ntf floats, stay within 256 KiB (half a Zen 3 core's
+ * L2). Backward: the weight-gradient products
  * take the block as their depth, and their results (16·C·K) are read and
  * written once per block, so blocks are deeper. */
 static int wino_ntf(const ul_conv_shape *s, int wr)
@@ -151,10 +152,10 @@ static wino_geom wino_geometry(const ul_conv_shape *s, const ul_pk *pk)
 }
 
 /* Offsets (floats) of the scratch parts, each 64-byte aligned. Forward:
- * up (packed U), vp (V as R panels), mb (M, K × ntf per ξ). Backward: ut
- * (packed Uᵀ), r1 (dM as R panels, depth K), dv (dV, C × ntb per ξ), vl (V
- * as L panels, depth tiles), r2 (dM as R panels, depth tiles), du (dUᵀ,
- * C × K per ξ). */
+ * up (packed U), vp (V as R panels), mb (M, 16·K·ntf, panel-ordered as
+ * wino_products writes it). Backward: ut (packed Uᵀ), r1 (dM as R panels,
+ * depth K), dv (dV, 16·C·ntb, panel-ordered), vl (V as L panels, depth
+ * tiles), r2 (dM as R panels, depth tiles), du (dUᵀ, C × K per ξ). */
 typedef struct {
     size_t up, vp, mb, fwd;
     size_t ut, r1, dv, vl, r2, du, bwd;
@@ -289,7 +290,8 @@ WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, in
         return;
     }
     const int c0 = 2 * tx0 - 1, cnt = 2 * len + 2;
-    const float *restrict xr = x + (size_t)h * W + c0;
+    const float *row = x + (size_t)h * W;
+    const float *restrict xr = pad;
     if (c0 < 0 || c0 + cnt > W) {
         /* Plain copies: a conditional load here vectorises into masked
          * loads, which are slow on Zen. */
@@ -297,10 +299,11 @@ WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, in
         hi = hi < lo ? lo : hi;
         for (int i = 0; i < lo; i++)
             pad[i] = 0.0f;
-        memcpy(pad + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+        memcpy(pad + lo, row + c0 + lo, (size_t)(hi - lo) * sizeof(float));
         for (int i = hi; i < cnt; i++)
             pad[i] = 0.0f;
-        xr = pad;
+    } else {
+        xr = row + c0;
     }
     for (int t = 0; t < len; t++) {
         const float a = xr[2 * t], b = xr[2 * t + 1], c = xr[2 * t + 2], d = xr[2 * t + 3];
@@ -407,8 +410,8 @@ static void wino_store_rows(float *out, int H, int W, int ty, int tx0, int len,
 
 /* dM = A·dY·Aᵀ for the segment of output plane dy: m[ξ·ld + t]; tmp
  * holds 4·len floats. */
-WINO_CLONES static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H, int W, int ty,
-                              int tx0, int len, float *restrict tmp)
+WINO_CLONES static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H,
+                                          int W, int ty, int tx0, int len, float *restrict tmp)
 {
     float *restrict e0 = tmp, *restrict o0 = tmp + len, *restrict e1 = tmp + 2 * (size_t)len,
                     *restrict o1 = tmp + 3 * (size_t)len;
@@ -490,14 +493,16 @@ static void wino_scatter_rows(float *dx, int H, int W, int ty, int tx0, int len,
         }
         ev[len] = c[len - 1];
         od[len] = e[len - 1];
-        /* Pairs t whose columns are both inside the row, then the edges. */
-        float *restrict row = dx + (size_t)h * W + 2 * tx0 - 1;
+        /* Pairs t whose columns 2·(tx0 + t) − 1 and 2·(tx0 + t) are both
+         * inside the row, then the edges. */
+        float *restrict row = dx + (size_t)h * W;
         int lo = tx0 >= 1 ? 0 : 1 - tx0, hi = (W - 2) / 2 + 1 - tx0;
         hi = hi > len + 1 ? len + 1 : hi;
         lo = lo > hi ? hi : lo;
+        float *restrict pair = row + 2 * (tx0 + lo) - 1;
         for (int t = lo; t < hi; t++) {
-            row[2 * t] += ev[t];
-            row[2 * t + 1] += od[t];
+            pair[2 * (t - lo)] += ev[t];
+            pair[2 * (t - lo) + 1] += od[t];
         }
         for (int t = 0; t <= len; t++) {
             if (t == lo)
@@ -506,9 +511,9 @@ static void wino_scatter_rows(float *dx, int H, int W, int ty, int tx0, int len,
                 break;
             const int col = 2 * (tx0 + t) - 1;
             if (col >= 0 && col < W)
-                row[2 * t] += ev[t];
+                row[col] += ev[t];
             if (col + 1 >= 0 && col + 1 < W)
-                row[2 * t + 1] += od[t];
+                row[col + 1] += od[t];
         }
     }
 }
@@ -587,10 +592,7 @@ static void wino_transpose(const float *src, size_t ss, float *dst, size_t ds, i
                            int cols)
 {
 #ifdef WINO_X86
-    static int avx2 = -1;
-    if (avx2 < 0)
-        avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    if (avx2) {
+    if (__builtin_cpu_supports("avx2")) {
         int j = 0;
         for (; j + 8 <= cols; j += 8)
             tr8_avx2(src + j, ss, dst + (size_t)j * ds, ds, rows);
@@ -636,7 +638,8 @@ WINO_CLONES static void wino_pack_kernels(float *dst, size_t stride, const float
             for (int l = 0; l < LMAX; l++) {
                 const float *src = NULL;
                 if (l < on)
-                    src = w + (transposed ? ((size_t)i * C + o0 + l) : ((size_t)(o0 + l) * C + i)) * 9;
+                    src = w + 9 * (transposed ? (size_t)i * C + o0 + l
+                                              : (size_t)(o0 + l) * C + i);
                 for (int r = 0; r < 9; r++)
                     g[r][l] = src ? src[r] : 0.0f;
             }
@@ -692,8 +695,9 @@ static void wino_products(const ul_pk *pk, int rows, int nb, int depth, const fl
             const int mm = rows - ip < wl ? rows - ip : wl;
             for (int j = 0; j < nb; j += WR)
                 ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, depth,
-                           lp + xi * lp_x + (size_t)ip * depth, r + xi * r_x + (size_t)(j / WR) * ps,
-                           0.0f, out + (((size_t)(j / WR) * rows + ip) * XI + xi) * WR, XI * WR);
+                           lp + xi * lp_x + (size_t)ip * depth,
+                           r + xi * r_x + (size_t)(j / WR) * ps, 0.0f,
+                           out + (((size_t)(j / WR) * rows + ip) * XI + xi) * WR, XI * WR);
         }
 }
 
@@ -716,7 +720,7 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
     wino_pack_kernels(up, L.up_x, w, K, C, false, wl);
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
-        /* V of the block as R panels: vp[ξ][(tl/wr)·C·wr + c·wr + tl%wr],
+        /* V of the block as R panels: vp[ξ][(tl/16)·vps + c·16 + tl%16],
          * channel by channel (the planes lie whole multiples of 4 KiB
          * apart, so walking the channels in the inner loop would keep
          * evicting the rows it reads again). Straight into the panel when
@@ -783,7 +787,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
         /* dM of the block, 16 channels k at a time, plane by plane into the
          * staging buffer st[kk][ξ][tl], then as R panels of tiles (depth
-         * K) for dV, r1[ξ][(tl/16)·K·16 + k·16 + tl%16], and, transposed, as
+         * K) for dV, r1[ξ][(tl/16)·r1s + k·16 + tl%16], and, transposed, as
          * R panels of channels (depth tiles) for dU, r2[ξ][(k/16)·nt·16 +
          * tl·16 + k%16]. */
         for (int k0 = 0; k0 < K; k0 += WR) {
