@@ -84,15 +84,18 @@ static int wino_min(bool backward)
     return m;
 }
 
-static bool wino_forced;
+static int wino_forced;
 
-void ul_wino_force(bool on) { __atomic_store_n(&wino_forced, on, __ATOMIC_RELAXED); }
+void ul_wino_force(int mode) { __atomic_store_n(&wino_forced, mode, __ATOMIC_RELAXED); }
 
 bool ul_wino_ok(const ul_conv_shape *s, bool backward)
 {
     if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
         return false;
-    const bool forced = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
+    const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
+    if (mode < 0)
+        return false;
+    const bool forced = mode > 0;
     const int m = forced ? 1 : wino_min(backward);
     if (m == 0)
         return false;

@@ -17,8 +17,9 @@
  * ones scale with _MIN_BWD). */
 bool ul_wino_ok(const ul_conv_shape *s, bool backward);
 
-/* Tests only: with on, every layer the path can take takes it, both ways. */
-void ul_wino_force(bool on);
+/* Tests and benchmarks only: mode 1 sends every layer the path can take
+ * through it, both ways; −1 sends none; 0 restores the thresholds. */
+void ul_wino_force(int mode);
 
 /* Floats of one thread's scratch for shape s (forward or backward; the
  * batch size does not matter). The scratch starts on a 64-byte boundary. */

@@ -475,13 +475,13 @@ END_TEST
  * finite differences, and one thread against two. */
 START_TEST(test_winograd_net)
 {
-    ul_wino_force(true);
+    ul_wino_force(1);
     ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 91);
     check_net_grad("resnet18 width 0.04, Winograd", net, 4, true, 900);
     check_threads_agree("resnet18 Winograd train", net, 5, true);
     check_threads_agree("resnet18 Winograd eval", net, 7, false);
     ul_net_free(net);
-    ul_wino_force(false);
+    ul_wino_force(0);
 }
 END_TEST
 

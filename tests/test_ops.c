@@ -427,7 +427,7 @@ static void conv_vs_ref(int _i)
     conv_ctx c;
     /* Before the scratch is sized: the path's scratch counts only when
      * the path is taken. */
-    ul_wino_force(_i >= FIRST_WINO_CASE && _i != DEFAULT_WINO_CASE);
+    ul_wino_force(_i >= FIRST_WINO_CASE && _i != DEFAULT_WINO_CASE ? 1 : 0);
     conv_ctx_init(&c, k, 200 + (uint64_t)_i);
     char what[96];
     snprintf(what, sizeof what, "conv case %d (%dx%d k%dx%d s%d p%d)", _i, k->H, k->W, k->R,
@@ -479,14 +479,14 @@ static void conv_vs_ref(int _i)
     free(want), free(din), free(dw), free(db), free(din_ref), free(dw_ref), free(db_ref);
     free(alone), free(alone_ref);
     conv_ctx_free(&c);
-    ul_wino_force(false);
+    ul_wino_force(0);
 }
 
 START_TEST(test_conv_grad)
 {
     const conv_case *k = &conv_cases[_i];
     conv_ctx c;
-    ul_wino_force(_i >= FIRST_WINO_CASE && _i != DEFAULT_WINO_CASE);
+    ul_wino_force(_i >= FIRST_WINO_CASE && _i != DEFAULT_WINO_CASE ? 1 : 0);
     conv_ctx_init(&c, k, 400 + (uint64_t)_i);
     float *din = falloc(c.nin), *dw = falloc(c.nw), *db = falloc((size_t)k->K);
     conv_loss(&c);
@@ -497,7 +497,7 @@ START_TEST(test_conv_grad)
         check_fd("conv db", conv_loss, &c, c.b, db, (size_t)k->K, 1e-2f);
     free(din), free(dw), free(db);
     conv_ctx_free(&c);
-    ul_wino_force(false);
+    ul_wino_force(0);
 }
 END_TEST
 

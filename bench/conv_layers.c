@@ -1,0 +1,137 @@
+/* unlearn-bench-conv: the 3×3, stride-1, padded convolution layers of
+ * ResNet-18 (widths 0.25, 0.5 and 1; 3×32×32 and 1×28×28 inputs), timed on
+ * one thread for a thread's share of a
+ * batch of 128 (64 images), through the direct paths and through the
+ * Winograd path, forward and backward (input and weight gradients). It is
+ * the measurement behind the Winograd path's thresholds (ops_wino.c) and
+ * prints, per layer, which path the thresholds pick.
+ *
+ *   build/bench/unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW]
+ *
+ * Times are the best of R repetitions (default 5). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ops_local.h"
+#include "ops_wino.h"
+#include "pack_gemm.h"
+#include "runtime.h"
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float *buffer(size_t n, unsigned seed)
+{
+    float *p = NULL;
+    if (posix_memalign((void **)&p, 64, (n + 16) * sizeof(float)) != 0) {
+        fprintf(stderr, "error: out of memory (%zu floats)\n", n);
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        p[i] = (float)(seed >> 8) / 16777216.0f - 0.5f;
+    }
+    return p;
+}
+
+typedef struct {
+    int C, HW; /* channels in and out, image side */
+} layer;
+
+/* Best-of-reps seconds of one pass: 0 forward, 1 backward (dX and dW). */
+static double time_pass(const ul_conv_shape *s, int pass, int reps, float *out, float *in,
+                        float *w, float *dout, float *din, float *dw, float *scratch)
+{
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t = now_s();
+        if (pass == 0)
+            ul_conv2d_forward_local(out, in, w, NULL, s, scratch);
+        else
+            ul_conv2d_backward_local(din, dw, NULL, dout, in, w, s, scratch);
+        t = now_s() - t;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+int main(int argc, char **argv)
+{
+    int N = 64, reps = 5, one_c = 0, one_hw = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--images") == 0 && i + 1 < argc)
+            N = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--layer") == 0 && i + 1 < argc &&
+                 sscanf(argv[i + 1], "%d,%dx%*d", &one_c, &one_hw) == 2)
+            i++;
+        else {
+            fprintf(stderr,
+                    "usage: unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW]\n"
+                    "  (unknown or incomplete argument '%s')\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    if (N < 1 || reps < 1 || (one_c && (one_c < 1 || one_hw < 1))) {
+        fprintf(stderr, "error: --images, --reps and --layer take positive numbers\n");
+        return 2;
+    }
+    ul_runtime_init();
+    if (!ul_pk_get()) {
+        fprintf(stderr, "error: BLIS offers no micro-kernel the packed paths can use "
+                        "(or UNLEARN_PACKED_GEMM=0): there is no Winograd path to time\n");
+        return 1;
+    }
+    /* ResNet-18 at widths 0.25, 0.5 and 1, on 3×32×32 and 1×28×28. */
+    static const layer all[] = {
+        {16, 32}, {32, 16}, {64, 8},  {128, 4}, {32, 32}, {64, 16}, {128, 8},
+        {256, 4}, {64, 32}, {128, 16}, {256, 8}, {512, 4}, {16, 28}, {32, 14},
+        {64, 7},  {32, 28}, {64, 14}, {128, 7}, {64, 28}, {128, 14}, {256, 7},
+    };
+    layer mine = {one_c, one_hw};
+    const layer *list = one_c ? &mine : all;
+    const int count = one_c ? 1 : (int)(sizeof all / sizeof all[0]);
+    printf("one thread, %d images, best of %d; ms per pass, direct / Winograd (speed-up); "
+           "* = the path the thresholds pick\n",
+           N, reps);
+    printf("%5s %7s | %9s %9s %6s | %9s %9s %6s\n", "C=K", "image", "fwd dir", "fwd wino",
+           "x", "bwd dir", "bwd wino", "x");
+    for (int li = 0; li < count; li++) {
+        ul_conv_shape s;
+        const int C = list[li].C, HW = list[li].HW;
+        if (!ul_conv_shape_init(&s, N, C, HW, HW, C, 3, 3, 1, 1)) {
+            fprintf(stderr, "error: bad layer %d,%dx%d\n", C, HW, HW);
+            return 2;
+        }
+        const size_t nin = (size_t)N * C * HW * HW, nw = (size_t)C * C * 9;
+        float *in = buffer(nin, 1), *out = buffer(nin, 2), *w = buffer(nw, 3);
+        float *dout = buffer(nin, 4), *din = buffer(nin, 5), *dw = buffer(nw, 6);
+        ul_wino_force(1);
+        const size_t sw = ul_conv2d_local_scratch(&s);
+        ul_wino_force(0);
+        const bool pick_f = ul_wino_ok(&s, false), pick_b = ul_wino_ok(&s, true);
+        float *scratch = buffer(sw, 7);
+        double t[2][2];
+        for (int pass = 0; pass < 2; pass++)
+            for (int path = 0; path < 2; path++) {
+                ul_wino_force(path ? 1 : -1);
+                t[pass][path] = time_pass(&s, pass, reps, out, in, w, dout, din, dw, scratch);
+            }
+        ul_wino_force(0);
+        printf("%5d %3dx%-3d | %8.2f%s %8.2f%s %5.2fx | %8.2f%s %8.2f%s %5.2fx\n", C, HW, HW,
+               t[0][0] * 1e3, pick_f ? " " : "*", t[0][1] * 1e3, pick_f ? "*" : " ",
+               t[0][0] / t[0][1], t[1][0] * 1e3, pick_b ? " " : "*", t[1][1] * 1e3,
+               pick_b ? "*" : " ", t[1][0] / t[1][1]);
+        fflush(stdout);
+        free(in), free(out), free(w), free(dout), free(din), free(dw), free(scratch);
+    }
+    return 0;
+}
