@@ -1,10 +1,10 @@
 /* unlearn-bench-conv: the 3×3, stride-1, padded convolution layers of
  * ResNet-18 (widths 0.25, 0.5 and 1; 3×32×32 and 1×28×28 inputs), timed on
- * one thread for a thread's share of a
- * batch of 128 (64 images), through the direct paths and through the
- * Winograd path, forward and backward (input and weight gradients). It is
- * the measurement behind the Winograd path's thresholds (ops_wino.c) and
- * prints, per layer, which path the thresholds pick.
+ * one thread for a thread's share of a batch of 128 (64 images), through
+ * the direct paths and through the Winograd path, forward and backward
+ * (input and weight gradients). It is the measurement behind the Winograd
+ * path's thresholds (ops_wino.c) and prints, per layer, which path the
+ * thresholds pick.
  *
  *   build/bench/unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW]
  *
