@@ -1,6 +1,9 @@
 /* 2-D convolution as GEMMs, with direct-loop references.
  *
- * Three ways to the same products, chosen per shape:
+ * 3×3, stride-1, pad-1 layers with enough channels go through Winograd's
+ * F(2×2, 3×3) instead (ops_wino.c; ul_wino_ok decides, forward and
+ * backward separately). Otherwise, three ways to the same products,
+ * chosen per shape:
  *  - 3×3, stride 1, pad 1 with at least 4 input channels (every such layer
  *    of ResNet-18 and the CNN but an RGB or grey stem): forward and dX from
  *    three shifted copies of each image, read in place by BLIS's
@@ -10,7 +13,7 @@
  *    into micro-panels and the weights packed once per call;
  *  - otherwise (UNLEARN_PACKED_GEMM=0, or no usable kernel): im2col into
  *    a buffer and bli_sgemm.
- * The weight gradient always goes through im2col and bli_sgemm, one
+ * Their weight gradient always goes through im2col and bli_sgemm, one
  * product per unit (below) so that its depth is a whole image or more.
  *
  * The work is cut into column blocks of about UL_CONV_COLS output positions:
