@@ -39,18 +39,18 @@
 #define WINO_X86 1
 #endif
 
-/* Where the path pays, measured layer by layer on a 2-core Zen 3 VM (one
- * thread, 64 images, against the direct paths of ops_conv.c): forward
- * 1.1–1.65× from 32 channels on (about even on 4×4 images); backward
- * 1.2–1.55× from 32 channels on 32×32 images, from 64 on images of 12×12
- * and more, and from 256 on smaller ones (1.25–1.45×); below that the
- * transforms and transposes cost about as much as the products they save
- * (within ±10% of the direct paths). */
+/* Where the path pays, measured layer by layer on a 2-core Zen 3 VM with
+ * build/bench/unlearn-bench-conv (one thread, 64 images, against the
+ * direct paths of ops_conv.c): forward 1.05–1.85× from 32 channels on
+ * (about even on 4×4 images); backward 1.15–1.9× from 32 channels on 32×32
+ * images, from 64 on images of 12×12 and more, from 128 on 8×8 and from
+ * 256 on smaller ones. Below that the transforms and transposes cost about
+ * as much as the products they save (within ±10% of the direct paths). */
 #define UL_WINO_MIN_C_FWD 32
 #define UL_WINO_MIN_C_BWD 64
-#define UL_WINO_LARGE_HW 1024 /* from here on backward from 32 channels */
-#define UL_WINO_MIN_HW_BWD 144
-#define UL_WINO_WIDE_BWD 256
+#define UL_WINO_LARGE_HW 1024 /* from here on backward from half the channels */
+#define UL_WINO_MIN_HW_BWD 144 /* from here on from UL_WINO_MIN_C_BWD */
+#define UL_WINO_SMALL_HW 64    /* from here on from twice as many; below, four times */
 
 enum { XI = 16 }; /* values of one transformed tile */
 enum { WR = 16 }; /* lanes of an R panel: the path needs a kernel with NR = 16 */
@@ -105,9 +105,10 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
         /* The channel count the image size asks for, scaled with a moved
          * threshold (UNLEARN_WINOGRAD_MIN_BWD). */
         const int hw = s->H * s->W;
-        const int need = hw >= UL_WINO_LARGE_HW  ? m / 2
+        const int need = hw >= UL_WINO_LARGE_HW     ? m / 2
                          : hw >= UL_WINO_MIN_HW_BWD ? m
-                                                    : m * (UL_WINO_WIDE_BWD / UL_WINO_MIN_C_BWD);
+                         : hw >= UL_WINO_SMALL_HW   ? 2 * m
+                                                    : 4 * m;
         if (s->C < need || s->K < need)
             return false;
     }
