@@ -318,13 +318,8 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
             continue;
         const float mu = nd->mean[c], rs = nd->rstd[c], g = nd->w[c] * rs;
         const float m_dy = (float)(sdy / M), m_dyx = (float)(sdyx / M);
-        for (int i = 0; i < n; i++) {
-            const float *x = x0 + i * img + (size_t)c * HW;
-            const float *dy = dy0 + i * img + (size_t)c * HW;
-            float *dx = dx0 + i * img + (size_t)c * HW;
-            for (int j = 0; j < HW; j++)
-                dx[j] += g * (dy[j] - m_dy - (x[j] - mu) * rs * m_dyx);
-        }
+        ul_bn_dx_channel(dx0 + (size_t)c * HW, x0 + (size_t)c * HW, dy0 + (size_t)c * HW, n, img,
+                         HW, mu, rs, g, m_dy, m_dyx);
     }
 }
 

@@ -4,6 +4,7 @@
  * double because a channel can hold millions of values (N·H·W). */
 #include <math.h>
 
+#include "ops_local.h"
 #include "unlearn/ops.h"
 
 #define UL_OMP_MIN 32768
@@ -102,12 +103,15 @@ void ul_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float 
         const float g = gamma[c] * rs;
         const float m_dy = (float)(sum_dy / (double)M);
         const float m_dyx = (float)(sum_dy_xhat / (double)M);
-        for (int n = 0; n < N; n++) {
-            const float *x = in + n * img + (size_t)c * HW;
-            const float *dy = dout + n * img + (size_t)c * HW;
-            float *dx = din + n * img + (size_t)c * HW;
-            for (int j = 0; j < HW; j++)
-                dx[j] += g * (dy[j] - m_dy - (x[j] - mu) * rs * m_dyx);
-        }
+        ul_bn_dx_channel(din + (size_t)c * HW, in + (size_t)c * HW, dout + (size_t)c * HW, N,
+                         img, HW, mu, rs, g, m_dy, m_dyx);
     }
+}
+
+void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n, size_t img, int HW,
+                      float mu, float rs, float g, float m_dy, float m_dyx)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < HW; j++)
+            dx[i * img + j] += g * (dy[i * img + j] - m_dy - (x[i * img + j] - mu) * rs * m_dyx);
 }

@@ -1,5 +1,5 @@
-/* Private: single-threaded convolution over a slice of the batch, for
- * callers that spread the batch over threads themselves (net_team.c). */
+/* Private: single-threaded kernels over a slice of the batch, for callers
+ * that spread the batch over threads themselves (net_team.c). */
 #ifndef UL_OPS_LOCAL_H
 #define UL_OPS_LOCAL_H
 
@@ -20,5 +20,12 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
 void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
                               const float *in, const float *w, const ul_conv_shape *s,
                               float *scratch);
+
+/* The training-mode BatchNorm input gradient of one channel once the batch
+ * means are known: dx += g·(dy − m_dy − (x − mu)·rs·m_dyx) over n images
+ * lying img floats apart, HW values each (x, dy, dx point at the channel
+ * in the first image; g = γ·rs). */
+void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n, size_t img, int HW,
+                      float mu, float rs, float g, float m_dy, float m_dyx);
 
 #endif
