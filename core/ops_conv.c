@@ -13,8 +13,10 @@
  *    into micro-panels and the weights packed once per call;
  *  - otherwise (UNLEARN_PACKED_GEMM=0, or no usable kernel): im2col into
  *    a buffer and bli_sgemm.
- * Their weight gradient always goes through im2col and bli_sgemm, one
- * product per unit (below) so that its depth is a whole image or more.
+ * The shifted layers' weight gradient is nine products over two
+ * interleaved copies (conv_shifted_dw, below); every other weight gradient
+ * goes through im2col and bli_sgemm, one product per unit (below) so that
+ * its depth is a whole image or more.
  *
  * The work is cut into column blocks of about UL_CONV_COLS output positions:
  * a few output rows of one image when P·Q is large, or nb whole images when
@@ -29,6 +31,7 @@
  *
  * Scratch, per thread (conv_scratch_layout; each part 64-byte aligned):
  *   col   (C·R·S, nb·P·Q)  im2col of a unit for dW; dX's columns of a block
+ *                          (the shifted layers: conv_shifted_dw's copies)
  *   tmp   (K, cols)        only when blocks hold several images
  *   dw    (K, C·R·S)       the thread's weight-gradient partial
  *   wp                     packed weights (forward W, backward Wᵀ or the
@@ -225,6 +228,7 @@ static int conv_threads(int units)
  * transposed and flipped. */
 
 static size_t round_up_sz(size_t x, size_t m) { return (x + m - 1) / m * m; }
+static size_t a16(size_t n) { return round_up_sz(n, 16); }
 
 static bool conv_shifted_ok(const ul_conv_shape *s)
 {
@@ -465,9 +469,127 @@ static void conv_shifted_dx_images(float *din, const float *dout, const float *w
                            1.0f, xs, pk);
 }
 
-/* ---- scratch ------------------------------------------------------------------ */
+/* ---- shifted weight gradient -------------------------------------------------
+ * dW of a 3×3, stride-1, pad-1 layer as nine products that share two
+ * interleaved copies, with no im2col:
+ *   dW[k][c][r][s] = Σ over positions of dY[k][pos] · X[c][pos + D(r, s)].
+ * Images are laid out one after the other as planes of H+1 rows of W+1
+ * values: a leading zero row, then each image row followed by one zero.
+ * That zero column is the right padding of a row and the left padding of
+ * the next, and the zero row is the bottom padding of one image and the top
+ * padding of the next. In that layout input (h + r − 1, w + s − 1) sits at
+ * a fixed distance D(r, s) = (r − 1)(W + 1) + s − 1 from output (h, w), so
+ * the nine offsets are the same two buffers read from shifted starts:
+ *   xp  the input, channels interleaved by the kernel's L width (6 on Zen),
+ *   dyp dY, channels interleaved by its R width (16), zero on the padding,
+ * and each micro-tile (6 input channels × 16 output channels at one offset)
+ * runs straight over a stretch of positions. The zeros of dyp cancel the
+ * products that straddle a padding slot. Units of about SDW_POS positions
+ * (whole images) are copied at a time; the tiles are summed over a unit in
+ * stretches of SDW_KC positions, which keep dyp's panel in L1. */
 
-static size_t a16(size_t n) { return (n + 15) / 16 * 16; }
+enum { SDW_POS = 1024, SDW_KC = 256 };
+
+typedef struct sdw_geom {
+    int wp, plane, g;   /* row length W+1, plane (H+1)(W+1), images per unit */
+    int cpad, kpad;     /* C and K rounded up to the panel widths */
+    size_t xs, ys;      /* floats of one channel panel of xp / dyp */
+} sdw_geom;
+
+static sdw_geom sdw_geometry(const ul_conv_shape *s, const ul_pk *pk)
+{
+    sdw_geom g;
+    g.wp = s->W + 1;
+    g.plane = (s->H + 1) * g.wp;
+    g.g = SDW_POS / g.plane > 1 ? SDW_POS / g.plane : 1;
+    if (g.g > s->N)
+        g.g = s->N;
+    g.cpad = (int)round_up_sz((size_t)s->C, (size_t)pk->wl);
+    g.kpad = (int)round_up_sz((size_t)s->K, (size_t)pk->wr);
+    /* xp covers positions [−1, g·plane + wp + 1), plus slack for the
+     * kernel's look-ahead; dyp positions [0, g·plane). */
+    g.xs = a16(((size_t)g.g * g.plane + (size_t)g.wp + 2 + 16) * (size_t)pk->wl);
+    g.ys = (size_t)g.g * g.plane * (size_t)pk->wr;
+    return g;
+}
+
+/* Floats of the shifted dW scratch: xp, dyp and the (9, cpad, kpad) sums. */
+static size_t conv_shifted_dw_size(const ul_conv_shape *s, const ul_pk *pk)
+{
+    const sdw_geom g = sdw_geometry(s, pk);
+    return (size_t)g.cpad / pk->wl * g.xs + a16((size_t)g.kpad / pk->wr * g.ys) +
+           (size_t)9 * g.cpad * g.kpad;
+}
+
+/* Interleaves channels [c0, c0+w) of images [0, g) of src (channels ch,
+ * H·W values each) into dst, position by position (w floats each) in the
+ * plane layout, starting at position `first`; channels ≥ ch and the
+ * padding slots are zero. */
+static void sdw_interleave(float *dst, int w, int first, const float *src, size_t img, int ch,
+                           int c0, int g, int H, int W, int wp, int plane, size_t count)
+{
+    memset(dst, 0, count * (size_t)w * sizeof(float));
+    const size_t HW = (size_t)H * W;
+    const int lanes = ch - c0 < w ? ch - c0 : w;
+    for (int n = 0; n < g; n++)
+        for (int l = 0; l < lanes; l++) {
+            const float *x = src + n * img + (size_t)(c0 + l) * HW;
+            for (int h = 0; h < H; h++) {
+                float *d = dst + ((size_t)n * plane + (size_t)(h + 1) * wp - first) * w + l;
+                const float *xr = x + (size_t)h * W;
+                for (int q = 0; q < W; q++)
+                    d[(size_t)q * w] = xr[q];
+            }
+        }
+}
+
+/* Adds dW of images [n0, n1) to dw_acc (K, C, 3, 3); scratch holds
+ * conv_shifted_dw_size floats, 64-byte aligned. */
+static void conv_shifted_dw(float *dw_acc, const float *dout, const float *in,
+                            const ul_conv_shape *s, int n0, int n1, float *scratch)
+{
+    const ul_pk *pk = ul_pk_get();
+    const sdw_geom g = sdw_geometry(s, pk);
+    const int wl = pk->wl, wr = pk->wr, C = s->C, K = s->K;
+    const int cpn = g.cpad / wl, kpn = g.kpad / wr;
+    const size_t in_img = (size_t)C * s->H * s->W, out_img = (size_t)K * s->H * s->W;
+    float *xp = scratch, *dyp = xp + (size_t)cpn * g.xs;
+    float *acc = dyp + a16((size_t)kpn * g.ys);
+    memset(acc, 0, (size_t)9 * g.cpad * g.kpad * sizeof(float));
+    for (int n = n0; n < n1; n += g.g) {
+        const int gi = n1 - n < g.g ? n1 - n : g.g;
+        const int end = gi * g.plane; /* positions [wp, end) hold the outputs */
+        for (int cp = 0; cp < cpn; cp++)
+            sdw_interleave(xp + cp * g.xs, wl, -1, in + n * in_img, in_img, C, cp * wl, gi,
+                           s->H, s->W, g.wp, g.plane, (size_t)end + g.wp + 2);
+        for (int kp = 0; kp < kpn; kp++)
+            sdw_interleave(dyp + kp * g.ys, wr, 0, dout + n * out_img, out_img, K, kp * wr, gi,
+                           s->H, s->W, g.wp, g.plane, (size_t)end);
+        for (int p0 = g.wp; p0 < end; p0 += SDW_KC) {
+            const int kc = end - p0 < SDW_KC ? end - p0 : SDW_KC;
+            for (int kp = 0; kp < kpn; kp++) {
+                const float *b = dyp + kp * g.ys + (size_t)p0 * wr;
+                for (int cp = 0; cp < cpn; cp++)
+                    for (int r = 0; r < 3; r++)
+                        for (int sx = 0; sx < 3; sx++) {
+                            /* xp's position −1 is at index 0. */
+                            const int d = (r - 1) * g.wp + sx - 1;
+                            const float *a = xp + cp * g.xs + (size_t)(p0 + d + 1) * wl;
+                            float *c = acc + ((size_t)(r * 3 + sx) * g.cpad + (size_t)cp * wl) *
+                                                 g.kpad +
+                                       (size_t)kp * wr;
+                            ul_pk_tile(pk, wl, wr, kc, a, b, 1.0f, c, g.kpad);
+                        }
+            }
+        }
+    }
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++)
+            for (int o = 0; o < 9; o++)
+                dw_acc[((size_t)k * C + c) * 9 + o] += acc[((size_t)o * g.cpad + c) * g.kpad + k];
+}
+
+/* ---- scratch ------------------------------------------------------------------ */
 
 /* Offsets (floats) of the parts of one thread's scratch; see the top of the
  * file. Each part starts on a 64-byte boundary. */
@@ -483,8 +605,12 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     conv_scratch L = {0};
     size_t off = 0;
     L.col = off;
-    /* im2col of a whole unit for dW (nb images, or one whole image). */
-    off += a16((nb == 1 && conv_is_pointwise(s)) ? 0 : crs * (size_t)nb * s->P * s->Q);
+    /* im2col of a whole unit for dW (nb images, or one whole image); the
+     * shifted path's dW uses the space for its own copies instead. */
+    if (conv_shifted_ok(s))
+        off += a16(conv_shifted_dw_size(s, ul_pk_get()));
+    else
+        off += a16((nb == 1 && conv_is_pointwise(s)) ? 0 : crs * (size_t)nb * s->P * s->Q);
     L.tmp = off;
     off += a16(nb > 1 ? (size_t)s->K * cols : 0);
     L.dw = off;
@@ -969,8 +1095,11 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
         pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, true);
         conv_shifted_dx_images(din, dout, scratch + L.wp, s, 0, s->N, scratch + L.xs);
         din = NULL;
-        if (!dw_acc)
-            return;
+    }
+    if (conv_shifted_ok(s)) {
+        if (dw_acc)
+            conv_shifted_dw(dw_acc, dout, in, s, 0, s->N, scratch + conv_scratch_layout(s).col);
+        return;
     }
     int nb, pb;
     conv_blocking(s, &nb, &pb);
@@ -1000,10 +1129,13 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     }
     int nb, pb;
     conv_blocking(s, &nb, &pb);
-    const int units = conv_units(s, nb), T = conv_threads(units);
+    /* The shifted path's dW takes units of ug images (sdw_geometry). */
+    const bool sdw = conv_shifted_ok(s);
+    const int ug = sdw ? sdw_geometry(s, ul_pk_get()).g : nb;
+    const int units = sdw ? (N + ug - 1) / ug : conv_units(s, nb), T = conv_threads(units);
     const conv_scratch L = conv_scratch_layout(s);
     const size_t per = L.total, wsize = (size_t)K * CRS;
-    if (din && conv_shifted_ok(s)) {
+    if (din && sdw) {
         float *wps = scratch + L.wp;
         pack_w_shifted(ul_pk_get(), wps, w, K, s->C, true);
         const int G = conv_shifted_group(s, ul_pk_get()), groups = (N + G - 1) / G;
@@ -1022,8 +1154,11 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     }
     const float *wp = din ? conv_pack_weights(s, w, scratch, true) : NULL;
     if (T == 1) {
-        for (int u = 0; u < units; u++)
-            conv_backward_unit(din, dw, dout, in, w, s, u, scratch, 0, wp);
+        if (sdw)
+            conv_shifted_dw(dw, dout, in, s, 0, N, scratch + L.col);
+        else
+            for (int u = 0; u < units; u++)
+                conv_backward_unit(din, dw, dout, in, w, s, u, scratch, 0, wp);
         return;
     }
 #pragma omp parallel num_threads(T)
@@ -1034,8 +1169,13 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         if (acc)
             memset(acc, 0, wsize * sizeof(float));
 #pragma omp for schedule(static)
-        for (int u = 0; u < units; u++)
-            conv_backward_unit(din, acc, dout, in, w, s, u, mine, 1, wp);
+        for (int u = 0; u < units; u++) {
+            if (sdw)
+                conv_shifted_dw(acc, dout, in, s, u * ug, N - u * ug < ug ? N : u * ug + ug,
+                                mine + L.col);
+            else
+                conv_backward_unit(din, acc, dout, in, w, s, u, mine, 1, wp);
+        }
         if (dw) {
             /* Implicit barrier above; each thread then sums a slice of dW
              * over the partials in thread order. */

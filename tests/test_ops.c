@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_local.h"
 #include "ops_wino.h"
 #include "pack_gemm.h"
 #include "runtime.h"
@@ -239,6 +240,11 @@ static const conv_case conv_cases[] = {
     {3, 6, 4, 4, 7, 3, 3, 1, 1, 0},    {1, 2, 6, 6, 300, 3, 3, 1, 1, 0},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
+    /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
+     * three units over the threads, 8 input channels (a full and a partial
+     * panel of 6) and 17 outputs (one lane in the second panel of 16); then
+     * six 12×12 images per unit, the last unit ragged (7 = 6 + 1). */
+    {3, 8, 30, 30, 17, 3, 3, 1, 1, 0}, {7, 4, 12, 12, 4, 3, 3, 1, 1, 1},
     /* The Winograd path (ops_wino.c, 16 or more channels each way): odd
      * sizes (clipped edge tiles), channels not a multiple of the
      * micro-kernel's 6 rows or 16 lanes, blocks of tiles that span images
@@ -251,8 +257,8 @@ static const conv_case conv_cases[] = {
 };
 /* Cases from here on run with the Winograd path forced (ul_wino_force),
  * so that narrow shapes cover its edge cases; the last needs no forcing. */
-#define FIRST_WINO_CASE 18
-#define DEFAULT_WINO_CASE 22
+#define FIRST_WINO_CASE 20
+#define DEFAULT_WINO_CASE 24
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
 typedef struct {
@@ -475,6 +481,29 @@ static void conv_vs_ref(int _i)
     ul_conv2d_backward_ref(NULL, alone_ref, NULL, c.G, c.in, c.w, &c.s);
     assert_close("conv dw alone", alone, alone_ref, c.nw, REF_RTOL);
     conv_ctx_check_canary(&c);
+
+    /* The one-thread entry points the batch-parallel passes call, with
+     * their own (64-byte aligned) scratch size; gradients add again. */
+    float *local = NULL;
+    const size_t nlocal = ul_conv2d_local_scratch(&c.s);
+    ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + CANARY) * sizeof(float)), 0);
+    for (int i = 0; i < CANARY; i++)
+        local[nlocal + i] = 12345.0f;
+    float *out_local = falloc(c.nout);
+    ul_conv2d_forward_local(out_local, c.in, c.w, c.b, &c.s, local);
+    assert_close("conv forward local", out_local, want, c.nout, REF_RTOL);
+    memcpy(din_ref, din, c.nin * sizeof(float));
+    memcpy(dw_ref, dw, c.nw * sizeof(float));
+    memcpy(db_ref, db, K * sizeof(float));
+    ul_conv2d_backward_local(din, dw, db, c.G, c.in, c.w, &c.s, local);
+    ul_conv2d_backward_ref(din_ref, dw_ref, db_ref, c.G, c.in, c.w, &c.s);
+    assert_close("conv din local", din, din_ref, c.nin, REF_RTOL);
+    assert_close("conv dw local", dw, dw_ref, c.nw, REF_RTOL);
+    assert_close("conv db local", db, db_ref, K, REF_RTOL);
+    for (int i = 0; i < CANARY; i++)
+        ck_assert_msg(local[nlocal + i] == 12345.0f,
+                      "conv wrote past ul_conv2d_local_scratch() = %zu floats", nlocal);
+    free(local), free(out_local);
 
     free(want), free(din), free(dw), free(db), free(din_ref), free(dw_ref), free(db_ref);
     free(alone), free(alone_ref);
