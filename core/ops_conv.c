@@ -218,14 +218,17 @@ static int conv_threads(int units)
  * R panel (nr columns) wide, the im2col panels need no packing at all
  * (narrower rows: conv_shifted_lanes, several images per panel). Each
  * image is copied three times, once per horizontal kernel offset s, into
- * xs[s][qb][h'][c][nr] = x[c][h' − 1][qb·nr + j + s − 1] (zero outside the
+ * xs[qb][h'][s][c][nr] = x[c][h' − 1][qb·nr + j + s − 1] (zero outside the
  * image). Padded rows p, p+1, p+2 of one column block then form a
- * contiguous (3·C)×nr panel: the R panel of output row p, block qb, for the
- * offsets (r = 0..2, s), which the micro-kernel reads in place. The weights
- * are packed per s with depth index r·C + c. An image costs three copies of
- * its input instead of im2col's nine, and no per-block packing. The
- * backward pass's dX is the same computation on dY with the weights
- * transposed and flipped. */
+ * contiguous (9·C)×nr panel: the R panel of output row p, block qb, for all
+ * nine offsets, which the micro-kernel reads in place. The weights are
+ * packed with depth index (r·3 + s)·C + c. An image costs three copies of
+ * its input instead of im2col's nine, and no per-block packing; a product
+ * is 9·C deep (taken in stretches of at most SHIFT_KC), so narrow layers
+ * still make few, deep micro-kernel calls. The backward pass's dX is the
+ * same computation on dY with the weights transposed and flipped. */
+
+enum { SHIFT_KC = 384 };
 
 static size_t round_up_sz(size_t x, size_t m) { return (x + m - 1) / m * m; }
 static size_t a16(size_t n) { return round_up_sz(n, 16); }
@@ -268,29 +271,40 @@ static size_t conv_shifted_wp(const ul_conv_shape *s, const ul_pk *pk)
     return f > b ? f : b;
 }
 
-/* Packs the weights for conv_shifted_image: for each s, Ko rows of depth
- * 3·Ci, depth index r·Ci + c. Forward (Ko, Ci) = (K, C) and the value is
+/* Packs the weights for conv_shifted_image: Ko rows of depth 9·Ci, depth
+ * index (r·3 + s)·Ci + c. Forward (Ko, Ci) = (K, C) and the value is
  * w[k][c][r][s]; with flip (Ko, Ci) = (C, K) and the value is
  * w[c][k][2 − r][2 − s], the transposed convolution's kernel. */
 static void pack_w_shifted(const ul_pk *pk, float *dst, const float *w, int K, int C, bool flip)
 {
-    const int wl = pk->wl, Ko = flip ? C : K, Ci = flip ? K : C, kd = 3 * Ci;
-    const size_t blk = round_up_sz((size_t)Ko, (size_t)wl) * kd;
-    for (int sx = 0; sx < 3; sx++)
-        for (int i0 = 0; i0 < Ko; i0 += wl) {
-            float *p = dst + sx * blk + (size_t)i0 * kd;
-            for (int kk = 0; kk < kd; kk++) {
-                const int r = kk / Ci, c = kk % Ci;
-                for (int l = 0; l < wl; l++) {
-                    const int k = i0 + l;
-                    float v = 0.0f;
-                    if (k < Ko)
-                        v = flip ? w[((size_t)c * C + k) * 9 + (2 - r) * 3 + (2 - sx)]
-                                 : w[((size_t)k * C + c) * 9 + r * 3 + sx];
-                    p[(size_t)kk * wl + l] = v;
-                }
+    const int wl = pk->wl, Ko = flip ? C : K, Ci = flip ? K : C, kd = 9 * Ci;
+    for (int i0 = 0; i0 < Ko; i0 += wl) {
+        float *p = dst + (size_t)i0 * kd;
+        for (int kk = 0; kk < kd; kk++) {
+            const int r = kk / (3 * Ci), sx = kk / Ci % 3, c = kk % Ci;
+            for (int l = 0; l < wl; l++) {
+                const int k = i0 + l;
+                float v = 0.0f;
+                if (k < Ko)
+                    v = flip ? w[((size_t)c * C + k) * 9 + (2 - r) * 3 + (2 - sx)]
+                             : w[((size_t)k * C + c) * 9 + r * 3 + sx];
+                p[(size_t)kk * wl + l] = v;
             }
         }
+    }
+}
+
+/* c (mm×nn, row stride ldc) = beta·c + the 9·Ci-deep product of the packed
+ * weight rows a and the shifted panel b, in stretches of SHIFT_KC. */
+static void shifted_tile(const ul_pk *pk, int mm, int nn, int Ci, const float *a, const float *b,
+                         float beta, float *c, int ldc)
+{
+    const int kd = 9 * Ci;
+    for (int k0 = 0; k0 < kd; k0 += SHIFT_KC) {
+        const int kc = kd - k0 < SHIFT_KC ? kd - k0 : SHIFT_KC;
+        ul_pk_tile(pk, mm, nn, kc, a + (size_t)k0 * pk->wl, b + (size_t)k0 * pk->wr,
+                   k0 == 0 ? beta : 1.0f, c, ldc);
+    }
 }
 
 /* y (Ko, H·W) = beta·y + the convolution of x (Ci, H, W) with the shifted
@@ -298,15 +312,14 @@ static void pack_w_shifted(const ul_pk *pk, float *dst, const float *w, int K, i
 static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko, int Ci, int H,
                                int W, float beta, float *xs, const ul_pk *pk)
 {
-    const int nr = pk->wr, wl = pk->wl, QB = (W + nr - 1) / nr, Hp = H + 2, kd = 3 * Ci;
+    const int nr = pk->wr, wl = pk->wl, QB = (W + nr - 1) / nr, Hp = H + 2, kd = 9 * Ci;
     const size_t HW = (size_t)H * W, panel = (size_t)Ci * nr;
-    const size_t blk = round_up_sz((size_t)Ko, (size_t)wl) * kd;
     for (int sx = 0; sx < 3; sx++)
         for (int qb = 0; qb < QB; qb++) {
             const int q0 = qb * nr + sx - 1; /* input column of lane 0 */
             const int jlo = q0 < 0 ? -q0 : 0, jhi = W - q0 < nr ? W - q0 : nr;
             for (int hp = 0; hp < Hp; hp++) {
-                float *d = xs + (((size_t)sx * QB + qb) * Hp + hp) * panel;
+                float *d = xs + (((size_t)qb * Hp + hp) * 3 + sx) * panel;
                 const int h = hp - 1;
                 if (h < 0 || h >= H) {
                     memset(d, 0, panel * sizeof(float));
@@ -344,13 +357,10 @@ static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko
             const int pe = H - pg < SHIFT_ROWS ? H : pg + SHIFT_ROWS;
             for (int ip = 0; ip < Ko; ip += wl) {
                 const int mm = Ko - ip < wl ? Ko - ip : wl;
-                for (int p = pg; p < pe; p++) {
-                    float *c = y + (size_t)ip * HW + (size_t)p * W + (size_t)qb * nr;
-                    for (int sx = 0; sx < 3; sx++)
-                        ul_pk_tile(pk, mm, nn, kd, wp + sx * blk + (size_t)ip * kd,
-                                   xs + (((size_t)sx * QB + qb) * Hp + p) * panel,
-                                   sx == 0 ? beta : 1.0f, c, (int)HW);
-                }
+                for (int p = pg; p < pe; p++)
+                    shifted_tile(pk, mm, nn, Ci, wp + (size_t)ip * kd,
+                                 xs + ((size_t)qb * Hp + p) * 3 * panel, beta,
+                                 y + (size_t)ip * HW + (size_t)p * W + (size_t)qb * nr, (int)HW);
             }
         }
     }
@@ -364,13 +374,12 @@ static void conv_shifted_lanes(float *y, size_t y_img, const float *x, size_t x_
                                const float *wp, const float *bias, bool accumulate, int Ko,
                                int Ci, int H, int W, float *xs, const ul_pk *pk)
 {
-    const int nr = pk->wr, wl = pk->wl, Hp = H + 2, kd = 3 * Ci, lanes = g * W;
+    const int nr = pk->wr, wl = pk->wl, Hp = H + 2, kd = 9 * Ci, lanes = g * W;
     const size_t HW = (size_t)H * W, panel = (size_t)Ci * nr;
-    const size_t blk = round_up_sz((size_t)Ko, (size_t)wl) * kd;
     float *yt = xs + 3 * (size_t)Hp * panel;
     for (int sx = 0; sx < 3; sx++)
         for (int hp = 0; hp < Hp; hp++) {
-            float *d = xs + ((size_t)sx * Hp + hp) * panel;
+            float *d = xs + ((size_t)hp * 3 + sx) * panel;
             const int h = hp - 1;
             if (h < 0 || h >= H) {
                 memset(d, 0, panel * sizeof(float));
@@ -398,10 +407,8 @@ static void conv_shifted_lanes(float *y, size_t y_img, const float *x, size_t x_
     for (int ip = 0; ip < Ko; ip += wl) {
         const int mm = Ko - ip < wl ? Ko - ip : wl;
         for (int p = 0; p < H; p++)
-            for (int sx = 0; sx < 3; sx++)
-                ul_pk_tile(pk, mm, lanes, kd, wp + sx * blk + (size_t)ip * kd,
-                           xs + ((size_t)sx * Hp + p) * panel, sx == 0 ? 0.0f : 1.0f,
-                           yt + (size_t)ip * ldt + (size_t)p * nr, ldt);
+            shifted_tile(pk, mm, lanes, Ci, wp + (size_t)ip * kd, xs + (size_t)p * 3 * panel,
+                         0.0f, yt + (size_t)ip * ldt + (size_t)p * nr, ldt);
     }
     for (int i = 0; i < g; i++)
         for (int k = 0; k < Ko; k++) {
