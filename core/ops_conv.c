@@ -4,10 +4,10 @@
  * F(2×2, 3×3) instead (ops_wino.c; ul_wino_ok decides, forward and
  * backward separately). Otherwise, three ways to the same products,
  * chosen per shape:
- *  - 3×3, stride 1, pad 1 with at least 4 input channels (every such layer
- *    of ResNet-18 and the CNN but an RGB or grey stem): forward and dX from
- *    three shifted copies of each image, read in place by BLIS's
- *    micro-kernel (see "shifted copies" below) — no im2col at all;
+ *  - 3×3, stride 1, pad 1 (every such layer of ResNet-18 and the CNN,
+ *    stems included): forward and dX from three shifted copies of each
+ *    image, read in place by BLIS's micro-kernel (see "shifted copies"
+ *    below) — no im2col at all;
  *  - otherwise, when BLIS's micro-kernel is available (pack_gemm.h): the
  *    packed GEMM, with the im2col matrix packed straight from the image
  *    into micro-panels and the weights packed once per call;
@@ -236,10 +236,7 @@ static size_t a16(size_t n) { return round_up_sz(n, 16); }
 static bool conv_shifted_ok(const ul_conv_shape *s)
 {
     const ul_pk *pk = ul_pk_get();
-    /* With very few input channels (an RGB or grey stem) the shifted
-     * path's products would be only 3·C deep; the packed im2col is 9·C. */
-    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1 &&
-           s->C >= 4;
+    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1;
 }
 
 /* Images per lane group: rows narrower than a panel (Q < nr) put
