@@ -266,9 +266,10 @@ static void bn_forward_eval(team *tm, net_node *nd, const net_node *a, bool relu
 /* Backward of BatchNorm; train selects batch statistics (saved by forward)
  * or, in eval mode, the running ones, where the map is affine per channel.
  * With relu the incoming gradient is first masked, in place, where the
- * fused ReLU's output (the node's own) was not positive. */
+ * fused ReLU's output (the node's own) was not positive. With overwrite
+ * (bn_writes_first) din is written, not added to. */
 static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, bool train,
-                        bool relu)
+                        bool relu, bool overwrite)
 {
     const int C = nd->C, HW = nd->H * nd->W, n = tm->n, rc = tm->net->red_c;
     const size_t img = (size_t)C * HW;
@@ -296,8 +297,13 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
             for (int i = 0; i < n; i++) {
                 const float *dy = dy0 + i * img + (size_t)c * HW;
                 float *dx = dx0 + i * img + (size_t)c * HW;
-                for (int j = 0; j < HW; j++)
-                    dx[j] += dy[j] * nd->w[c] * rs;
+                const float g = nd->w[c] * rs;
+                if (overwrite)
+                    for (int j = 0; j < HW; j++)
+                        dx[j] = dy[j] * g;
+                else
+                    for (int j = 0; j < HW; j++)
+                        dx[j] += dy[j] * g;
             }
         }
     }
@@ -319,8 +325,22 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
         const float mu = nd->mean[c], rs = nd->rstd[c], g = nd->w[c] * rs;
         const float m_dy = (float)(sdy / M), m_dyx = (float)(sdyx / M);
         ul_bn_dx_channel(dx0 + (size_t)c * HW, x0 + (size_t)c * HW, dy0 + (size_t)c * HW, n, img,
-                         HW, mu, rs, g, m_dy, m_dyx);
+                         HW, mu, rs, g, m_dy, m_dyx, overwrite);
     }
+}
+
+/* Whether node i is a BatchNorm that is the first to write its input's
+ * gradient, into the whole of it: its input is a store of its own (a
+ * convolution's output, say) whose gradient starts at node i. The pass then
+ * skips zeroing that gradient and the BatchNorm writes it instead of adding
+ * to it — one pass over the activation fewer, and one read. */
+static bool bn_writes_first(const ul_net *net, int i)
+{
+    const net_node *nd = &net->nodes[i];
+    if (nd->op != NET_BN || nd->in[0] < 0)
+        return false;
+    const net_node *a = &net->nodes[nd->in[0]];
+    return a->needs_grad && a->store == nd->in[0] && a->grad_first == i;
 }
 
 /* ---- forward ------------------------------------------------------------------- */
@@ -462,9 +482,12 @@ static void team_node_backward(team *tm, net_node *nd)
         }
         break;
     }
-    case NET_BN:
-        bn_backward(tm, nd, a, din, net->last_train, bn_relu_fused(net, (int)(nd - net->nodes)));
+    case NET_BN: {
+        const int i = (int)(nd - net->nodes);
+        bn_backward(tm, nd, a, din, net->last_train, bn_relu_fused(net, i),
+                    bn_writes_first(net, i));
         break;
+    }
     case NET_RELU:
         if (nd->inplace >= 0)
             relu_mask(dy, rows(tm, nd->out, nd), count);
@@ -549,6 +572,8 @@ void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
             for (; k < net->n_grad_order && net->nodes[net->grad_order[k]].grad_first == i;
                  k++) {
                 const net_node *st = &net->nodes[net->grad_order[k]];
+                if (bn_writes_first(net, i) && net->nodes[i].in[0] == net->grad_order[k])
+                    continue;
                 memset(grad_rows(&tm, st), 0,
                        (size_t)tm.n * node_numel(st) * sizeof(float));
             }

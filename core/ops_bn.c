@@ -104,14 +104,21 @@ void ul_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float 
         const float m_dy = (float)(sum_dy / (double)M);
         const float m_dyx = (float)(sum_dy_xhat / (double)M);
         ul_bn_dx_channel(din + (size_t)c * HW, in + (size_t)c * HW, dout + (size_t)c * HW, N,
-                         img, HW, mu, rs, g, m_dy, m_dyx);
+                         img, HW, mu, rs, g, m_dy, m_dyx, false);
     }
 }
 
 void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n, size_t img, int HW,
-                      float mu, float rs, float g, float m_dy, float m_dyx)
+                      float mu, float rs, float g, float m_dy, float m_dyx, bool overwrite)
 {
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < HW; j++)
-            dx[i * img + j] += g * (dy[i * img + j] - m_dy - (x[i * img + j] - mu) * rs * m_dyx);
+    for (int i = 0; i < n; i++) {
+        float *d = dx + i * img;
+        const float *yi = dy + i * img, *xi = x + i * img;
+        if (overwrite)
+            for (int j = 0; j < HW; j++)
+                d[j] = g * (yi[j] - m_dy - (xi[j] - mu) * rs * m_dyx);
+        else
+            for (int j = 0; j < HW; j++)
+                d[j] += g * (yi[j] - m_dy - (xi[j] - mu) * rs * m_dyx);
+    }
 }

@@ -24,8 +24,9 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
 /* The training-mode BatchNorm input gradient of one channel once the batch
  * means are known: dx += g·(dy − m_dy − (x − mu)·rs·m_dyx) over n images
  * lying img floats apart, HW values each (x, dy, dx point at the channel
- * in the first image; g = γ·rs). */
+ * in the first image; g = γ·rs); with overwrite, dx = … instead (dx is
+ * then not read). */
 void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n, size_t img, int HW,
-                      float mu, float rs, float g, float m_dy, float m_dyx);
+                      float mu, float rs, float g, float m_dy, float m_dyx, bool overwrite);
 
 #endif
