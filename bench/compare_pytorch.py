@@ -5,10 +5,17 @@ PyTorch's and the ratio per row.
 
 Usage, from the repository root after scripts/build.sh:
     /usr/bin/python3 bench/compare_pytorch.py [--quick] [--model mlp|cnn|resnet18]
+        [--rounds R] [--seconds S]
 
 Both sides use UNLEARN_THREADS (default: all cores) threads, batch 128, and
 time one step = forward + backward + SGD update (momentum 0.9, weight decay
 5e-4) on random data, after one warm-up step, for at least --seconds.
+
+Each row runs R rounds (default 3), each round unlearn then PyTorch, one
+right after the other, so that both sides of a round see the machine in the
+same state; the table gives each side's median over the rounds, the ratio of
+the medians, and the lowest and highest ratio of a single round. The sgemm
+rate and the SCRUB epoch come from one more unlearn-bench run at the start.
 """
 import argparse
 from collections import OrderedDict
@@ -25,20 +32,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def unlearn_rows(args):
+MODELS = ("mlp", "cnn", "resnet18")
+WIDTHS = (0.1, 0.25, 0.5, 1.0)
+INPUTS = ((1, 28, 28), (3, 32, 32))
+
+
+def unlearn_bench(extra, seconds):
+    """Runs unlearn-bench with extra arguments; returns its JSON lines."""
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
         path = f.name
     cmd = [os.path.join(ROOT, "build", "bench", "unlearn-bench"), "--json", path,
-           "--seconds", str(args.seconds)]
-    if args.quick:
-        cmd.append("--quick")
-    if args.model:
-        cmd += ["--model", args.model]
+           "--seconds", str(seconds)] + extra
     subprocess.run(cmd, check=True, stdout=sys.stderr)
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     os.unlink(path)
     return rows
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 def torch_models(nn, torch):
@@ -174,8 +189,13 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model")
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rounds < 1:
+        sys.exit("--rounds must be at least 1")
+    if args.model and args.model not in MODELS:
+        sys.exit(f"--model must be one of {', '.join(MODELS)}")
     threads = int(os.environ.get("UNLEARN_THREADS", os.cpu_count()))
     if args.child:
         print(json.dumps(torch_row(json.loads(args.child), args.seconds, threads)))
@@ -183,38 +203,72 @@ def main():
     if importlib.util.find_spec("torch") is None:
         sys.exit("PyTorch is not installed: apt-get install python3-torch "
                  "(it installs for /usr/bin/python3)")
-    rows = unlearn_rows(args)
-    sgemm = next((r["sgemm_gflops"] for r in rows if "sgemm_gflops" in r), None)
-    print(f"threads {threads}, batch 128; img/s (higher is better), peak RSS in MiB; "
-          f"'2x needs': the arithmetic rate twice PyTorch's img/s takes (multiply-adds "
-          f"x 2, training x 3), in % of the measured sgemm rate")
+    # The sgemm rate (start and end of that run) and the SCRUB epoch.
+    head = unlearn_bench(["--model", "scrub"], args.seconds)
+    sgemm = next((r["sgemm_gflops"] for r in head if "sgemm_gflops" in r), None)
+    scrub = next((r for r in head if "scrub_epoch_seconds" in r), None)
+    print(f"threads {threads}, batch 128, {args.rounds} rounds per row; img/s (higher is "
+          f"better): medians over the rounds, their ratio, and (lowest-highest) ratio of "
+          f"a single round; peak RSS in MiB; '2x needs': the arithmetic rate twice "
+          f"PyTorch's img/s takes (multiply-adds x 2, training x 3), in % of the measured "
+          f"sgemm rate")
     print(f"{'model':9s} {'width':>5s} {'input':8s} | {'train ours':>10s} {'torch':>8s} "
-          f"{'ratio':>6s} | {'infer ours':>10s} {'torch':>8s} {'ratio':>6s} | "
-          f"{'RSS ours':>8s} {'torch':>7s} | {'2x needs: train':>15s} {'infer':>6s}")
-    for row in rows:
-        if "model" not in row:
+          f"{'ratio':>6s} {'(range)':>11s} | {'infer ours':>10s} {'torch':>8s} {'ratio':>6s} "
+          f"{'(range)':>11s} | {'RSS ours':>8s} {'torch':>7s} | "
+          f"{'2x needs: train':>15s} {'infer':>6s}")
+    full_rate = None
+    for model in MODELS:
+        if args.model and model != args.model:
             continue
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(row),
-                              "--seconds", str(args.seconds)],
-                             check=True, capture_output=True, text=True).stdout
-        t = json.loads(out)
-        shape = "x".join(str(v) for v in row["input"])
+        for shape in INPUTS:
+            for wi, width in enumerate(WIDTHS):
+                if args.quick and wi % 2 == 0:
+                    continue
+                ins = "x".join(str(v) for v in shape)
+                ours, theirs = [], []
+                for _ in range(args.rounds):
+                    got = unlearn_bench(["--no-sgemm", "--model", model, "--width",
+                                         str(width), "--input", ins], args.seconds)
+                    row = next(r for r in got if "model" in r)
+                    ours.append(row)
+                    out = subprocess.run([sys.executable, __file__, "--child",
+                                          json.dumps(row), "--seconds", str(args.seconds)],
+                                         check=True, capture_output=True, text=True).stdout
+                    theirs.append(json.loads(out))
+                o = {k: median([r[k] for r in ours])
+                     for k in ("train_ips", "infer_ips", "peak_rss_mib")}
+                t = {k: median([r[k] for r in theirs])
+                     for k in ("train_ips", "infer_ips", "peak_rss_mib")}
+                macs = ours[0]["forward_macs"]
+                if model == "resnet18" and width == 1.0 and shape == (3, 32, 32):
+                    full_rate = o["train_ips"] * 3 * macs * 2 / 1e9
 
-        def need(torch_ips, flops_per_mac, row=row):
-            if not sgemm:
-                return float("nan")
-            return 100.0 * 2 * torch_ips * flops_per_mac * row["forward_macs"] / 1e9 / sgemm
+                def need(torch_ips, flops_per_mac):
+                    if not sgemm:
+                        return float("nan")
+                    return 100.0 * 2 * torch_ips * flops_per_mac * macs / 1e9 / sgemm
 
-        print(f"{row['model']:9s} {row['width']:5g} {shape:8s} | "
-              f"{row['train_ips']:10.0f} {t['train_ips']:8.0f} "
-              f"{row['train_ips'] / t['train_ips']:6.2f} | "
-              f"{row['infer_ips']:10.0f} {t['infer_ips']:8.0f} "
-              f"{row['infer_ips'] / t['infer_ips']:6.2f} | "
-              f"{row['peak_rss_mib']:8.0f} {t['peak_rss_mib']:7.0f} | "
-              f"{need(t['train_ips'], 6):>14.0f}% {need(t['infer_ips'], 2):>5.0f}%", flush=True)
-    for row in rows:
-        if "sgemm_gflops" in row:
-            print(f"sgemm 2048^3 (unlearn's BLIS): {row['sgemm_gflops']:.1f} GFLOP/s")
+                def spread(key):
+                    r = [a[key] / b[key] for a, b in zip(ours, theirs)]
+                    return f"({min(r):.2f}-{max(r):.2f})"
+
+                print(f"{model:9s} {width:5g} {ins:8s} | "
+                      f"{o['train_ips']:10.0f} {t['train_ips']:8.0f} "
+                      f"{o['train_ips'] / t['train_ips']:6.2f} {spread('train_ips'):>11s} | "
+                      f"{o['infer_ips']:10.0f} {t['infer_ips']:8.0f} "
+                      f"{o['infer_ips'] / t['infer_ips']:6.2f} {spread('infer_ips'):>11s} | "
+                      f"{o['peak_rss_mib']:8.0f} {t['peak_rss_mib']:7.0f} | "
+                      f"{need(t['train_ips'], 6):>14.0f}% {need(t['infer_ips'], 2):>5.0f}%",
+                      flush=True)
+    if sgemm:
+        print(f"sgemm 2048^3 (unlearn's BLIS, the better of the start and the end of its "
+              f"run): {sgemm:.1f} GFLOP/s")
+        if full_rate:
+            print(f"resnet18 w=1 3x32x32 training step (median): {full_rate:.1f} GFLOP/s "
+                  f"(3 x forward multiply-adds x 2), {100 * full_rate / sgemm:.0f}% of it")
+    if scrub:
+        print(f"scrub, one epoch (resnet18 w=0.25, 3x32x32, |F|=256, |R|=2048): "
+              f"{scrub['scrub_epoch_seconds']:.2f} s, peak {scrub['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":
