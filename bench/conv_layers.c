@@ -54,7 +54,7 @@ static double time_pass(const ul_conv_shape *s, int pass, int reps, float *out, 
         if (pass == 0)
             ul_conv2d_forward_local(out, in, w, NULL, s, scratch);
         else
-            ul_conv2d_backward_local(din, dw, NULL, dout, in, w, s, scratch);
+            ul_conv2d_backward_local(din, dw, NULL, dout, in, w, s, scratch, false);
         t = now_s() - t;
         best = t < best ? t : best;
     }
@@ -85,6 +85,10 @@ int main(int argc, char **argv)
         return 2;
     }
     ul_runtime_init();
+    /* One thread throughout: the helpers that thread themselves outside a
+     * parallel region (im2col of the strided layers, say) would otherwise
+     * take both cores in a measurement of one thread's share. */
+    ul_runtime_set_threads(1);
     if (!ul_pk_get()) {
         fprintf(stderr, "error: BLIS offers no micro-kernel the packed paths can use "
                         "(or UNLEARN_PACKED_GEMM=0): there is no Winograd path to time\n");

@@ -267,7 +267,7 @@ static void bn_forward_eval(team *tm, net_node *nd, const net_node *a, bool relu
  * or, in eval mode, the running ones, where the map is affine per channel.
  * With relu the incoming gradient is first masked, in place, where the
  * fused ReLU's output (the node's own) was not positive. With overwrite
- * (bn_writes_first) din is written, not added to. */
+ * (writes_first) din is written, not added to. */
 static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, bool train,
                         bool relu, bool overwrite)
 {
@@ -329,15 +329,16 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
     }
 }
 
-/* Whether node i is a BatchNorm that is the first to write its input's
- * gradient, into the whole of it: its input is a store of its own (a
- * convolution's output, say) whose gradient starts at node i. The pass then
- * skips zeroing that gradient and the BatchNorm writes it instead of adding
- * to it — one pass over the activation fewer, and one read. */
-static bool bn_writes_first(const ul_net *net, int i)
+/* Whether node i is the first to write its input's gradient and writes all
+ * of it: a BatchNorm, convolution or max-pool whose input is a store of its
+ * own (a convolution's or pool's output, say) whose gradient starts at node
+ * i. The pass then skips zeroing that gradient, and the op writes it
+ * instead of adding to it — one pass over the activation fewer, and one
+ * read (a max-pool zeroes plane by plane as it scatters, in cache). */
+static bool writes_first(const ul_net *net, int i)
 {
     const net_node *nd = &net->nodes[i];
-    if (nd->op != NET_BN || nd->in[0] < 0)
+    if ((nd->op != NET_BN && nd->op != NET_CONV && nd->op != NET_MAXPOOL) || nd->in[0] < 0)
         return false;
     const net_node *a = &net->nodes[nd->in[0]];
     return a->needs_grad && a->store == nd->in[0] && a->grad_first == i;
@@ -474,7 +475,8 @@ static void team_node_backward(team *tm, net_node *nd)
             memset(part, 0, (wsize + bsize) * sizeof(float));
         ul_conv2d_backward_local(din, part,
                                  part && nd->db ? part + wsize : NULL, dy, rows(tm, a->out, a),
-                                 nd->w, &s, net->scratch + (size_t)tm->t * net->scratch_per);
+                                 nd->w, &s, net->scratch + (size_t)tm->t * net->scratch_per,
+                                 writes_first(net, (int)(nd - net->nodes)));
         if (part) {
             reduce_parts(tm, nd->dw, 0, wsize);
             if (nd->db)
@@ -485,7 +487,7 @@ static void team_node_backward(team *tm, net_node *nd)
     case NET_BN: {
         const int i = (int)(nd - net->nodes);
         bn_backward(tm, nd, a, din, net->last_train, bn_relu_fused(net, i),
-                    bn_writes_first(net, i));
+                    writes_first(net, i));
         break;
     }
     case NET_RELU:
@@ -496,9 +498,9 @@ static void team_node_backward(team *tm, net_node *nd)
         break;
     case NET_MAXPOOL:
         if (din)
-            ul_maxpool2d_backward(din, dy,
-                                  nd->argmax + (size_t)tm->n0 * node_numel(nd), n, a->C, a->H,
-                                  a->W, nd->kernel, nd->stride, nd->pad);
+            ul_maxpool2d_backward_local(din, dy, nd->argmax + (size_t)tm->n0 * node_numel(nd),
+                                        n, a->C, a->H, a->W, nd->kernel, nd->stride, nd->pad,
+                                        writes_first(net, (int)(nd - net->nodes)));
         break;
     case NET_AVGPOOL:
         if (din)
@@ -572,7 +574,7 @@ void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
             for (; k < net->n_grad_order && net->nodes[net->grad_order[k]].grad_first == i;
                  k++) {
                 const net_node *st = &net->nodes[net->grad_order[k]];
-                if (bn_writes_first(net, i) && net->nodes[i].in[0] == net->grad_order[k])
+                if (writes_first(net, i) && net->nodes[i].in[0] == net->grad_order[k])
                     continue;
                 memset(grad_rows(&tm, st), 0,
                        (size_t)tm.n * node_numel(st) * sizeof(float));

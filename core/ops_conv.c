@@ -453,10 +453,11 @@ static void conv_shifted_forward_images(float *out, const float *in, const float
     }
 }
 
-/* Adds dX of images [n0, n1) through the shifted path; wp holds the
- * flipped weights. */
+/* Adds dX of images [n0, n1) through the shifted path (or, with
+ * overwrite, writes it); wp holds the flipped weights. */
 static void conv_shifted_dx_images(float *din, const float *dout, const float *wp,
-                                   const ul_conv_shape *s, int n0, int n1, float *xs)
+                                   const ul_conv_shape *s, int n0, int n1, float *xs,
+                                   bool overwrite)
 {
     const ul_pk *pk = ul_pk_get();
     const int G = conv_shifted_group(s, pk);
@@ -464,13 +465,13 @@ static void conv_shifted_dx_images(float *din, const float *dout, const float *w
     if (G > 1) {
         for (int n = n0; n < n1; n += G)
             conv_shifted_lanes(din + n * in_img, in_img, dout + n * out_img, out_img,
-                               n1 - n < G ? n1 - n : G, wp, NULL, true, s->C, s->K, s->P, s->Q,
-                               xs, pk);
+                               n1 - n < G ? n1 - n : G, wp, NULL, !overwrite, s->C, s->K, s->P,
+                               s->Q, xs, pk);
         return;
     }
     for (int n = n0; n < n1; n++)
         conv_shifted_image(din + n * in_img, dout + n * out_img, wp, s->C, s->K, s->P, s->Q,
-                           1.0f, xs, pk);
+                           overwrite ? 0.0f : 1.0f, xs, pk);
 }
 
 /* ---- shifted weight gradient -------------------------------------------------
@@ -1083,13 +1084,17 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
 
 void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
                               const float *in, const float *w, const ul_conv_shape *s,
-                              float *scratch)
+                              float *scratch, bool din_overwrite)
 {
     if (db_acc)
         for (int k = 0; k < s->K; k++)
             db_acc[k] += conv_bias_grad(dout, s, k);
     if (!din && !dw_acc)
         return;
+    /* Only the shifted dX writes its result outright; the other paths add
+     * into a zeroed din. */
+    if (din && din_overwrite && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
+        memset(din, 0, (size_t)s->N * s->C * s->H * s->W * sizeof(float));
     if (ul_wino_ok(s, true)) {
         ul_wino_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).wp);
         return;
@@ -1097,7 +1102,8 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
     if (din && conv_shifted_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
         pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, true);
-        conv_shifted_dx_images(din, dout, scratch + L.wp, s, 0, s->N, scratch + L.xs);
+        conv_shifted_dx_images(din, dout, scratch + L.wp, s, 0, s->N, scratch + L.xs,
+                               din_overwrite);
         din = NULL;
     }
     if (conv_shifted_ok(s)) {
@@ -1145,12 +1151,13 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         const int G = conv_shifted_group(s, ul_pk_get()), groups = (N + G - 1) / G;
         const int Ts = conv_threads(groups);
         if (Ts == 1) {
-            conv_shifted_dx_images(din, dout, wps, s, 0, N, scratch + L.xs);
+            conv_shifted_dx_images(din, dout, wps, s, 0, N, scratch + L.xs, false);
         } else {
 #pragma omp parallel for schedule(static) num_threads(Ts)
             for (int gi = 0; gi < groups; gi++)
                 conv_shifted_dx_images(din, dout, wps, s, gi * G, N - gi * G < G ? N : gi * G + G,
-                                       scratch + per * (size_t)omp_get_thread_num() + L.xs);
+                                       scratch + per * (size_t)omp_get_thread_num() + L.xs,
+                                       false);
         }
         din = NULL;
         if (!dw)

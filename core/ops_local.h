@@ -16,10 +16,17 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
                              const ul_conv_shape *s, float *scratch);
 
 /* ul_conv2d_backward on one thread: adds dX into din and the weight and bias
- * gradients into dw_acc and db_acc (any of the three may be NULL). */
+ * gradients into dw_acc and db_acc (any of the three may be NULL). With
+ * din_overwrite, din is written instead of added to (its old contents are
+ * never read). */
 void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
                               const float *in, const float *w, const ul_conv_shape *s,
-                              float *scratch);
+                              float *scratch, bool din_overwrite);
+
+/* ul_maxpool2d_backward on one thread; with overwrite, din is written
+ * (zero where no window took its maximum) instead of added to. */
+void ul_maxpool2d_backward_local(float *din, const float *dout, const int32_t *argmax, int N,
+                                 int C, int H, int W, int k, int stride, int pad, bool overwrite);
 
 /* The training-mode BatchNorm input gradient of one channel once the batch
  * means are known: dx += g·(dy − m_dy − (x − mu)·rs·m_dyx) over n images

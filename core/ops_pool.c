@@ -152,6 +152,25 @@ void ul_maxpool2d_forward(float *out, int32_t *argmax, const float *in, int N, i
     }
 }
 
+void ul_maxpool2d_backward_local(float *din, const float *dout, const int32_t *argmax, int N,
+                                 int C, int H, int W, int k, int stride, int pad, bool overwrite)
+{
+    int P, Q;
+    if (!ul_pool_out_size(H, W, k, stride, pad, &P, &Q))
+        return;
+    const int PQ = P * Q;
+    for (int i = 0; i < N * C; i++) {
+        float *dx = din + (size_t)i * H * W;
+        const float *dy = dout + (size_t)i * PQ;
+        const int32_t *am = argmax + (size_t)i * PQ;
+        /* Zeroed plane by plane, just before the scatter, while in cache. */
+        if (overwrite)
+            memset(dx, 0, (size_t)H * W * sizeof(float));
+        for (int j = 0; j < PQ; j++)
+            dx[am[j]] += dy[j];
+    }
+}
+
 void ul_maxpool2d_backward(float *din, const float *dout, const int32_t *argmax, int N, int C,
                            int H, int W, int k, int stride, int pad)
 {

@@ -495,11 +495,18 @@ static void conv_vs_ref(int _i)
     memcpy(din_ref, din, c.nin * sizeof(float));
     memcpy(dw_ref, dw, c.nw * sizeof(float));
     memcpy(db_ref, db, K * sizeof(float));
-    ul_conv2d_backward_local(din, dw, db, c.G, c.in, c.w, &c.s, local);
+    ul_conv2d_backward_local(din, dw, db, c.G, c.in, c.w, &c.s, local, false);
     ul_conv2d_backward_ref(din_ref, dw_ref, db_ref, c.G, c.in, c.w, &c.s);
     assert_close("conv din local", din, din_ref, c.nin, REF_RTOL);
     assert_close("conv dw local", dw, dw_ref, c.nw, REF_RTOL);
     assert_close("conv db local", db, db_ref, K, REF_RTOL);
+    /* With din_overwrite, din's old contents (garbage here) do not count. */
+    for (size_t i = 0; i < c.nin; i++)
+        din[i] = 12345.0f;
+    memset(din_ref, 0, c.nin * sizeof(float));
+    ul_conv2d_backward_local(din, NULL, NULL, c.G, c.in, c.w, &c.s, local, true);
+    ul_conv2d_backward_ref(din_ref, NULL, NULL, c.G, c.in, c.w, &c.s);
+    assert_close("conv din local overwrite", din, din_ref, c.nin, REF_RTOL);
     for (int i = 0; i < CANARY; i++)
         ck_assert_msg(local[nlocal + i] == 12345.0f,
                       "conv wrote past ul_conv2d_local_scratch() = %zu floats", nlocal);
@@ -819,7 +826,21 @@ START_TEST(test_maxpool_grad)
     maxpool_loss(&c);
     ul_maxpool2d_backward(din, c.G, c.am, c.N, c.C, c.H, c.W, c.k, c.stride, c.pad);
     check_fd("maxpool din", maxpool_loss, &c, c.in, din, n, 1e-3f);
-    free(din);
+    /* The one-thread form, adding onto 1s and writing over garbage. */
+    float *add = falloc(n), *over = falloc(n);
+    for (size_t i = 0; i < n; i++) {
+        add[i] = 1.0f;
+        over[i] = 12345.0f;
+    }
+    ul_maxpool2d_backward_local(add, c.G, c.am, c.N, c.C, c.H, c.W, c.k, c.stride, c.pad, false);
+    ul_maxpool2d_backward_local(over, c.G, c.am, c.N, c.C, c.H, c.W, c.k, c.stride, c.pad, true);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(fabsf(add[i] - 1.0f - din[i]) <= 1e-6f * (1.0f + fabsf(din[i])),
+                      "maxpool local din[%zu]: %g, want 1 + %g", i, add[i], din[i]);
+        ck_assert_msg(over[i] == din[i], "maxpool local overwrite din[%zu]: %g, want %g", i,
+                      over[i], din[i]);
+    }
+    free(din), free(add), free(over);
     pool_ctx_free(&c);
 }
 END_TEST
