@@ -152,6 +152,18 @@ void ul_maxpool2d_forward(float *out, int32_t *argmax, const float *in, int N, i
     }
 }
 
+/* Max-pool backward of one (n, c) plane: dy to the positions argmax
+ * names; with overwrite the plane is zeroed first, in cache, instead of
+ * being added to. */
+static void maxpool_backward_plane(float *dx, const float *dy, const int32_t *am, int PQ,
+                                   size_t HW, bool overwrite)
+{
+    if (overwrite)
+        memset(dx, 0, HW * sizeof(float));
+    for (int j = 0; j < PQ; j++)
+        dx[am[j]] += dy[j];
+}
+
 void ul_maxpool2d_backward_local(float *din, const float *dout, const int32_t *argmax, int N,
                                  int C, int H, int W, int k, int stride, int pad, bool overwrite)
 {
@@ -159,16 +171,10 @@ void ul_maxpool2d_backward_local(float *din, const float *dout, const int32_t *a
     if (!ul_pool_out_size(H, W, k, stride, pad, &P, &Q))
         return;
     const int PQ = P * Q;
-    for (int i = 0; i < N * C; i++) {
-        float *dx = din + (size_t)i * H * W;
-        const float *dy = dout + (size_t)i * PQ;
-        const int32_t *am = argmax + (size_t)i * PQ;
-        /* Zeroed plane by plane, just before the scatter, while in cache. */
-        if (overwrite)
-            memset(dx, 0, (size_t)H * W * sizeof(float));
-        for (int j = 0; j < PQ; j++)
-            dx[am[j]] += dy[j];
-    }
+    const size_t HW = (size_t)H * W;
+    for (int i = 0; i < N * C; i++)
+        maxpool_backward_plane(din + i * HW, dout + (size_t)i * PQ, argmax + (size_t)i * PQ, PQ,
+                               HW, overwrite);
 }
 
 void ul_maxpool2d_backward(float *din, const float *dout, const int32_t *argmax, int N, int C,
@@ -178,14 +184,11 @@ void ul_maxpool2d_backward(float *din, const float *dout, const int32_t *argmax,
     if (!ul_pool_out_size(H, W, k, stride, pad, &P, &Q))
         return;
     const int NC = N * C, PQ = P * Q;
-#pragma omp parallel for schedule(static) if ((size_t)NC * H * W >= UL_OMP_MIN)
-    for (int i = 0; i < NC; i++) {
-        float *dx = din + (size_t)i * H * W;
-        const float *dy = dout + (size_t)i * PQ;
-        const int32_t *am = argmax + (size_t)i * PQ;
-        for (int j = 0; j < PQ; j++)
-            dx[am[j]] += dy[j];
-    }
+    const size_t HW = (size_t)H * W;
+#pragma omp parallel for schedule(static) if ((size_t)NC * HW >= UL_OMP_MIN)
+    for (int i = 0; i < NC; i++)
+        maxpool_backward_plane(din + i * HW, dout + (size_t)i * PQ, argmax + (size_t)i * PQ, PQ,
+                               HW, false);
 }
 
 /* With count_include_pad and floor mode no window reaches past the padding,
