@@ -4,6 +4,7 @@
 #include <blis.h>
 
 #include "gemm.h"
+#include "pack_gemm.h"
 
 /* Below this many multiply-adds (about 10 µs on one core) a product runs on
  * one thread: waking BLIS's thread team costs more than it saves, and on a
@@ -39,4 +40,43 @@ void ul_sgemm_threads(int threads, bool trans_a, bool trans_b, int m, int n, int
     bli_sgemm_ex(trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
                  trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, m, n, k, &alpha, (float *)a, lda,
                  1, (float *)b, ldb, 1, &beta, c, ldc, 1, NULL, &rntm);
+}
+
+static size_t a16(size_t n) { return (n + 15) / 16 * 16; }
+
+size_t ul_sgemm_local_scratch(int m, int n, int k)
+{
+    const ul_pk *pk = ul_pk_get();
+    if (!pk || m <= 0 || n <= 0 || k <= 0)
+        return 0;
+    const int kc = k < UL_PK_KC ? k : UL_PK_KC, nc = n < UL_PK_NC ? n : UL_PK_NC;
+    return a16(ul_pk_l_size(pk, m, kc)) + a16(ul_pk_rr_size(pk, nc, kc));
+}
+
+void ul_sgemm_local(bool trans_a, bool trans_b, int m, int n, int k, const float *a, int lda,
+                    const float *b, int ldb, float beta, float *c, int ldc, float *scratch,
+                    size_t scratch_floats)
+{
+    const ul_pk *pk = ul_pk_get();
+    if (!pk || !scratch || k <= 0 || scratch_floats < ul_sgemm_local_scratch(m, n, k)) {
+        ul_sgemm_threads(1, trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (m <= 0 || n <= 0)
+        return;
+    const int kmax = k < UL_PK_KC ? k : UL_PK_KC;
+    float *lp = scratch, *rp = scratch + a16(ul_pk_l_size(pk, m, kmax));
+    for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
+        const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
+        const float beta_k = k0 == 0 ? beta : 1.0f;
+        /* op(A)'s columns k0.. and op(B)'s rows k0.. */
+        ul_pk_pack_l(pk, lp, trans_a ? a + (size_t)k0 * lda : a + k0, m, kc, lda, trans_a);
+        for (int j0 = 0; j0 < n; j0 += UL_PK_NC) {
+            const int nc = n - j0 < UL_PK_NC ? n - j0 : UL_PK_NC;
+            ul_pk_pack_rr(pk, rp,
+                          trans_b ? b + (size_t)j0 * ldb + k0 : b + (size_t)k0 * ldb + j0, nc,
+                          kc, ldb, trans_b);
+            ul_pk_gemm_pp(pk, m, nc, kc, lp, rp, beta_k, c + j0, ldc);
+        }
+    }
 }

@@ -10,4 +10,17 @@ void ul_sgemm_threads(int threads, bool trans_a, bool trans_b, int m, int n, int
                       const float *a, int lda, const float *b, int ldb, float beta, float *c,
                       int ldc);
 
+/* Scratch floats ul_sgemm_local needs for an m×n product of depth k (0
+ * when the packed GEMM is off); a multiple of 16. */
+size_t ul_sgemm_local_scratch(int m, int n, int k);
+
+/* C = op(A)·op(B) + beta·C on the calling thread alone (alpha 1), through
+ * the micro-kernel with both operands packed into scratch (64-byte
+ * aligned, scratch_floats long) a depth block at a time — no bli_sgemm
+ * set-up per call. With less scratch than ul_sgemm_local_scratch, or
+ * NULL, it calls ul_sgemm_threads(1, …) instead. */
+void ul_sgemm_local(bool trans_a, bool trans_b, int m, int n, int k, const float *a, int lda,
+                    const float *b, int ldb, float beta, float *c, int ldc, float *scratch,
+                    size_t scratch_floats);
+
 #endif

@@ -40,6 +40,7 @@
 
 #include <omp.h>
 
+#include "gemm.h"
 #include "net_internal.h"
 #include "ops_local.h"
 
@@ -705,6 +706,21 @@ static size_t net_layout_act(ul_net *net, int B, float *base, int32_t *base_i32,
                 scratch = need;
             if (base && per > net->scratch_per)
                 net->scratch_per = per;
+        }
+        if (nd->op == NET_LINEAR) {
+            /* The batch-parallel passes' packed operands (net_team.c): the
+             * forward product, the input gradient and the weight gradient
+             * (a thread's share of the rows, at most all of them). */
+            const int I = net->nodes[nd->in[0]].C, O = nd->C;
+            size_t per = ul_sgemm_local_scratch(B, O, I);
+            if (ul_sgemm_local_scratch(B, I, O) > per)
+                per = ul_sgemm_local_scratch(B, I, O);
+            if (ul_sgemm_local_scratch(O, I, B) > per)
+                per = ul_sgemm_local_scratch(O, I, B);
+            if (base && per > net->scratch_per)
+                net->scratch_per = per;
+            if (per * (size_t)omp_get_num_procs() + 16 > scratch)
+                scratch = per * (size_t)omp_get_num_procs() + 16;
         }
         if (nd->store == i)
             NET_TAKE(nd->out, (size_t)B * node_numel(nd));

@@ -78,6 +78,13 @@ static float *part_buf(const team *tm, int t)
     return tm->net->part + (size_t)t * tm->net->part_per;
 }
 
+/* This thread's part of the scratch (NULL when the net has none). */
+static float *team_scratch(const team *tm)
+{
+    ul_net *net = tm->net;
+    return net->scratch ? net->scratch + (size_t)tm->t * net->scratch_per : NULL;
+}
+
 /* How many examples thread t takes. */
 static int team_count(const team *tm, int t)
 {
@@ -362,7 +369,7 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
         ul_conv_shape s = nd->conv;
         s.N = n;
         ul_conv2d_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, &s,
-                                net->scratch + (size_t)tm->t * net->scratch_per);
+                                team_scratch(tm));
         break;
     }
     case NET_BN: {
@@ -399,18 +406,10 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
             ul_add_forward(y, rows(tm, a->out, a), rows(tm, b->out, b), count);
         }
         break;
-    case NET_LINEAR: {
-        const int I = a->C, O = nd->C;
-        float beta = 0.0f;
-        if (nd->b) {
-            for (int i = 0; i < n; i++)
-                memcpy(y + (size_t)i * O, nd->b, (size_t)O * sizeof(float));
-            beta = 1.0f;
-        }
-        ul_sgemm_threads(1, false, true, n, O, I, 1.0f, rows(tm, a->out, a), I, nd->w, I, beta,
-                         y, O);
+    case NET_LINEAR:
+        ul_linear_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, n, a->C, nd->C,
+                                team_scratch(tm), net->scratch_per);
         break;
-    }
     case NET_FLATTEN:
     case NET_OP_COUNT:
         break;
@@ -475,7 +474,7 @@ static void team_node_backward(team *tm, net_node *nd)
             memset(part, 0, (wsize + bsize) * sizeof(float));
         ul_conv2d_backward_local(din, part,
                                  part && nd->db ? part + wsize : NULL, dy, rows(tm, a->out, a),
-                                 nd->w, &s, net->scratch + (size_t)tm->t * net->scratch_per,
+                                 nd->w, &s, team_scratch(tm),
                                  writes_first(net, (int)(nd - net->nodes)));
         if (part) {
             reduce_parts(tm, nd->dw, 0, wsize);
@@ -520,8 +519,10 @@ static void team_node_backward(team *tm, net_node *nd)
         break;
     case NET_LINEAR: {
         const int I = a->C, O = nd->C;
+        float *scr = team_scratch(tm);
+        const size_t scr_n = net->scratch_per;
         if (din)
-            ul_sgemm_threads(1, false, false, n, I, O, 1.0f, dy, O, nd->w, I, 1.0f, din, I);
+            ul_sgemm_local(false, false, n, I, O, dy, O, nd->w, I, 1.0f, din, I, scr, scr_n);
         if (!nd->dw)
             break;
         /* dW and db split by output rows, not by examples: thread t owns
@@ -537,8 +538,8 @@ static void team_node_backward(team *tm, net_node *nd)
             tu.n0 = (int)((long)u * tm->N / tm->T);
             tu.n = team_count(tm, u);
             const float *dyu = grad_rows(&tu, nd), *xu = rows(&tu, a->out, a);
-            ul_sgemm_threads(1, true, false, o1 - o0, I, tu.n, 1.0f, dyu + o0, O, xu, I, 1.0f,
-                             nd->dw + (size_t)o0 * I, I);
+            ul_sgemm_local(true, false, o1 - o0, I, tu.n, dyu + o0, O, xu, I, 1.0f,
+                           nd->dw + (size_t)o0 * I, I, scr, scr_n);
             if (nd->db)
                 for (int o = o0; o < o1; o++) {
                     float sum = 0.0f;

@@ -1,7 +1,8 @@
 /* Linear layer, elementwise ops and global average pooling. */
 #include <string.h>
 
-#include "unlearn/ops.h"
+#include "gemm.h"
+#include "ops_local.h"
 
 /* Below this many elements an OpenMP region costs more than it saves. */
 #define UL_OMP_MIN 32768
@@ -17,6 +18,19 @@ void ul_linear_forward(float *out, const float *in, const float *w, const float 
         beta = 1.0f;
     }
     ul_sgemm(false, true, N, O, I, 1.0f, in, I, w, I, beta, out, O);
+}
+
+void ul_linear_forward_local(float *out, const float *in, const float *w, const float *b, int N,
+                             int I, int O, float *scratch, size_t scratch_floats)
+{
+    float beta = 0.0f;
+    if (b) {
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < O; o++)
+                out[(size_t)n * O + o] = b[o];
+        beta = 1.0f;
+    }
+    ul_sgemm_local(false, true, N, O, I, in, I, w, I, beta, out, O, scratch, scratch_floats);
 }
 
 void ul_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,

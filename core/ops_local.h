@@ -36,4 +36,9 @@ void ul_maxpool2d_backward_local(float *din, const float *dout, const int32_t *a
 void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n, size_t img, int HW,
                       float mu, float rs, float g, float m_dy, float m_dyx, bool overwrite);
 
+/* ul_linear_forward on one thread: out (N,O) = in (N,I)·Wᵀ + b, through
+ * ul_sgemm_local with its scratch (gemm.h). */
+void ul_linear_forward_local(float *out, const float *in, const float *w, const float *b, int N,
+                             int I, int O, float *scratch, size_t scratch_floats);
+
 #endif

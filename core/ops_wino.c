@@ -33,11 +33,7 @@
 
 #include "ops_wino.h"
 #include "pack_gemm.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#include <immintrin.h>
-#define WINO_X86 1
-#endif
+#include "transpose.h"
 
 /* Where the path pays, measured layer by layer on a 2-core Zen 3 VM with
  * build/bench/unlearn-bench-conv (one thread, 64 images, against the
@@ -538,76 +534,9 @@ static void wino_put_lanes(float *dst, size_t ps, int wr, int r, int tl, const f
     }
 }
 
-/* ---- transposes -------------------------------------------------------------------
- * The weight-gradient products take the tiles as their depth, so their
+/* The weight-gradient products take the tiles as their depth, so their
  * operands have the channels along the lanes while the transforms produce
- * rows along the tiles: a transpose per 16 tiles, done 8×8 at a time with
- * AVX2 shuffles where the CPU has them. */
-
-/* dst[j·ds + i] = src[i·ss + j] for i < rows, j < cols (both ≤ 8). */
-static void tr_scalar(const float *src, size_t ss, float *dst, size_t ds, int rows, int cols)
-{
-    for (int j = 0; j < cols; j++)
-        for (int i = 0; i < rows; i++)
-            dst[(size_t)j * ds + i] = src[(size_t)i * ss + j];
-}
-
-#ifdef WINO_X86
-/* The full 8×8 case, or rows < 8 (the missing source rows read as row 0)
- * with each destination row written through a copy of its first rows
- * values. */
-__attribute__((target("avx2"))) static void tr8_avx2(const float *src, size_t ss, float *dst,
-                                                     size_t ds, int rows)
-{
-    __m256 r[8];
-    for (int i = 0; i < 8; i++)
-        r[i] = _mm256_loadu_ps(src + (size_t)(i < rows ? i : 0) * ss);
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {
-        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int j = 0; j < 4; j++) {
-        const __m256 lo = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
-        const __m256 hi = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-        if (rows == 8) {
-            _mm256_storeu_ps(dst + (size_t)j * ds, lo);
-            _mm256_storeu_ps(dst + (size_t)(j + 4) * ds, hi);
-        } else {
-            float a[8], b[8];
-            _mm256_storeu_ps(a, lo);
-            _mm256_storeu_ps(b, hi);
-            memcpy(dst + (size_t)j * ds, a, (size_t)rows * sizeof(float));
-            memcpy(dst + (size_t)(j + 4) * ds, b, (size_t)rows * sizeof(float));
-        }
-    }
-}
-#endif
-
-/* dst[j·ds + i] = src[i·ss + j] for i < rows ≤ 8 and j < cols; columns
- * 8 at a time. */
-static void wino_transpose(const float *src, size_t ss, float *dst, size_t ds, int rows,
-                           int cols)
-{
-#ifdef WINO_X86
-    if (__builtin_cpu_supports("avx2")) {
-        int j = 0;
-        for (; j + 8 <= cols; j += 8)
-            tr8_avx2(src + j, ss, dst + (size_t)j * ds, ds, rows);
-        if (j < cols)
-            tr_scalar(src + j, ss, dst + (size_t)j * ds, ds, rows, cols - j);
-        return;
-    }
-#endif
-    for (int j = 0; j < cols; j += 8)
-        tr_scalar(src + j, ss, dst + (size_t)j * ds, ds, rows, cols - j < 8 ? cols - j : 8);
-}
+ * rows along the tiles: a transpose per 16 tiles (ul_transpose). */
 
 /* A segment of a block: len tiles of tile row ty of image n from column
  * tx0, at block position tl. */
@@ -813,7 +742,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                 for (int xi = 0; xi < XI; xi++) {
                     float *p = r2 + xi * L.r2_x + (size_t)k0 * nt;
                     for (int k8 = 0; k8 < kn; k8 += 8)
-                        wino_transpose(st + ((size_t)k8 * XI + xi) * nt, (size_t)XI * nt, p + k8,
+                        ul_transpose(st + ((size_t)k8 * XI + xi) * nt, (size_t)XI * nt, p + k8,
                                        WR, kn - k8 < 8 ? kn - k8 : 8, nb);
                     if (kn < WR)
                         for (int t2 = 0; t2 < nb; t2++)
@@ -861,7 +790,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
             for (int xi = 0; xi < XI; xi++) {
                 float *p = vl + xi * L.vl_x + (size_t)c0 * nt;
                 for (int c8 = 0; c8 < cn; c8 += 8)
-                    wino_transpose(st + ((size_t)c8 * XI + xi) * nt, (size_t)XI * nt, p + c8,
+                    ul_transpose(st + ((size_t)c8 * XI + xi) * nt, (size_t)XI * nt, p + c8,
                                    (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, nb);
                 if (cn < wl)
                     for (int t2 = 0; t2 < nb; t2++)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "pack_gemm.h"
+#include "transpose.h"
 
 typedef void (*ukr_fn)(dim_t m, dim_t n, dim_t k, float *alpha, float *a, float *b, float *beta,
                        float *c, inc_t rs_c, inc_t cs_c, auxinfo_t *data, cntx_t *cntx);
@@ -91,11 +92,13 @@ size_t ul_pk_r_size(const ul_pk *pk, int n, int k)
     return depth * round_up(cols, (size_t)pk->wr);
 }
 
-/* Layout of a packed L: k-block b (starting at k0 = b·KC, kc deep) starts
- * at round_up(m, wl)·k0; its panel i at i·wl·kc within that. */
-void ul_pk_pack_l(const ul_pk *pk, float *dst, const float *a, int m, int k, int lda, bool trans)
+/* Packs the rows [0, m) of a matrix into panels of w rows, k-blocked by
+ * UL_PK_KC: block b (k0 = b·KC, kc deep) starts at round_up(m, w)·k0, its
+ * panel i0 at i0·kc within that, element [kk·w + lane] = row i0+lane at
+ * depth k0+kk, zero past row m. by_rows: row i, depth kk is a[i·lda + kk];
+ * otherwise a[kk·lda + i]. */
+static void pack_panels(float *dst, int w, const float *a, int m, int k, int lda, bool by_rows)
 {
-    const int w = pk->wl;
     const size_t mr = round_up((size_t)m, (size_t)w);
     for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
         const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
@@ -103,7 +106,7 @@ void ul_pk_pack_l(const ul_pk *pk, float *dst, const float *a, int m, int k, int
         for (int i0 = 0; i0 < m; i0 += w) {
             float *p = blk + (size_t)i0 * kc;
             const int rows = m - i0 < w ? m - i0 : w;
-            if (trans) {
+            if (!by_rows) {
                 /* Row kk of the panel is a[(k0+kk)·lda + i0 .. +rows]. */
                 for (int kk = 0; kk < kc; kk++) {
                     const float *src = a + (size_t)(k0 + kk) * lda + i0;
@@ -114,16 +117,78 @@ void ul_pk_pack_l(const ul_pk *pk, float *dst, const float *a, int m, int k, int
                         d[r] = 0.0f;
                 }
             } else {
-                for (int r = 0; r < rows; r++) {
-                    const float *src = a + (size_t)(i0 + r) * lda + k0;
-                    for (int kk = 0; kk < kc; kk++)
-                        p[(size_t)kk * w + r] = src[kk];
-                }
-                for (int r = rows; r < w; r++)
-                    for (int kk = 0; kk < kc; kk++)
-                        p[(size_t)kk * w + r] = 0.0f;
+                if (rows < w)
+                    memset(p, 0, (size_t)kc * w * sizeof(float));
+                ul_transpose(a + (size_t)i0 * lda + k0, (size_t)lda, p, (size_t)w, rows, kc);
             }
         }
+    }
+}
+
+void ul_pk_pack_l(const ul_pk *pk, float *dst, const float *a, int m, int k, int lda, bool trans)
+{
+    pack_panels(dst, pk->wl, a, m, k, lda, !trans);
+}
+
+size_t ul_pk_rr_size(const ul_pk *pk, int n, int k)
+{
+    return round_up((size_t)n, (size_t)pk->wr) * (size_t)k;
+}
+
+void ul_pk_pack_rr(const ul_pk *pk, float *dst, const float *b, int n, int k, int ldb,
+                   bool trans)
+{
+    /* Column j of R is row j of Rᵀ: with trans, b holds Rᵀ by rows. */
+    pack_panels(dst, pk->wr, b, n, k, ldb, trans);
+}
+
+/* One k-block of C = Lp·Rp: every panel pair, tiles in the kernel's
+ * orientation (see the file comment). */
+static void gemm_block(bool tr, int wl, int wr, int m, int n, int kc, const float *lb,
+                       const float *rb, float beta, float *c, int ldc)
+{
+    float one = 1.0f;
+    auxinfo_t aux;
+    memset(&aux, 0, sizeof aux);
+    for (int jp = 0; jp < n; jp += wr) {
+        float *rpan = (float *)rb + (size_t)jp * kc;
+        const int nn = n - jp < wr ? n - jp : wr;
+        for (int ip = 0; ip < m; ip += wl) {
+            float *lpan = (float *)lb + (size_t)ip * kc;
+            const int mm = m - ip < wl ? m - ip : wl;
+            float *ct = c + (size_t)ip * ldc + jp;
+            bli_auxinfo_set_next_a(lpan, &aux);
+            bli_auxinfo_set_next_b(rpan, &aux);
+            if (!tr)
+                kern.f(mm, nn, kc, &one, lpan, rpan, &beta, ct, ldc, 1, &aux, kern.cntx);
+            else
+                kern.f(nn, mm, kc, &one, rpan, lpan, &beta, ct, 1, ldc, &aux, kern.cntx);
+        }
+    }
+}
+
+static void scale_c(int m, int n, float beta, float *c, int ldc)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
+}
+
+void ul_pk_gemm_pp(const ul_pk *pk, int m, int n, int k, const float *lp, const float *rp,
+                   float beta, float *c, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const bool tr = kern_transposed(pk);
+    const size_t mr = round_up((size_t)m, (size_t)pk->wl), nr = round_up((size_t)n, (size_t)pk->wr);
+    for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
+        const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
+        gemm_block(tr, pk->wl, pk->wr, m, n, kc, lp + mr * (size_t)k0, rp + nr * (size_t)k0,
+                   k0 == 0 ? beta : 1.0f, c, ldc);
     }
 }
 
@@ -132,41 +197,19 @@ void ul_pk_gemm(const ul_pk *pk, int m, int n, int k, const float *lp, ul_pk_pac
 {
     if (m <= 0 || n <= 0)
         return;
-    const int wl = pk->wl, wr = pk->wr;
-    const bool tr = kern_transposed(pk);
-    const size_t mr = round_up((size_t)m, (size_t)wl);
-    float one = 1.0f;
-    auxinfo_t aux;
-    memset(&aux, 0, sizeof aux);
     if (k <= 0) {
-        /* C = beta·C: nothing to multiply. */
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
+        scale_c(m, n, beta, c, ldc);
         return;
     }
+    const bool tr = kern_transposed(pk);
+    const size_t mr = round_up((size_t)m, (size_t)pk->wl);
     for (int j0 = 0; j0 < n; j0 += UL_PK_NC) {
         const int nj = n - j0 < UL_PK_NC ? n - j0 : UL_PK_NC;
         for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
             const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
-            float b = k0 == 0 ? beta : 1.0f;
-            pack_r(rbuf, wr, j0, nj, k0, kc, rctx);
-            const float *lb = lp + mr * (size_t)k0;
-            for (int jp = 0; jp < nj; jp += wr) {
-                float *rpan = rbuf + (size_t)jp * kc;
-                const int nn = nj - jp < wr ? nj - jp : wr;
-                for (int ip = 0; ip < m; ip += wl) {
-                    float *lpan = (float *)lb + (size_t)ip * kc;
-                    const int mm = m - ip < wl ? m - ip : wl;
-                    float *ct = c + (size_t)ip * ldc + j0 + jp;
-                    bli_auxinfo_set_next_a(lpan, &aux);
-                    bli_auxinfo_set_next_b(rpan, &aux);
-                    if (!tr)
-                        kern.f(mm, nn, kc, &one, lpan, rpan, &b, ct, ldc, 1, &aux, kern.cntx);
-                    else
-                        kern.f(nn, mm, kc, &one, rpan, lpan, &b, ct, 1, ldc, &aux, kern.cntx);
-                }
-            }
+            pack_r(rbuf, pk->wr, j0, nj, k0, kc, rctx);
+            gemm_block(tr, pk->wl, pk->wr, m, nj, kc, lp + mr * (size_t)k0, rbuf,
+                       k0 == 0 ? beta : 1.0f, c + j0, ldc);
         }
     }
 }

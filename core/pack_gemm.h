@@ -42,6 +42,18 @@ size_t ul_pk_r_size(const ul_pk *pk, int n, int k);
  * trans L[i][kk] = a[kk·lda + i]. */
 void ul_pk_pack_l(const ul_pk *pk, float *dst, const float *a, int m, int k, int lda, bool trans);
 
+/* A whole R (k×n) packed up front, k-blocked like L: block k0 at
+ * round_up(n, wr)·k0, its panel j0 at j0·kc. ul_pk_pack_rr packs it from
+ * a row-major matrix b: R[kk][j] = b[kk·ldb + j], or with trans
+ * R[kk][j] = b[j·ldb + kk]. */
+size_t ul_pk_rr_size(const ul_pk *pk, int n, int k);
+void ul_pk_pack_rr(const ul_pk *pk, float *dst, const float *b, int n, int k, int ldb,
+                   bool trans);
+
+/* C = Lp·Rp + beta·C with both operands packed whole (64-byte aligned). */
+void ul_pk_gemm_pp(const ul_pk *pk, int m, int n, int k, const float *lp, const float *rp,
+                   float beta, float *c, int ldc);
+
 /* Packs R's columns [j0, j0+nj) over k range [k0, k0+kc): panel p at
  * dst + p·kc·w, element [kk·w + lane]; a last partial panel is zero-filled. */
 typedef void (*ul_pk_pack_r_fn)(float *dst, int w, int j0, int nj, int k0, int kc,

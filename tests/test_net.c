@@ -460,6 +460,11 @@ START_TEST(test_threads_agree)
     net = make_model("mlp", 0.1, kv, 1, 5, 5, 3, 82);
     check_threads_agree("mlp", net, 7, true);
     ul_net_free(net);
+    /* Wide enough for whole 8×8 transposes and 6-row panels in the packed
+     * linear products (144 inputs, 51 hidden units, 6 + 7 examples). */
+    net = make_model("mlp", 0.2, kv, 1, 12, 12, 10, 85);
+    check_threads_agree("mlp wide", net, 13, true);
+    ul_net_free(net);
     net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 83);
     check_threads_agree("cnn train", net, 5, true);
     check_threads_agree("cnn eval", net, 5, false);

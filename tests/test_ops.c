@@ -15,10 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "ops_local.h"
 #include "ops_wino.h"
 #include "pack_gemm.h"
 #include "runtime.h"
+#include "transpose.h"
 #include "unlearn/ops.h"
 #include "unlearn/rng.h"
 
@@ -394,6 +396,121 @@ START_TEST(test_pk_gemm_vs_naive)
                 }
     }
     ul_pk_force_cols(false);
+}
+END_TEST
+
+/* Every shape class of the transpose: whole 8×8 blocks, 6-row L panels,
+ * ragged rows and columns, single rows and columns, inside strided
+ * buffers whose other values must stay as they were. */
+START_TEST(test_transpose_vs_naive)
+{
+    static const int dims[][2] = {{8, 8}, {6, 16}, {16, 784}, {6, 37}, {3, 9},
+                                  {1, 20}, {20, 1}, {13, 27}, {7, 8}, {17, 300}};
+    ul_rng r;
+    ul_rng_seed(&r, 43, 0);
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+        const int rows = dims[d][0], cols = dims[d][1];
+        const size_t ss = (size_t)cols + 5, ds = (size_t)rows + 3;
+        float *src = rand_buf(&r, (size_t)rows * ss, -1, 1);
+        float *dst = rand_buf(&r, (size_t)cols * ds, -1, 1);
+        float *want = falloc((size_t)cols * ds);
+        memcpy(want, dst, (size_t)cols * ds * sizeof(float));
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++)
+                want[(size_t)j * ds + i] = src[(size_t)i * ss + j];
+        ul_transpose(src, ss, dst, ds, rows, cols);
+        for (size_t i = 0; i < (size_t)cols * ds; i++)
+            ck_assert_msg(dst[i] == want[i],
+                          "transpose %dx%d: dst[%zu] (row %zu, column %zu) = %g, expected %g",
+                          rows, cols, i, i / ds, i % ds, dst[i], want[i]);
+        free(src), free(dst), free(want);
+    }
+}
+END_TEST
+
+/* ul_sgemm_local against a double-precision triple loop for every
+ * transposition, at sizes crossing the panel, depth-block (256) and
+ * column-block (512) edges, on both tile orientations, with exactly the
+ * scratch it asks for (a canary after it must survive) and with too
+ * little (the bli_sgemm fallback). beta = 0 must not read C (NaN); C's
+ * padding columns must stay untouched. */
+START_TEST(test_sgemm_local_vs_naive)
+{
+    static const int dims[][3] = {{1, 1, 1},    {64, 26, 784}, {7, 530, 300},
+                                  {13, 1030, 9}, {6, 16, 256}, {37, 33, 257}};
+    ul_rng r;
+    ul_rng_seed(&r, 44, 0);
+    const ul_pk *pk = ul_pk_get();
+    for (int forced = 0; forced < (pk ? 2 : 1); forced++) {
+        ul_pk_force_cols(forced);
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
+            for (int combo = 0; combo < 8; combo++) {
+                const bool ta = combo & 1, tb = combo & 2, short_scratch = combo & 4;
+                const int m = dims[d][0], n = dims[d][1], k = dims[d][2];
+                const float beta = (d + combo) % 2 ? 1.0f : 0.0f;
+                const int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+                const int lda = ac + 2, ldb = bc + 1, ldc = n + 3;
+                float *a = rand_buf(&r, (size_t)ar * lda, -1, 1);
+                float *b = rand_buf(&r, (size_t)br * ldb, -1, 1);
+                float *c = rand_buf(&r, (size_t)m * ldc, -1, 1);
+                float *want = falloc((size_t)m * ldc);
+                memcpy(want, c, (size_t)m * ldc * sizeof(float));
+                gemm_naive(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, want, ldc);
+                if (beta == 0.0f)
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++)
+                            c[(size_t)i * ldc + j] = NAN;
+                const size_t need = ul_sgemm_local_scratch(m, n, k);
+                ck_assert_msg(!pk || need > 0, "no scratch asked for with the packed GEMM on");
+                ck_assert_msg(need % 16 == 0, "scratch of %zu floats is not a multiple of 16",
+                              need);
+                const size_t give = short_scratch && need ? need - 16 : need;
+                float *scr = aligned_alloc(64, (give + 16) * sizeof(float));
+                ck_assert_ptr_nonnull(scr);
+                for (int i = 0; i < 16; i++)
+                    scr[give + i] = 12345.0f;
+                ul_sgemm_local(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, scr, give);
+                char what[96];
+                snprintf(what, sizeof what, "sgemm_local(ta=%d,tb=%d,%dx%dx%d,%s,cols %d)", ta,
+                         tb, m, n, k, short_scratch ? "short scratch" : "scratch", forced);
+                assert_close(what, c, want, (size_t)m * ldc, REF_RTOL);
+                for (int i = 0; i < m; i++)
+                    for (int j = n; j < ldc; j++)
+                        ck_assert_msg(c[(size_t)i * ldc + j] == want[(size_t)i * ldc + j],
+                                      "%s wrote into the padding at (%d,%d)", what, i, j);
+                for (int i = 0; i < 16; i++)
+                    ck_assert_msg(scr[give + i] == 12345.0f, "%s wrote past its scratch", what);
+                free(a), free(b), free(c), free(want), free(scr);
+            }
+    }
+    ul_pk_force_cols(false);
+}
+END_TEST
+
+/* The one-thread linear forward (bias added) against the public one's
+ * formula, computed here in double precision. */
+START_TEST(test_linear_forward_local)
+{
+    const int N = 13, I = 300, O = 21;
+    ul_rng r;
+    ul_rng_seed(&r, 45, 0);
+    float *in = rand_buf(&r, (size_t)N * I, -1, 1), *w = rand_buf(&r, (size_t)O * I, -1, 1);
+    float *b = rand_buf(&r, O, -1, 1), *out = falloc((size_t)N * O);
+    float *want = falloc((size_t)N * O);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < O; o++) {
+            double acc = b[o];
+            for (int i = 0; i < I; i++)
+                acc += (double)in[(size_t)n * I + i] * w[(size_t)o * I + i];
+            want[(size_t)n * O + o] = (float)acc;
+            out[(size_t)n * O + o] = NAN;
+        }
+    const size_t need = ul_sgemm_local_scratch(N, O, I);
+    float *scr = aligned_alloc(64, (need + 16) * sizeof(float));
+    ck_assert_ptr_nonnull(scr);
+    ul_linear_forward_local(out, in, w, b, N, I, O, scr, need);
+    assert_close("linear_forward_local", out, want, (size_t)N * O, REF_RTOL);
+    free(in), free(w), free(b), free(out), free(want), free(scr);
 }
 END_TEST
 
@@ -1087,6 +1204,9 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
     tcase_add_test(t, test_pk_gemm_vs_naive);
+    tcase_add_test(t, test_transpose_vs_naive);
+    tcase_add_test(t, test_sgemm_local_vs_naive);
+    tcase_add_test(t, test_linear_forward_local);
     tcase_add_loop_test(t, test_conv_grad, 0, N_CONV_CASES);
     suite_add_tcase(s, t);
 
