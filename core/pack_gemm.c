@@ -106,7 +106,17 @@ static void pack_panels(float *dst, int w, const float *a, int m, int k, int lda
         for (int i0 = 0; i0 < m; i0 += w) {
             float *p = blk + (size_t)i0 * kc;
             const int rows = m - i0 < w ? m - i0 : w;
-            if (!by_rows) {
+            if (!by_rows && rows == w && (w == 16 || w == 6)) {
+                /* Whole panels of the usual widths, with copies the
+                 * compiler unrolls and vectorizes. */
+                const float *src = a + (size_t)k0 * lda + i0;
+                if (w == 16)
+                    for (int kk = 0; kk < kc; kk++)
+                        memcpy(p + (size_t)kk * 16, src + (size_t)kk * lda, 16 * sizeof(float));
+                else
+                    for (int kk = 0; kk < kc; kk++)
+                        memcpy(p + (size_t)kk * 6, src + (size_t)kk * lda, 6 * sizeof(float));
+            } else if (!by_rows) {
                 /* Row kk of the panel is a[(k0+kk)·lda + i0 .. +rows]. */
                 for (int kk = 0; kk < kc; kk++) {
                     const float *src = a + (size_t)(k0 + kk) * lda + i0;
