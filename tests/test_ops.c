@@ -240,6 +240,9 @@ static const conv_case conv_cases[] = {
      * (256), K not a multiple of the micro-kernel's 6 rows. */
     {2, 4, 16, 16, 20, 3, 3, 1, 1, 1}, {3, 40, 8, 8, 5, 3, 3, 1, 1, 0},
     {3, 6, 4, 4, 7, 3, 3, 1, 1, 0},    {1, 2, 6, 6, 300, 3, 3, 1, 1, 0},
+    /* A kernel wider than the im2col packer's table of valid columns (16),
+     * strided, its output rows a run and a half of a panel. */
+    {2, 2, 5, 44, 3, 1, 18, 2, 3, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
     /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
@@ -259,8 +262,8 @@ static const conv_case conv_cases[] = {
 };
 /* Cases from here on run with the Winograd path forced (ul_wino_force),
  * so that narrow shapes cover its edge cases; the last needs no forcing. */
-#define FIRST_WINO_CASE 20
-#define DEFAULT_WINO_CASE 24
+#define FIRST_WINO_CASE 21
+#define DEFAULT_WINO_CASE 25
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
 typedef struct {
