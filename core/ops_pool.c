@@ -114,7 +114,8 @@ void ul_maxpool2d_forward(float *out, int32_t *argmax, const float *in, int N, i
                 int32_t *ar = am + (size_t)p * Q;
                 const int32_t base = 2 * p * W;
                 int q = pool2x2_vec(r0, r1, yr, ar, base, W, Q);
-                for (; q < Q; q++) {                    const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q],
+                for (; q < Q; q++) {
+                    const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q],
                                 d = r1[2 * q + 1];
                     const int32_t i0 = base + 2 * q;
                     float m = a;
