@@ -23,4 +23,10 @@ void ul_sgemm_local(bool trans_a, bool trans_b, int m, int n, int k, const float
                     const float *b, int ldb, float beta, float *c, int ldc, float *scratch,
                     size_t scratch_floats);
 
+/* C (m×n) = A·Bᵀ + beta·C with A (m×k) and B (n×k) row-major, as blocks
+ * of dot products on the calling thread (AVX2 + FMA; beta 0 does not read
+ * C). Returns false, touching nothing, on CPUs without them. */
+bool ul_sgemm_dot(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                  float beta, float *c, int ldc);
+
 #endif

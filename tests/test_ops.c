@@ -490,6 +490,51 @@ START_TEST(test_sgemm_local_vs_naive)
 }
 END_TEST
 
+/* The dot-product form of A·Bᵀ against a double-precision triple loop:
+ * every edge block shape (3×4 groups and their remainders), depths with
+ * and without a tail of k % 8 and across the 512-deep blocks, beta 0 on a
+ * NaN C and beta 0.5, strided rows whose padding must stay untouched.
+ * On a CPU without AVX2 and FMA it must decline without writing. */
+START_TEST(test_sgemm_dot_vs_naive)
+{
+    static const int dims[][3] = {{1, 1, 1}, {3, 4, 8}, {5, 7, 13}, {64, 26, 784},
+                                  {7, 10, 1030}, {2, 33, 3}, {11, 1, 512}};
+    ul_rng r;
+    ul_rng_seed(&r, 46, 0);
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
+        for (int bi = 0; bi < 2; bi++) {
+            const int m = dims[d][0], n = dims[d][1], k = dims[d][2];
+            const int lda = k + 3, ldb = k + 1, ldc = n + 2;
+            const float beta = bi ? 0.5f : 0.0f;
+            float *a = rand_buf(&r, (size_t)m * lda, -1, 1);
+            float *b = rand_buf(&r, (size_t)n * ldb, -1, 1);
+            float *c = rand_buf(&r, (size_t)m * ldc, -1, 1);
+            float *want = falloc((size_t)m * ldc);
+            memcpy(want, c, (size_t)m * ldc * sizeof(float));
+            gemm_naive(false, true, m, n, k, 1.0f, a, lda, b, ldb, beta, want, ldc);
+            if (beta == 0.0f)
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++)
+                        c[(size_t)i * ldc + j] = NAN;
+            float *before = falloc((size_t)m * ldc);
+            memcpy(before, c, (size_t)m * ldc * sizeof(float));
+            char what[64];
+            snprintf(what, sizeof what, "sgemm_dot(%dx%dx%d, beta %g)", m, n, k, beta);
+            if (!ul_sgemm_dot(m, n, k, a, lda, b, ldb, beta, c, ldc)) {
+                ck_assert_msg(!memcmp(c, before, (size_t)m * ldc * sizeof(float)),
+                              "%s declined but wrote C", what);
+            } else {
+                assert_close(what, c, want, (size_t)m * ldc, REF_RTOL);
+                for (int i = 0; i < m; i++)
+                    for (int j = n; j < ldc; j++)
+                        ck_assert_msg(c[(size_t)i * ldc + j] == want[(size_t)i * ldc + j],
+                                      "%s wrote into the padding at (%d,%d)", what, i, j);
+            }
+            free(a), free(b), free(c), free(want), free(before);
+        }
+}
+END_TEST
+
 /* The one-thread linear forward (bias added) against the public one's
  * formula, computed here in double precision. */
 START_TEST(test_linear_forward_local)
@@ -1209,6 +1254,7 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_transpose_vs_naive);
     tcase_add_test(t, test_sgemm_local_vs_naive);
+    tcase_add_test(t, test_sgemm_dot_vs_naive);
     tcase_add_test(t, test_linear_forward_local);
     tcase_add_loop_test(t, test_conv_grad, 0, N_CONV_CASES);
     suite_add_tcase(s, t);
