@@ -37,6 +37,7 @@
  *   wp                     packed weights (forward W, backward Wᵀ or the
  *                          shifted path's per-offset weights)
  *   rb                     the packed GEMM's right-operand panels
+ *   tbl   (R·S, cols)      im2col offsets of a block (int32)
  *   xs                     the shifted path's three copies of one image
  * The public functions take ul_conv2d_scratch() floats (every processor's
  * part, plus alignment slack); a 1×1 stride-1 unpadded conv within one
@@ -598,7 +599,7 @@ static void conv_shifted_dw(float *dw_acc, const float *dout, const float *in,
 /* Offsets (floats) of the parts of one thread's scratch; see the top of the
  * file. Each part starts on a 64-byte boundary. */
 typedef struct conv_scratch {
-    size_t col, tmp, dw, wp, rb, xs, total; /* the Winograd path starts at wp */
+    size_t col, tmp, dw, wp, rb, tbl, xs, total; /* the Winograd path starts at wp */
 } conv_scratch;
 
 static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
@@ -619,7 +620,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     off += a16(nb > 1 ? (size_t)s->K * cols : 0);
     L.dw = off;
     off += a16((size_t)s->K * crs);
-    L.wp = L.rb = L.xs = off;
+    L.wp = L.rb = L.tbl = L.xs = off;
     const ul_pk *pk = ul_pk_get();
     if (pk) {
         size_t fw = ul_pk_l_size(pk, s->K, (int)crs), bw = ul_pk_l_size(pk, (int)crs, s->K);
@@ -629,6 +630,8 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
         L.rb = off;
         size_t fr = ul_pk_r_size(pk, (int)cols, (int)crs), br = ul_pk_r_size(pk, (int)cols, s->K);
         off += a16(fr > br ? fr : br);
+        L.tbl = off;
+        off += a16((size_t)s->R * s->S * cols); /* int32 entries */
         L.xs = off;
         off += a16(conv_shifted_ok(s) ? conv_shifted_xs(s, pk) : 0);
         /* The Winograd path's buffers share the space from wp on. */
@@ -669,7 +672,30 @@ typedef struct im2col_ctx {
     const float *in;
     const ul_conv_shape *s;
     conv_block b;
+    const int32_t *tbl;  /* im2col_table of the block */
 } im2col_ctx;
+
+/* For each kernel offset (r, s) and block column, the input's offset from
+ * image n0, channel 0 — or −1 on padding. Packing then adds c·H·W and
+ * gathers; every channel and image of the block shares the table. */
+static void im2col_table(int32_t *tbl, const ul_conv_shape *s, const conv_block *b)
+{
+    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
+    const int st = s->stride, pad = s->pad;
+    int32_t *t = tbl;
+    for (int r = 0; r < R; r++)
+        for (int sx = 0; sx < S; sx++)
+            for (int n = 0; n < b->nbc; n++)
+                for (int p = b->p0; p < b->p1; p++) {
+                    const int h = p * st - pad + r;
+                    for (int q = 0; q < Q; q++) {
+                        const int x = q * st - pad + sx;
+                        *t++ = h >= 0 && h < H && x >= 0 && x < W
+                                   ? (int32_t)((size_t)n * C * H * W + (size_t)h * W + x)
+                                   : -1;
+                    }
+                }
+}
 
 /* Whether pack_im2col_rows16 applies (given the whole block in one call). */
 static bool im2col_rows16(const ul_conv_shape *s, int w)
@@ -715,104 +741,33 @@ static void pack_im2col_rows16(float *dst, int k0, int kc, const im2col_ctx *x)
     }
 }
 
-enum { RUNS_MAX_W = 64, RUNS_MAX_S = 16 }; /* BLIS's panels are at most 64 wide */
-
-/* Any stride and block, one panel at a time: the panel's columns are cut
- * into runs along output rows once, then every depth row kk is filled run
- * by run (no gather table; the valid middle of a run is a strided copy),
- * so the panel is written in order. */
-static void pack_im2col_runs(float *dst, int w, int j0, int nj, int k0, int kc,
-                             const im2col_ctx *x)
-{
-    const ul_conv_shape *s = x->s;
-    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
-    const int st = s->stride, pad = s->pad, seg = (x->b.p1 - x->b.p0) * Q;
-    /* The output columns each kernel column sx reads inside the image. */
-    int vlo[RUNS_MAX_S], vhi[RUNS_MAX_S];
-    for (int sx = 0; sx < S && sx < RUNS_MAX_S; sx++)
-        conv_valid_range(sx - pad, st, W, Q, &vlo[sx], &vhi[sx]);
-    struct {
-        int lane, q, len, p;
-        size_t img;
-    } run[RUNS_MAX_W]; /* a run is at least one column */
-    for (int jp = 0; jp < nj; jp += w) {
-        const int cnt = nj - jp < w ? nj - jp : w;
-        float *pan = dst + (size_t)jp * kc;
-        int nr = 0;
-        for (int l = 0; l < cnt;) {
-            const int j = j0 + jp + l, n = j / seg, q = j % Q;
-            const int len = Q - q < cnt - l ? Q - q : cnt - l;
-            run[nr].lane = l;
-            run[nr].q = q;
-            run[nr].len = len;
-            run[nr].p = x->b.p0 + j % seg / Q;
-            run[nr].img = (size_t)(x->b.n0 + n) * C * H * W;
-            nr++;
-            l += len;
-        }
-        /* (c, r, sx) of depth row k0 + kk, stepped along without divisions. */
-        int c = k0 / (R * S), r = k0 / S % R, sx = k0 % S;
-        for (int kk = 0; kk < kc; kk++) {
-            float *d0 = pan + (size_t)kk * w;
-            int qlo, qhi;
-            if (sx < RUNS_MAX_S)
-                qlo = vlo[sx], qhi = vhi[sx];
-            else
-                conv_valid_range(sx - pad, st, W, Q, &qlo, &qhi);
-            const float *cplane = x->in + (size_t)c * H * W + sx - pad;
-            for (int u = 0; u < nr; u++) {
-                float *d = d0 + run[u].lane;
-                const int q = run[u].q, len = run[u].len, h = run[u].p * st - pad + r;
-                if (h < 0 || h >= H) {
-                    for (int t = 0; t < len; t++)
-                        d[t] = 0.0f;
-                    continue;
-                }
-                const float *xr = cplane + run[u].img + (size_t)h * W;
-                if (len == 16 && q >= qlo && q + 16 <= qhi) {
-                    /* A whole panel row from one output row, no padding. */
-                    if (st == 2)
-                        for (int t = 0; t < 16; t++)
-                            d[t] = xr[2 * (q + t)];
-                    else
-                        for (int t = 0; t < 16; t++)
-                            d[t] = xr[(size_t)(q + t) * st];
-                    continue;
-                }
-                const int a = qlo - q < 0 ? 0 : qlo - q > len ? len : qlo - q;
-                const int b = qhi - q < a ? a : qhi - q > len ? len : qhi - q;
-                for (int t = 0; t < a; t++)
-                    d[t] = 0.0f;
-                if (st == 2)
-                    for (int t = a; t < b; t++)
-                        d[t] = xr[2 * (q + t)];
-                else
-                    for (int t = a; t < b; t++)
-                        d[t] = xr[(size_t)(q + t) * st];
-                for (int t = b; t < len; t++)
-                    d[t] = 0.0f;
-            }
-            for (int t = cnt; t < w; t++)
-                d0[t] = 0.0f;
-            if (++sx == S) {
-                sx = 0;
-                if (++r == R) {
-                    r = 0;
-                    c++;
-                }
-            }
-        }
-    }
-}
-
 static void pack_im2col(float *dst, int w, int j0, int nj, int k0, int kc, const void *ctx)
 {
     const im2col_ctx *x = ctx;
     const ul_conv_shape *s = x->s;
-    if (im2col_rows16(s, w) && j0 == 0 && nj == x->b.nbc * (x->b.p1 - x->b.p0) * s->Q)
+    const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q;
+    const int seg = (x->b.p1 - x->b.p0) * Q;
+    if (im2col_rows16(s, w) && j0 == 0 && nj == x->b.nbc * seg) {
         pack_im2col_rows16(dst, k0, kc, x);
-    else
-        pack_im2col_runs(dst, w, j0, nj, k0, kc, x);
+        return;
+    }
+    const int cols = x->b.nbc * seg, RS = R * S;
+    const float *in0 = x->in + (size_t)x->b.n0 * C * H * W;
+    for (int kk = 0; kk < kc; kk++) {
+        const int crs = k0 + kk, c = crs / RS;
+        const int32_t *t = x->tbl + (size_t)(crs % RS) * cols + j0;
+        const float *base = in0 + (size_t)c * H * W;
+        for (int jp = 0; jp < nj; jp += w) {
+            float *d = dst + (size_t)jp * kc + (size_t)kk * w;
+            const int cnt = nj - jp < w ? nj - jp : w;
+            for (int l = 0; l < cnt; l++) {
+                const int32_t o = t[jp + l];
+                d[l] = o >= 0 ? base[o] : 0.0f;
+            }
+            for (int l = cnt; l < w; l++)
+                d[l] = 0.0f;
+        }
+    }
 }
 
 /* ---- forward -------------------------------------------------------------------- */
@@ -854,7 +809,11 @@ static void conv_forward_unit(float *out, const float *in, const float *w, const
             ul_pk_gemm(pk, K, cols, CRS, wp, ul_pk_pack_rows, &r, beta, y, ldy,
                        scratch + L.rb);
         } else if (pk) {
-            im2col_ctx x = {in, s, blk};
+            /* The gather table, unless the block packs as whole rows. */
+            int32_t *tbl = (int32_t *)(scratch + L.tbl);
+            if (!im2col_rows16(s, pk->wr) || cols > UL_PK_NC)
+                im2col_table(tbl, s, &blk);
+            im2col_ctx x = {in, s, blk, tbl};
             ul_pk_gemm(pk, K, cols, CRS, wp, pack_im2col, &x, beta, y, ldy, scratch + L.rb);
         } else {
             const float *col = scratch + L.col;

@@ -240,8 +240,8 @@ static const conv_case conv_cases[] = {
      * (256), K not a multiple of the micro-kernel's 6 rows. */
     {2, 4, 16, 16, 20, 3, 3, 1, 1, 1}, {3, 40, 8, 8, 5, 3, 3, 1, 1, 0},
     {3, 6, 4, 4, 7, 3, 3, 1, 1, 0},    {1, 2, 6, 6, 300, 3, 3, 1, 1, 0},
-    /* A kernel wider than the im2col packer's table of valid columns (16),
-     * strided, its output rows a run and a half of a panel. */
+    /* A wide strided kernel (1×18, stride 2, pad 3): output rows of 17,
+     * a panel and one lane of the next. */
     {2, 2, 5, 44, 3, 1, 18, 2, 3, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
