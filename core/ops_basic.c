@@ -7,29 +7,30 @@
 /* Below this many elements an OpenMP region costs more than it saves. */
 #define UL_OMP_MIN 32768
 
+/* Fills out (N,O) with the bias rows; returns the beta the product then
+ * takes (1 with a bias, 0 without: out is not read). */
+static float linear_bias_rows(float *out, const float *b, int N, int O)
+{
+    if (!b)
+        return 0.0f;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < O; o++)
+            out[(size_t)n * O + o] = b[o];
+    return 1.0f;
+}
+
 void ul_linear_forward(float *out, const float *in, const float *w, const float *b, int N,
                        int I, int O)
 {
     // out is (N,O), in is (N,I), w is (O,I), b is (O)
-    float beta = 0.0f;
-    if (b) {
-        for (int n = 0; n < N; n++)
-            memcpy(out + (size_t)n * O, b, (size_t)O * sizeof(float));
-        beta = 1.0f;
-    }
+    const float beta = linear_bias_rows(out, b, N, O);
     ul_sgemm(false, true, N, O, I, 1.0f, in, I, w, I, beta, out, O);
 }
 
 void ul_linear_forward_local(float *out, const float *in, const float *w, const float *b, int N,
                              int I, int O, float *scratch, size_t scratch_floats)
 {
-    float beta = 0.0f;
-    if (b) {
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < O; o++)
-                out[(size_t)n * O + o] = b[o];
-        beta = 1.0f;
-    }
+    const float beta = linear_bias_rows(out, b, N, O);
     ul_sgemm_local(false, true, N, O, I, in, I, w, I, beta, out, O, scratch, scratch_floats);
 }
 
