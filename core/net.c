@@ -24,8 +24,8 @@
  *    gradients share a few slots assigned by interval colouring when the net
  *    is finalized: a ResNet-18 needs a handful of gradient buffers, not one
  *    per node.
- *  - One conv scratch, sized for the largest convolution and one part per
- *    processor.
+ *  - One scratch, sized for the largest convolution (or linear layer's
+ *    packed operands) and one part per processor.
  *  - For the batch-parallel passes (net_team.c, used whenever more than one
  *    thread runs): per-thread weight-gradient partials the size of the
  *    largest convolution, and BatchNorm partial sums.

@@ -743,7 +743,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                     float *p = r2 + xi * L.r2_x + (size_t)k0 * nt;
                     for (int k8 = 0; k8 < kn; k8 += 8)
                         ul_transpose(st + ((size_t)k8 * XI + xi) * nt, (size_t)XI * nt, p + k8,
-                                       WR, kn - k8 < 8 ? kn - k8 : 8, nb);
+                                     WR, kn - k8 < 8 ? kn - k8 : 8, nb);
                     if (kn < WR)
                         for (int t2 = 0; t2 < nb; t2++)
                             for (int kk = kn; kk < WR; kk++)
@@ -791,7 +791,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                 float *p = vl + xi * L.vl_x + (size_t)c0 * nt;
                 for (int c8 = 0; c8 < cn; c8 += 8)
                     ul_transpose(st + ((size_t)c8 * XI + xi) * nt, (size_t)XI * nt, p + c8,
-                                   (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, nb);
+                                 (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, nb);
                 if (cn < wl)
                     for (int t2 = 0; t2 < nb; t2++)
                         for (int cc = cn; cc < wl; cc++)
