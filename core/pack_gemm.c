@@ -177,40 +177,30 @@ static void gemm_block(bool tr, int wl, int wr, int m, int n, int kc, const floa
     }
 }
 
-static void scale_c(int m, int n, float beta, float *c, int ldc)
+/* The cases with nothing to multiply (an empty C, or depth 0: C = beta·C);
+ * true when it handled the call. */
+static bool gemm_trivial(int m, int n, int k, float beta, float *c, int ldc)
 {
+    if (m > 0 && n > 0 && k > 0)
+        return false;
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++)
             c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
+    return true;
 }
 
-void ul_pk_gemm_pp(const ul_pk *pk, int m, int n, int k, const float *lp, const float *rp,
+void ul_pk_gemm_pp(const ul_pk *pk, int m, int n, int kc, const float *lp, const float *rp,
                    float beta, float *c, int ldc)
 {
-    if (m <= 0 || n <= 0)
-        return;
-    if (k <= 0) {
-        scale_c(m, n, beta, c, ldc);
-        return;
-    }
-    const bool tr = kern_transposed(pk);
-    const size_t mr = round_up((size_t)m, (size_t)pk->wl), nr = round_up((size_t)n, (size_t)pk->wr);
-    for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
-        const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
-        gemm_block(tr, pk->wl, pk->wr, m, n, kc, lp + mr * (size_t)k0, rp + nr * (size_t)k0,
-                   k0 == 0 ? beta : 1.0f, c, ldc);
-    }
+    if (!gemm_trivial(m, n, kc, beta, c, ldc))
+        gemm_block(kern_transposed(pk), pk->wl, pk->wr, m, n, kc, lp, rp, beta, c, ldc);
 }
 
 void ul_pk_gemm(const ul_pk *pk, int m, int n, int k, const float *lp, ul_pk_pack_r_fn pack_r,
                 const void *rctx, float beta, float *c, int ldc, float *rbuf)
 {
-    if (m <= 0 || n <= 0)
+    if (gemm_trivial(m, n, k, beta, c, ldc))
         return;
-    if (k <= 0) {
-        scale_c(m, n, beta, c, ldc);
-        return;
-    }
     const bool tr = kern_transposed(pk);
     const size_t mr = round_up((size_t)m, (size_t)pk->wl);
     for (int j0 = 0; j0 < n; j0 += UL_PK_NC) {

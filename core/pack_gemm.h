@@ -50,8 +50,9 @@ size_t ul_pk_rr_size(const ul_pk *pk, int n, int k);
 void ul_pk_pack_rr(const ul_pk *pk, float *dst, const float *b, int n, int k, int ldb,
                    bool trans);
 
-/* C = Lp·Rp + beta·C with both operands packed whole (64-byte aligned). */
-void ul_pk_gemm_pp(const ul_pk *pk, int m, int n, int k, const float *lp, const float *rp,
+/* C = Lp·Rp + beta·C for one depth block (kc ≤ UL_PK_KC) with both
+ * operands packed (64-byte aligned). */
+void ul_pk_gemm_pp(const ul_pk *pk, int m, int n, int kc, const float *lp, const float *rp,
                    float beta, float *c, int ldc);
 
 /* Packs R's columns [j0, j0+nj) over k range [k0, k0+kc): panel p at
