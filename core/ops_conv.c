@@ -635,7 +635,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
         L.xs = off;
         off += a16(conv_shifted_ok(s) ? conv_shifted_xs(s, pk) : 0);
         /* The Winograd path's buffers share the space from wp on. */
-        if (ul_wino_ok(s, false) || ul_wino_ok(s, true)) {
+        if (ul_wino_ok(s, false) || ul_wino_ok(s, true) || ul_wino_dx_ok(s)) {
             const size_t end = L.wp + a16(ul_wino_scratch(s));
             off = end > off ? end : off;
         }
@@ -884,6 +884,30 @@ static void conv_wino_forward(float *out, const float *in, const float *w, const
     }
 }
 
+/* dX as a forward F(4×4, 3×3) convolution (ul_wino_dx), images split over
+ * the threads as in the forward pass; adds into din. */
+static void conv_wino_dx(float *din, const float *dout, const float *w, const ul_conv_shape *s,
+                         float *scratch)
+{
+    const conv_scratch L = conv_scratch_layout(s);
+    const int T = conv_threads(s->N);
+    if (T == 1) {
+        ul_wino_dx(din, dout, w, s, scratch + L.wp, true);
+        return;
+    }
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int n0 = s->N * t / nt, n1 = s->N * (t + 1) / nt;
+        ul_conv_shape sub = *s;
+        sub.N = n1 - n0;
+        if (sub.N > 0)
+            ul_wino_dx(din + n0 * in_img, dout + n0 * out_img, w, &sub,
+                       scratch + L.total * (size_t)t + L.wp, true);
+    }
+}
+
 static void conv_wino_backward(float *din, float *dw, const float *dout, const float *in,
                                const float *w, const ul_conv_shape *s, float *scratch)
 {
@@ -1091,6 +1115,12 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
             db_acc[k] += conv_bias_grad(dout, s, k);
     if (!din && !dw_acc)
         return;
+    if (din && ul_wino_dx_ok(s)) {
+        ul_wino_dx(din, dout, w, s, scratch + conv_scratch_layout(s).wp, !din_overwrite);
+        din = NULL;
+        if (!dw_acc)
+            return;
+    }
     /* Only the shifted dX writes its result outright; the other paths add
      * into a zeroed din. */
     if (din && din_overwrite && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
@@ -1133,6 +1163,12 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     }
     if (!din && !dw)
         return;
+    if (din && ul_wino_dx_ok(s)) {
+        conv_wino_dx(din, dout, w, s, scratch);
+        din = NULL;
+        if (!dw)
+            return;
+    }
     if (ul_wino_ok(s, true)) {
         conv_wino_backward(din, dw, dout, in, w, s, scratch);
         return;

@@ -18,8 +18,13 @@
  * ones scale with _MIN_BWD). */
 bool ul_wino_ok(const ul_conv_shape *s, bool backward);
 
+/* The output tile side of the forward path for s: 4 for F(4×4, 3×3), 2
+ * for F(2×2, 3×3), 0 when the forward pass takes no Winograd path. */
+int ul_wino_tile(const ul_conv_shape *s);
+
 /* Tests and benchmarks only: mode 1 sends every layer the path can take
- * through it, both ways; −1 sends none; 0 restores the thresholds. */
+ * through it, both ways, with 2×2 tiles; mode 2 likewise, but 4×4 tiles
+ * forward; −1 sends none; 0 restores the thresholds. */
 void ul_wino_force(int mode);
 
 /* Floats of one thread's scratch for shape s (forward or backward; the
@@ -29,6 +34,17 @@ size_t ul_wino_scratch(const ul_conv_shape *s);
 /* out (N,K,H,W) = conv(in, w) + b, for the s->N images, on this thread. */
 void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
                      const ul_conv_shape *s, float *scratch);
+
+/* Whether the input gradient of s is taken as a forward F(4×4, 3×3)
+ * convolution of the output gradient with the kernels transposed and
+ * turned by 180° (ul_wino_dx): when that convolution would take the
+ * forward path with 4×4 tiles. */
+bool ul_wino_dx_ok(const ul_conv_shape *s);
+
+/* din (N,C,H,W) = (or with add, +=) the input gradient of layer s from
+ * dout (N,K,H,W) and the layer's weights w (K,C,3,3), on this thread. */
+void ul_wino_dx(float *din, const float *dout, const float *w, const ul_conv_shape *s,
+                float *scratch, bool add);
 
 /* Adds dX into din and dW into dw_acc (either may be NULL), on this thread. */
 void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float *in,

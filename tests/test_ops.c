@@ -702,6 +702,83 @@ START_TEST(test_conv_grad)
 }
 END_TEST
 
+/* The F(4×4, 3×3) path (ul_wino_force(2)) on the Winograd cases: edge
+ * tiles clipped to 1, 2 and 3 columns or rows (widths 9, 6 and 7, heights
+ * 5 and 7), whole tiles (20×20, 4×4), blocks spanning images; forward and
+ * backward against the double-precision reference, through the public and
+ * the one-thread entry points, each with a canary after its scratch. */
+START_TEST(test_conv_wino4_vs_ref)
+{
+    const int ci = FIRST_WINO_CASE + _i;
+    const conv_case *k = &conv_cases[ci];
+    ul_wino_force(2);
+    conv_ctx c;
+    conv_ctx_init(&c, k, 500 + (uint64_t)ci);
+    char what[96];
+    snprintf(what, sizeof what, "F(4x4) conv case %d (%dx%d, C %d, K %d)", ci, k->H, k->W, k->C,
+             k->K);
+    const ul_pk *pk = ul_pk_get();
+    if (pk && ul_pk_native(pk))
+        ck_assert_msg(ul_wino_tile(&c.s) == 4, "%s: expected 4x4 tiles", what);
+    float *want = falloc(c.nout);
+    ul_conv2d_forward_ref(want, c.in, c.w, c.b, &c.s);
+    ul_conv2d_forward(c.out, c.in, c.w, c.b, &c.s, c.scratch);
+    conv_ctx_check_canary(&c);
+    assert_close(what, c.out, want, c.nout, REF_RTOL);
+
+    const size_t nlocal = ul_conv2d_local_scratch(&c.s);
+    float *local = NULL;
+    ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + CANARY) * sizeof(float)), 0);
+    for (int i = 0; i < CANARY; i++)
+        local[nlocal + i] = 12345.0f;
+    memset(c.out, 0, c.nout * sizeof(float));
+    ul_conv2d_forward_local(c.out, c.in, c.w, c.b, &c.s, local);
+    assert_close(what, c.out, want, c.nout, REF_RTOL);
+
+    /* Backward: dX as the F(4×4) convolution of dY with the turned,
+     * transposed kernels (ul_wino_dx), dW by the 2×2 path; both add onto
+     * non-zero gradients, and the one-thread dX may overwrite instead. */
+    if (pk && ul_pk_native(pk))
+        ck_assert_msg(ul_wino_dx_ok(&c.s), "%s: expected dX by 4x4 tiles", what);
+    ul_rng r;
+    ul_rng_seed(&r, 600 + (uint64_t)ci, 0);
+    const size_t K = (size_t)k->K;
+    float *din = rand_buf(&r, c.nin, -1, 1), *dw = rand_buf(&r, c.nw, -1, 1);
+    float *db = rand_buf(&r, K, -1, 1);
+    float *din_ref = falloc(c.nin), *dw_ref = falloc(c.nw), *db_ref = falloc(K);
+    memcpy(din_ref, din, c.nin * sizeof(float));
+    memcpy(dw_ref, dw, c.nw * sizeof(float));
+    memcpy(db_ref, db, K * sizeof(float));
+    ul_conv2d_backward_ref(din_ref, dw_ref, db_ref, c.G, c.in, c.w, &c.s);
+    float *din2 = falloc(c.nin), *dw2 = falloc(c.nw), *db2 = falloc(K);
+    memcpy(din2, din, c.nin * sizeof(float));
+    memcpy(dw2, dw, c.nw * sizeof(float));
+    memcpy(db2, db, K * sizeof(float));
+    ul_conv2d_backward(din, dw, db, c.G, c.in, c.w, &c.s, c.scratch);
+    conv_ctx_check_canary(&c);
+    assert_close("F(4x4) din", din, din_ref, c.nin, REF_RTOL);
+    assert_close("F(4x4) dw", dw, dw_ref, c.nw, REF_RTOL);
+    assert_close("F(4x4) db", db, db_ref, K, REF_RTOL);
+    ul_conv2d_backward_local(din2, dw2, db2, c.G, c.in, c.w, &c.s, local, false);
+    assert_close("F(4x4) din local", din2, din_ref, c.nin, REF_RTOL);
+    assert_close("F(4x4) dw local", dw2, dw_ref, c.nw, REF_RTOL);
+    for (size_t i = 0; i < c.nin; i++)
+        din2[i] = 12345.0f;
+    memset(din_ref, 0, c.nin * sizeof(float));
+    ul_conv2d_backward_ref(din_ref, NULL, NULL, c.G, c.in, c.w, &c.s);
+    ul_conv2d_backward_local(din2, NULL, NULL, c.G, c.in, c.w, &c.s, local, true);
+    assert_close("F(4x4) din local overwrite", din2, din_ref, c.nin, REF_RTOL);
+    for (int i = 0; i < CANARY; i++)
+        ck_assert_msg(local[nlocal + i] == 12345.0f,
+                      "%s wrote past ul_conv2d_local_scratch() = %zu floats", what, nlocal);
+    free(din), free(dw), free(db), free(din_ref), free(dw_ref), free(db_ref);
+    free(din2), free(dw2), free(db2);
+    free(local), free(want);
+    conv_ctx_free(&c);
+    ul_wino_force(0);
+}
+END_TEST
+
 START_TEST(test_conv_hand)
 {
     /* 1×1×3×3 input 1..9, 2×2 kernel of ones, pad 1, stride 2: outputs are the
@@ -1251,6 +1328,7 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_conv_hand);
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
+    tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, N_CONV_CASES - FIRST_WINO_CASE);
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_transpose_vs_naive);
     tcase_add_test(t, test_sgemm_local_vs_naive);
