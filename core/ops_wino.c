@@ -89,7 +89,7 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
     if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
         return false;
     const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
-    if (mode < 0)
+    if (mode < 0 || (mode == 3 && backward))
         return false;
     const bool forced = mode > 0;
     const int m = forced ? 1 : wino_min(backward);
@@ -118,7 +118,7 @@ int ul_wino_tile(const ul_conv_shape *s)
         return 0;
     const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
     if (mode > 0)
-        return mode == 2 ? 4 : 2;
+        return mode >= 2 ? 4 : 2;
     const char *e = getenv("UNLEARN_WINOGRAD_F4");
     if (e && strcmp(e, "0") == 0)
         return 2;

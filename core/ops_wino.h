@@ -24,7 +24,8 @@ int ul_wino_tile(const ul_conv_shape *s);
 
 /* Tests and benchmarks only: mode 1 sends every layer the path can take
  * through it, both ways, with 2×2 tiles; mode 2 likewise, but 4×4 tiles
- * forward; −1 sends none; 0 restores the thresholds. */
+ * forward and for dX (ul_wino_dx); mode 3 as mode 2, with dW by the direct
+ * paths; −1 sends none; 0 restores the thresholds. */
 void ul_wino_force(int mode);
 
 /* Floats of one thread's scratch for shape s (forward or backward; the
