@@ -475,16 +475,22 @@ START_TEST(test_threads_agree)
 }
 END_TEST
 
-/* The Winograd convolution path (ops_wino.c), forced onto every 3×3
- * stride-1 layer of a narrow ResNet-18: end-to-end gradients against
- * finite differences, and one thread against two. */
+/* The Winograd convolution paths (ops_wino.c), forced onto every 3×3
+ * stride-1 layer of a narrow ResNet-18: 2×2 tiles both ways (_i = 0), then
+ * 4×4 tiles forward and for dX with dW by 2×2 tiles (_i = 1) or directly
+ * (_i = 2). End-to-end gradients against finite differences, one thread
+ * against two, each bit-identical run to run. */
 START_TEST(test_winograd_net)
 {
-    ul_wino_force(1);
+    ul_wino_force(1 + _i);
     ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 91);
-    check_net_grad("resnet18 width 0.04, Winograd", net, 4, true, 900);
-    check_threads_agree("resnet18 Winograd train", net, 5, true);
-    check_threads_agree("resnet18 Winograd eval", net, 7, false);
+    char what[64], train[80], eval[80];
+    snprintf(what, sizeof what, "resnet18 width 0.04, Winograd mode %d", 1 + _i);
+    snprintf(train, sizeof train, "%s train", what);
+    snprintf(eval, sizeof eval, "%s eval", what);
+    check_net_grad(what, net, 4, true, 900);
+    check_threads_agree(train, net, 5, true);
+    check_threads_agree(eval, net, 7, false);
     ul_net_free(net);
     ul_wino_force(0);
 }
@@ -986,7 +992,7 @@ static Suite *net_suite(void)
     t = tcase_create("threads");
     tcase_add_test(t, test_threads_agree);
     tcase_add_test(t, test_grad_one_thread);
-    tcase_add_test(t, test_winograd_net);
+    tcase_add_loop_test(t, test_winograd_net, 0, 3);
     suite_add_tcase(s, t);
 
     t = tcase_create("models");
