@@ -1,5 +1,6 @@
 /* Private: 3×3, stride-1, pad-1 convolutions by Winograd's minimal
- * filtering F(2×2, 3×3), on BLIS's micro-kernel (ops_wino.c). */
+ * filtering F(4×4, 3×3) and F(2×2, 3×3), on BLIS's micro-kernel
+ * (ops_wino.c). */
 #ifndef UL_OPS_WINO_H
 #define UL_OPS_WINO_H
 
@@ -15,11 +16,13 @@
  * BLIS's micro-kernel in its native orientation with 16-lane R panels, and
  * UNLEARN_WINOGRAD not "0". UNLEARN_WINOGRAD=all takes every such layer;
  * UNLEARN_WINOGRAD_MIN_FWD / _MIN_BWD move the thresholds (the backward
- * ones scale with _MIN_BWD). */
+ * ones scale with _MIN_BWD). Backward, this is the 2×2 tiles' path, which
+ * computes dW, and dX too unless ul_wino_dx_ok. */
 bool ul_wino_ok(const ul_conv_shape *s, bool backward);
 
-/* The output tile side of the forward path for s: 4 for F(4×4, 3×3), 2
- * for F(2×2, 3×3), 0 when the forward pass takes no Winograd path. */
+/* The output tile side of the forward path for s: 4 for F(4×4, 3×3)
+ * (unless UNLEARN_WINOGRAD_F4=0), 2 for F(2×2, 3×3), 0 when the forward
+ * pass takes no Winograd path. */
 int ul_wino_tile(const ul_conv_shape *s);
 
 /* Tests and benchmarks only: mode 1 sends every layer the path can take
