@@ -862,50 +862,27 @@ static const float *conv_pack_weights(const ul_conv_shape *s, const float *w, fl
 
 /* The Winograd path over the batch: one contiguous range of images per
  * thread, each with its own scratch; weight gradients are summed per
- * thread and then added in thread order. */
-static void conv_wino_forward(float *out, const float *in, const float *w, const float *b,
-                              const ul_conv_shape *s, float *scratch)
+ * thread and then added in thread order. conv_wino_images runs the forward
+ * pass, or with dx the input gradient as a forward convolution of dY
+ * (ul_wino_dx, adding into out = din from in = dout). */
+static void conv_wino_images(float *out, const float *in, const float *w, const float *b,
+                             const ul_conv_shape *s, float *scratch, bool dx)
 {
     const conv_scratch L = conv_scratch_layout(s);
     const int T = conv_threads(s->N);
-    if (T == 1) {
-        ul_wino_forward(out, in, w, b, s, scratch + L.wp);
-        return;
-    }
-    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
-#pragma omp parallel num_threads(T)
+    const size_t x_img = (size_t)s->C * s->H * s->W, y_img = (size_t)s->K * s->P * s->Q;
+    const size_t in_img = dx ? y_img : x_img, out_img = dx ? x_img : y_img;
+#pragma omp parallel num_threads(T) if (T > 1)
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const int n0 = s->N * t / nt, n1 = s->N * (t + 1) / nt;
         ul_conv_shape sub = *s;
         sub.N = n1 - n0;
-        if (sub.N > 0)
-            ul_wino_forward(out + n0 * out_img, in + n0 * in_img, w, b, &sub,
-                            scratch + L.total * (size_t)t + L.wp);
-    }
-}
-
-/* dX as a forward F(4×4, 3×3) convolution (ul_wino_dx), images split over
- * the threads as in the forward pass; adds into din. */
-static void conv_wino_dx(float *din, const float *dout, const float *w, const ul_conv_shape *s,
-                         float *scratch)
-{
-    const conv_scratch L = conv_scratch_layout(s);
-    const int T = conv_threads(s->N);
-    if (T == 1) {
-        ul_wino_dx(din, dout, w, s, scratch + L.wp, true);
-        return;
-    }
-    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
-#pragma omp parallel num_threads(T)
-    {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const int n0 = s->N * t / nt, n1 = s->N * (t + 1) / nt;
-        ul_conv_shape sub = *s;
-        sub.N = n1 - n0;
-        if (sub.N > 0)
-            ul_wino_dx(din + n0 * in_img, dout + n0 * out_img, w, &sub,
-                       scratch + L.total * (size_t)t + L.wp, true);
+        float *mine = scratch + L.total * (size_t)t + L.wp;
+        if (sub.N > 0 && dx)
+            ul_wino_dx(out + n0 * out_img, in + n0 * in_img, w, &sub, mine, true);
+        else if (sub.N > 0)
+            ul_wino_forward(out + n0 * out_img, in + n0 * in_img, w, b, &sub, mine);
     }
 }
 
@@ -957,7 +934,7 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
     const conv_scratch L = conv_scratch_layout(s);
     const size_t per = L.total;
     if (ul_wino_ok(s, false)) {
-        conv_wino_forward(out, in, w, b, s, scratch);
+        conv_wino_images(out, in, w, b, s, scratch, false);
         return;
     }
     if (conv_shifted_ok(s)) {
@@ -1165,7 +1142,7 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     if (!din && !dw)
         return;
     if (din && ul_wino_dx_ok(s)) {
-        conv_wino_dx(din, dout, w, s, scratch);
+        conv_wino_images(din, dout, w, NULL, s, scratch, true);
         din = NULL;
         if (!dw)
             return;
