@@ -44,15 +44,14 @@
  * direct paths of ops_conv.c): forward with 4×4 tiles 1.5–2.7× from 32
  * channels on (16 channels: even); the 2×2 tiles' backward (dX and dW)
  * 1.15–1.9× from 32 channels on 32×32 images, from 64 on images of 12×12
- * and more, from 128 on 8×8 and from 256 on smaller ones, below which the
- * transforms and transposes cost about as much as the products they save.
- * dX by 4×4 tiles goes with the forward threshold; dW stays with the 2×2
- * tiles' backward one (direct below it). */
+ * and more and from 128 on smaller ones, below which the transforms and
+ * transposes cost about as much as the products they save. dX by 4×4
+ * tiles goes with the forward threshold; dW stays with the 2×2 tiles'
+ * backward one (direct below it). */
 #define UL_WINO_MIN_C_FWD 32
 #define UL_WINO_MIN_C_BWD 64
 #define UL_WINO_LARGE_HW 1024 /* from here on backward from half the channels */
-#define UL_WINO_MIN_HW_BWD 144 /* from here on from UL_WINO_MIN_C_BWD */
-#define UL_WINO_SMALL_HW 64    /* from here on from twice as many; below, four times */
+#define UL_WINO_MIN_HW_BWD 144 /* from here on from UL_WINO_MIN_C_BWD; below, twice as many */
 
 enum { XI = 16 }; /* values of one transformed tile */
 enum { WR = 16 }; /* lanes of an R panel: the path needs a kernel with NR = 16 */
@@ -109,8 +108,7 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
         const int hw = s->H * s->W;
         const int need = hw >= UL_WINO_LARGE_HW     ? m / 2
                          : hw >= UL_WINO_MIN_HW_BWD ? m
-                         : hw >= UL_WINO_SMALL_HW   ? 2 * m
-                                                    : 4 * m;
+                                                    : 2 * m;
         if (s->C < need || s->K < need)
             return false;
     }
