@@ -106,8 +106,8 @@ int main(int argc, char **argv)
     printf("one thread, %d images, best of %d; ms per pass, direct / Winograd (speed-up); "
            "* = the path the thresholds pick\n",
            N, reps);
-    printf("%5s %7s | %9s %9s %9s %6s | %9s %9s %9s %9s %6s\n", "C=K", "image", "fwd dir",
-           "fwd F2", "fwd F4", "x", "bwd dir", "bwd F2", "F4+F2", "F4+dir", "x");
+    printf("%5s %7s | %9s %9s %9s %6s | %9s %9s %9s %9s %9s %6s\n", "C=K", "image", "fwd dir",
+           "fwd F2", "fwd F4", "x", "bwd dir", "bwd F2", "F4+F2", "F4+dir", "F4+F4", "x");
     for (int li = 0; li < count; li++) {
         ul_conv_shape s;
         const int C = list[li].C, HW = list[li].HW;
@@ -122,31 +122,34 @@ int main(int argc, char **argv)
         const size_t sw = ul_conv2d_local_scratch(&s);
         ul_wino_force(2);
         size_t sw4 = ul_conv2d_local_scratch(&s);
-        ul_wino_force(3);
-        const size_t sw3 = ul_conv2d_local_scratch(&s);
-        sw4 = sw3 > sw4 ? sw3 : sw4;
+        for (int mode = 3; mode <= 4; mode++) {
+            ul_wino_force(mode);
+            const size_t sm = ul_conv2d_local_scratch(&s);
+            sw4 = sm > sw4 ? sm : sw4;
+        }
         ul_wino_force(0);
         const int pick_f = ul_wino_tile(&s);
         /* Backward: 0 direct, 1 F(2×2) for both, 2 dX by F(4×4) and dW by
-         * F(2×2), 3 dX by F(4×4) and dW direct. */
-        const bool dx4 = ul_wino_dx_ok(&s), dw2 = ul_wino_ok(&s, true);
-        const int pick_b = dx4 ? (dw2 ? 2 : 3) : dw2 ? 1 : 0;
+         * F(2×2), 3 dX by F(4×4) and dW direct, 4 both by F(4×4). */
+        const bool dx4 = ul_wino_dx_ok(&s), dw_wino = ul_wino_ok(&s, true);
+        const int dwt = ul_wino_dw_tile(&s);
+        const int pick_b = dx4 ? (!dw_wino ? 3 : dwt == 4 ? 4 : 2) : dw_wino ? 1 : 0;
         float *scratch = buffer(sw > sw4 ? sw : sw4, 7);
         /* Forward: direct, 2×2 tiles, 4×4 tiles. */
-        double t[2][4];
+        double t[2][5];
         for (int pass = 0; pass < 2; pass++)
-            for (int path = 0; path < (pass ? 4 : 3); path++) {
+            for (int path = 0; path < (pass ? 5 : 3); path++) {
                 ul_wino_force(path ? path : -1);
                 t[pass][path] = time_pass(&s, pass, reps, out, in, w, dout, din, dw, scratch);
             }
         ul_wino_force(0);
         double best_f = t[0][1] < t[0][2] ? t[0][1] : t[0][2], best_b = t[1][1];
-        for (int p = 2; p < 4; p++)
+        for (int p = 2; p < 5; p++)
             best_b = t[1][p] < best_b ? t[1][p] : best_b;
         printf("%5d %3dx%-3d | %8.2f%s %8.2f%s %8.2f%s %5.2fx |", C, HW, HW, t[0][0] * 1e3,
                pick_f ? " " : "*", t[0][1] * 1e3, pick_f == 2 ? "*" : " ", t[0][2] * 1e3,
                pick_f == 4 ? "*" : " ", t[0][0] / best_f);
-        for (int p = 0; p < 4; p++)
+        for (int p = 0; p < 5; p++)
             printf(" %8.2f%s", t[1][p] * 1e3, pick_b == p ? "*" : " ");
         printf(" %5.2fx\n", t[1][0] / best_b);
         fflush(stdout);

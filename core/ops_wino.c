@@ -129,6 +129,17 @@ int ul_wino_tile(const ul_conv_shape *s)
     return 4;
 }
 
+int ul_wino_dw_tile(const ul_conv_shape *s)
+{
+    if (!ul_wino_ok(s, true))
+        return 0;
+    const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
+    if (mode > 0)
+        return mode == 4 ? 4 : 2;
+    const char *e = getenv("UNLEARN_WINOGRAD_F4");
+    return e && strcmp(e, "0") == 0 ? 2 : 4;
+}
+
 bool ul_wino_dx_ok(const ul_conv_shape *s)
 {
     if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
@@ -233,37 +244,38 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.vp = L.up + xi * L.up_x;
     L.mb = L.vp + xi * L.vp_x;
     L.fwd = L.mb + xi * L.mb_x;
-    if (m == 2) {
-        L.ut_x = xi_stride(rnd(C, wl) * K);
-        L.r1_x = xi_stride(ntb / wr * panel_stride(K));
-        L.dv_x = a16(C * ntb);
-        L.vl_x = xi_stride(rnd(C, wl) * ntb);
-        L.r2_x = xi_stride(rnd(K, wr) * ntb);
-        L.du_x = xi_stride(C * K);
-        L.ut = 0;
-        L.r1 = L.ut + XI * L.ut_x;
-        L.dv = L.r1 + XI * L.r1_x;
-        L.vl = L.dv + XI * L.dv_x;
-        L.r2 = L.vl + XI * L.vl_x;
-        L.du = L.r2 + XI * L.r2_x;
-        L.bwd = L.du + XI * L.du_x;
-    }
+    /* The backward pass: with 4×4 tiles it computes dW only (no ut, r1,
+     * dv). */
+    const bool dx = m == 2;
+    L.ut_x = dx ? xi_stride(rnd(C, wl) * K) : 0;
+    L.r1_x = dx ? xi_stride(ntb / wr * panel_stride(K)) : 0;
+    L.dv_x = dx ? a16(C * ntb) : 0;
+    L.vl_x = xi_stride(rnd(C, wl) * ntb);
+    L.r2_x = xi_stride(rnd(K, wr) * ntb);
+    L.du_x = xi_stride(C * K);
+    L.ut = 0;
+    L.r1 = L.ut + xi * L.ut_x;
+    L.dv = L.r1 + xi * L.r1_x;
+    L.vl = L.dv + xi * L.dv_x;
+    L.r2 = L.vl + xi * L.vl_x;
+    L.du = L.r2 + xi * L.r2_x;
+    L.bwd = L.du + xi * L.du_x;
     /* Then seg (xi·TW), the row cache (wino_rows_init: xi·TW values and a
-     * padded input row of m·TW + 2) and tmp: an output panel (m²·16), or
-     * the backward pass's transformed panel (16·16) and two rows of TW + 1,
-     * or its own row cache. */
+     * padded input row of m·TW + 2) and tmp: an output panel (m²·16), the
+     * output gradient's rows split by column (m²·TW), or for 2×2 tiles the
+     * backward pass's transformed panel (16·16) and two rows of TW + 1, or
+     * its own row cache. */
     const size_t tw = (size_t)(s->W + m - 1) / (size_t)m, hb = xi * tw + (size_t)m * tw + 2;
-    size_t tmp = (size_t)(m * m * WR);
+    size_t tmp = (size_t)(m * m * WR) > m * m * tw ? (size_t)(m * m * WR) : m * m * tw;
     if (m == 2) {
         const size_t tp = XI * WR + 2 * (tw + 1);
         tmp = tp > hb ? tp : hb;
     }
     L.rows = L.fwd > L.bwd ? L.fwd : L.bwd;
     L.fwd = L.bwd = L.rows + a16(xi * tw + hb + tmp);
-    if (m == 2) {
-        L.st = L.bwd;
-        L.bwd = L.st + a16(XI * XI * ntb);
-    }
+    /* The backward staging: 16 channels × xi values × ntb tiles. */
+    L.st = L.bwd;
+    L.bwd = L.st + a16(WR * xi * ntb);
     return L;
 }
 
@@ -288,6 +300,10 @@ size_t ul_wino_scratch(const ul_conv_shape *s)
         const size_t f = wino_scratch_layout(s, pk, 4).fwd;
         n = f > n ? f : n;
     }
+    if (ul_wino_dw_tile(s) == 4) {
+        const size_t b = wino_scratch_layout(s, pk, 4).bwd;
+        n = b > n ? b : n;
+    }
     if (ul_wino_dx_ok(s)) {
         const ul_conv_shape d = wino_dx_shape(s);
         const size_t f = wino_scratch_layout(&d, pk, 4).fwd;
@@ -298,33 +314,55 @@ size_t ul_wino_scratch(const ul_conv_shape *s)
 
 /* ---- the transforms --------------------------------------------------------------- */
 
-/* dW[k][c] += Gᵀ·dU·G for every kernel, from du[ξ·du_x + c·K + k] (dUᵀ),
- * 16 output channels k side by side. */
-WINO_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_x, int K, int C)
+/* Gᵀ applied to m + 2 values (tile side m): three. */
+static inline __attribute__((always_inline)) void wino_gt(int m, const float *u, float *g)
+{
+    if (m == 2) {
+        g[0] = u[0] + 0.5f * (u[1] + u[2]);
+        g[1] = 0.5f * (u[1] - u[2]);
+        g[2] = 0.5f * (u[1] + u[2]) + u[3];
+    } else {
+        const float s12 = u[1] + u[2], s34 = u[3] + u[4];
+        g[0] = 0.25f * u[0] - s12 * (1.0f / 6.0f) + s34 * (1.0f / 24.0f);
+        g[1] = (u[2] - u[1]) * (1.0f / 6.0f) + (u[3] - u[4]) * (1.0f / 12.0f);
+        g[2] = (s34 - s12) * (1.0f / 6.0f) + u[5];
+    }
+}
+
+/* dW[k][c] += Gᵀ·dU·G for every kernel (tile side m), from
+ * du[ξ·du_x + c·K + k] (dUᵀ), 16 output channels k side by side. */
+static inline __attribute__((always_inline)) void
+wino_grad_kernels_m(float *dw, const float *du, size_t du_x, int K, int C, const int m)
 {
     enum { LN = 16 };
+    const int n = m + 2;
     for (int c = 0; c < C; c++)
         for (int k0 = 0; k0 < K; k0 += LN) {
             const int kn = K - k0 < LN ? K - k0 : LN;
-            float u[XI][LN], t[3][4][LN], g[9][LN];
-            for (int x = 0; x < XI; x++) {
+            float u[36][LN], t[3][6][LN], g[9][LN];
+            for (int x = 0; x < n * n; x++) {
                 const float *src = du + x * du_x + (size_t)c * K + k0;
                 for (int l = 0; l < LN; l++)
                     u[x][l] = l < kn ? src[l] : 0.0f;
             }
-            for (int j = 0; j < 4; j++)
+            /* Gᵀ down each column j, then along the three rows. */
+            for (int j = 0; j < n; j++)
                 for (int l = 0; l < LN; l++) {
-                    const float u0 = u[j][l], u1 = u[4 + j][l], u2 = u[8 + j][l], u3 = u[12 + j][l];
-                    t[0][j][l] = u0 + 0.5f * (u1 + u2);
-                    t[1][j][l] = 0.5f * (u1 - u2);
-                    t[2][j][l] = 0.5f * (u1 + u2) + u3;
+                    float v[6], r[3];
+                    for (int i = 0; i < n; i++)
+                        v[i] = u[i * n + j][l];
+                    wino_gt(m, v, r);
+                    for (int i = 0; i < 3; i++)
+                        t[i][j][l] = r[i];
                 }
             for (int i = 0; i < 3; i++)
                 for (int l = 0; l < LN; l++) {
-                    const float u0 = t[i][0][l], u1 = t[i][1][l], u2 = t[i][2][l], u3 = t[i][3][l];
-                    g[i * 3 + 0][l] = u0 + 0.5f * (u1 + u2);
-                    g[i * 3 + 1][l] = 0.5f * (u1 - u2);
-                    g[i * 3 + 2][l] = 0.5f * (u1 + u2) + u3;
+                    float v[6], r[3];
+                    for (int j = 0; j < n; j++)
+                        v[j] = t[i][j][l];
+                    wino_gt(m, v, r);
+                    for (int q = 0; q < 3; q++)
+                        g[i * 3 + q][l] = r[q];
                 }
             for (int l = 0; l < kn; l++) {
                 float *d = dw + ((size_t)(k0 + l) * C + c) * 9;
@@ -332,6 +370,15 @@ WINO_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_
                     d[r] += g[r][l];
             }
         }
+}
+
+WINO_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_x, int K, int C,
+                                          int m)
+{
+    if (m == 4)
+        wino_grad_kernels_m(dw, du, du_x, K, C, 4);
+    else
+        wino_grad_kernels_m(dw, du, du_x, K, C, 2);
 }
 
 /* The data transforms work on a segment of one tile row at a time: tiles
@@ -623,6 +670,72 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
         }
         for (int p = 0; full < len && p < last; p++)
             row[4 * full + p] = y0[p * WR + full] + bias;
+    }
+}
+
+/* A applied to four values (A = (Aᵀ)ᵀ, 6×4). */
+#define WINO4_A(y0, y1, y2, y3, o0, o1, o2, o3, o4, o5)                                           \
+    do {                                                                                       \
+        const float e_ = (y0) + (y2), o_ = (y1) + (y3);                                        \
+        const float e4_ = (y0) + 4.0f * (y2), o4_ = 2.0f * (y1) + 8.0f * (y3);                 \
+        (o0) = (y0);                                                                           \
+        (o1) = e_ + o_;                                                                        \
+        (o2) = e_ - o_;                                                                        \
+        (o3) = e4_ + o4_;                                                                      \
+        (o4) = e4_ - o4_;                                                                      \
+        (o5) = (y3);                                                                           \
+    } while (0)
+
+/* dM = A·dY·Aᵀ for a segment of 4×4 tiles of output plane dy: m[ξ·ld + t],
+ * ξ < 36; tmp holds 16·len floats (the tiles' rows split by column, zero
+ * past the plane's edges). */
+WINO_CLONES static void wino4_out_adj_rows(float *restrict m, int ld, const float *dy, int H,
+                                           int W, int ty, int tx0, int len, float *restrict tmp)
+{
+    const int full = 4 * (tx0 + len) <= W ? len : len - 1, last = W - 4 * (tx0 + full);
+    for (int i = 0; i < 4; i++) {
+        float *restrict y0 = tmp + (size_t)(4 * i) * len, *restrict y1 = y0 + len,
+                        *restrict y2 = y1 + len, *restrict y3 = y2 + len;
+        const int h = 4 * ty + i;
+        if (h >= H) {
+            memset(y0, 0, 4 * (size_t)len * sizeof(float));
+            continue;
+        }
+        const float *restrict row = dy + (size_t)h * W + 4 * tx0;
+        for (int t = 0; t < full; t++) {
+            y0[t] = row[4 * t];
+            y1[t] = row[4 * t + 1];
+            y2[t] = row[4 * t + 2];
+            y3[t] = row[4 * t + 3];
+        }
+        if (full < len) {
+            float *yq[4] = {y0, y1, y2, y3};
+            for (int p = 0; p < 4; p++)
+                yq[p][full] = p < last ? row[4 * full + p] : 0.0f;
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        /* Column j of the tiles: A·dY down the rows, into rows i of t6. */
+        const float *restrict c0 = tmp + (size_t)j * len, *restrict c1 = c0 + 4 * (size_t)len,
+                              *restrict c2 = c1 + 4 * (size_t)len,
+                              *restrict c3 = c2 + 4 * (size_t)len;
+        for (int t = 0; t < len; t++) {
+            float r[6];
+            WINO4_A(c0[t], c1[t], c2[t], c3[t], r[0], r[1], r[2], r[3], r[4], r[5]);
+            for (int i = 0; i < 6; i++)
+                m[(size_t)(6 * i + j) * ld + t] = r[i];
+        }
+    }
+    /* Then ·Aᵀ along each of the six rows: values j = 0..3 of row i sit in
+     * m[(6i + j)·ld]; the six results overwrite m[(6i + 0..5)·ld]. */
+    for (int i = 0; i < 6; i++) {
+        float *restrict r0 = m + (size_t)(6 * i) * ld, *restrict r1 = r0 + ld,
+                        *restrict r2 = r1 + ld, *restrict r3 = r2 + ld, *restrict r4 = r3 + ld,
+                        *restrict r5 = r4 + ld;
+        for (int t = 0; t < len; t++) {
+            const float a = r0[t], b = r1[t], c = r2[t], d = r3[t];
+            WINO4_A(a, b, c, d, r0[t], r1[t], r2[t], r3[t], r4[t], r5[t]);
+        }
     }
 }
 
@@ -987,19 +1100,22 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     if (!din && !dw_acc)
         return;
     const ul_pk *pk = ul_pk_get();
-    const wino_geom g = wino_geometry(s, pk, 2);
-    const wino_layout L = wino_scratch_layout(s, pk, 2);
+    /* dW alone may take 4×4 tiles. */
+    const int m = !din && ul_wino_dw_tile(s) == 4 ? 4 : 2, nxi = wino_xi(m);
+    const wino_geom g = wino_geometry(s, pk, m);
+    const wino_layout L = wino_scratch_layout(s, pk, m);
     const int C = s->C, K = s->K, H = s->H, W = s->W, wl = pk->wl, nt = g.ntb;
     const int ld = g.TW;
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
     float *ut = scratch + L.ut, *r1 = scratch + L.r1, *dv = scratch + L.dv;
     float *vl = scratch + L.vl, *r2 = scratch + L.r2, *du = scratch + L.du;
     const size_t r1s = panel_stride((size_t)K);
-    float *seg = scratch + L.rows, *hb = seg + XI * (size_t)ld, *tmp = hb + 18 * (size_t)ld + 2;
+    float *seg = scratch + L.rows, *hb = seg + (size_t)nxi * ld;
+    float *tmp = hb + (size_t)nxi * ld + (size_t)m * ld + 2;
     if (din)
         wino_pack_kernels(ut, L.ut_x, w, K, C, true, false, wl, 2);
     if (dw_acc)
-        for (int xi = 0; xi < XI; xi++)
+        for (int xi = 0; xi < nxi; xi++)
             memset(du + xi * L.du_x, 0, (size_t)C * K * sizeof(float));
     float *st = scratch + L.st;
     for (int t0 = 0; t0 < g.T; t0 += nt) {
@@ -1013,11 +1129,14 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
             const int kn = K - k0 < WR ? K - k0 : WR;
             for (int kk = 0; kk < kn; kk++) {
                 const int k = k0 + kk;
-                float *sk = st + (size_t)kk * XI * nt;
+                float *sk = st + (size_t)kk * nxi * nt;
                 for (int t = t0; t < t0 + nb;) {
                     const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                    wino_out_adj_rows(sk + sg.tl, nt, dout + sg.n * out_img + k * HW, H, W, sg.ty,
-                                      sg.tx0, sg.len, tmp);
+                    const float *dy = dout + sg.n * out_img + k * HW;
+                    if (m == 4)
+                        wino4_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len, tmp);
+                    else
+                        wino_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len, tmp);
                     t += sg.len;
                 }
                 if (din)
@@ -1025,10 +1144,10 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                         wino_put_lanes(r1 + xi * L.r1_x, r1s, WR, k, 0, sk + (size_t)xi * nt, nb);
             }
             if (dw_acc)
-                for (int xi = 0; xi < XI; xi++) {
+                for (int xi = 0; xi < nxi; xi++) {
                     float *p = r2 + xi * L.r2_x + (size_t)k0 * nt;
                     for (int k8 = 0; k8 < kn; k8 += 8)
-                        ul_transpose(st + ((size_t)k8 * XI + xi) * nt, (size_t)XI * nt, p + k8,
+                        ul_transpose(st + ((size_t)k8 * nxi + xi) * nt, (size_t)nxi * nt, p + k8,
                                      WR, kn - k8 < 8 ? kn - k8 : 8, nb);
                     if (kn < WR)
                         for (int t2 = 0; t2 < nb; t2++)
@@ -1064,19 +1183,24 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
             const int cn = C - c0 < wl ? C - c0 : wl;
             for (int cc = 0; cc < cn; cc++) {
                 wino_rows rc;
-                wino_rows_init(&rc, hb, ld, 2);
-                float *sc = st + (size_t)cc * XI * nt;
+                wino_rows_init(&rc, hb, ld, m);
+                float *sc = st + (size_t)cc * nxi * nt;
                 for (int t = t0; t < t0 + nb;) {
                     const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                    wino_in_rows(sc + sg.tl, (size_t)nt, ld, in + sg.n * in_img + (c0 + cc) * HW, H,
-                                 W, sg.ty, sg.tx0, sg.len, &rc);
+                    const float *x = in + sg.n * in_img + (c0 + cc) * HW;
+                    if (m == 4)
+                        wino4_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0, sg.len,
+                                      &rc);
+                    else
+                        wino_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0, sg.len,
+                                     &rc);
                     t += sg.len;
                 }
             }
-            for (int xi = 0; xi < XI; xi++) {
+            for (int xi = 0; xi < nxi; xi++) {
                 float *p = vl + xi * L.vl_x + (size_t)c0 * nt;
                 for (int c8 = 0; c8 < cn; c8 += 8)
-                    ul_transpose(st + ((size_t)c8 * XI + xi) * nt, (size_t)XI * nt, p + c8,
+                    ul_transpose(st + ((size_t)c8 * nxi + xi) * nt, (size_t)nxi * nt, p + c8,
                                  (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, nb);
                 if (cn < wl)
                     for (int t2 = 0; t2 < nb; t2++)
@@ -1085,7 +1209,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
             }
         }
         /* dUᵀ[ξ] (C × K) += V[ξ] · dM[ξ]ᵀ, the block's tiles as the depth. */
-        for (int xi = 0; xi < XI; xi++)
+        for (int xi = 0; xi < nxi; xi++)
             for (int ip = 0; ip < C; ip += wl) {
                 const int mm = C - ip < wl ? C - ip : wl;
                 for (int j = 0; j < K; j += WR)
@@ -1097,5 +1221,5 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     }
     if (!dw_acc)
         return;
-    wino_grad_kernels(dw_acc, du, L.du_x, K, C);
+    wino_grad_kernels(dw_acc, du, L.du_x, K, C, m);
 }

@@ -27,7 +27,8 @@ int ul_wino_tile(const ul_conv_shape *s);
 /* Tests and benchmarks only: mode 1 sends every layer the path can take
  * through it, both ways, with 2×2 tiles; mode 2 likewise, but 4×4 tiles
  * forward and for dX (ul_wino_dx); mode 3 as mode 2, with dW by the direct
- * paths; −1 sends none; 0 restores the thresholds. */
+ * paths; mode 4 as mode 2, with dW by 4×4 tiles; −1 sends none; 0
+ * restores the thresholds. */
 void ul_wino_force(int mode);
 
 /* Floats of one thread's scratch for shape s (forward or backward; the
@@ -37,6 +38,11 @@ size_t ul_wino_scratch(const ul_conv_shape *s);
 /* out (N,K,H,W) = conv(in, w) + b, for the s->N images, on this thread. */
 void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
                      const ul_conv_shape *s, float *scratch);
+
+/* The tile side of the 2×2 tiles' backward path (ul_wino_ok(s, true))
+ * when it computes dW alone (dX by ul_wino_dx): 4 for F(4×4, 3×3) (unless
+ * UNLEARN_WINOGRAD_F4=0), else 2; 0 when that path is not taken. */
+int ul_wino_dw_tile(const ul_conv_shape *s);
 
 /* Whether the input gradient of s is taken as a forward F(4×4, 3×3)
  * convolution of the output gradient with the kernels transposed and

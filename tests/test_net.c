@@ -477,8 +477,8 @@ END_TEST
 
 /* The Winograd convolution paths (ops_wino.c), forced onto every 3×3
  * stride-1 layer of a narrow ResNet-18: 2×2 tiles both ways (_i = 0), then
- * 4×4 tiles forward and for dX with dW by 2×2 tiles (_i = 1) or directly
- * (_i = 2). End-to-end gradients against finite differences, one thread
+ * 4×4 tiles forward and for dX with dW by 2×2 tiles (_i = 1), directly
+ * (_i = 2) or by 4×4 tiles (_i = 3). End-to-end gradients against finite differences, one thread
  * against two, each bit-identical run to run. */
 START_TEST(test_winograd_net)
 {
@@ -992,7 +992,7 @@ static Suite *net_suite(void)
     t = tcase_create("threads");
     tcase_add_test(t, test_threads_agree);
     tcase_add_test(t, test_grad_one_thread);
-    tcase_add_loop_test(t, test_winograd_net, 0, 3);
+    tcase_add_loop_test(t, test_winograd_net, 0, 4);
     suite_add_tcase(s, t);
 
     t = tcase_create("models");

@@ -709,14 +709,16 @@ END_TEST
  * the one-thread entry points, each with a canary after its scratch. */
 START_TEST(test_conv_wino4_vs_ref)
 {
-    const int ci = FIRST_WINO_CASE + _i;
+    /* Each case twice: dW by 2×2 tiles (mode 2), then by 4×4 tiles (4). */
+    const int nw4 = N_CONV_CASES - FIRST_WINO_CASE, ci = FIRST_WINO_CASE + _i % nw4;
+    const int mode = _i < nw4 ? 2 : 4;
     const conv_case *k = &conv_cases[ci];
-    ul_wino_force(2);
+    ul_wino_force(mode);
     conv_ctx c;
     conv_ctx_init(&c, k, 500 + (uint64_t)ci);
     char what[96];
-    snprintf(what, sizeof what, "F(4x4) conv case %d (%dx%d, C %d, K %d)", ci, k->H, k->W, k->C,
-             k->K);
+    snprintf(what, sizeof what, "F(4x4) conv case %d (%dx%d, C %d, K %d), dW by %dx%d tiles", ci,
+             k->H, k->W, k->C, k->K, mode, mode);
     const ul_pk *pk = ul_pk_get();
     if (pk && ul_pk_native(pk))
         ck_assert_msg(ul_wino_tile(&c.s) == 4, "%s: expected 4x4 tiles", what);
@@ -736,10 +738,13 @@ START_TEST(test_conv_wino4_vs_ref)
     assert_close(what, c.out, want, c.nout, REF_RTOL);
 
     /* Backward: dX as the F(4×4) convolution of dY with the turned,
-     * transposed kernels (ul_wino_dx), dW by the 2×2 path; both add onto
-     * non-zero gradients, and the one-thread dX may overwrite instead. */
-    if (pk && ul_pk_native(pk))
+     * transposed kernels (ul_wino_dx), dW by 2×2 or 4×4 tiles; both add
+     * onto non-zero gradients, and the one-thread dX may overwrite
+     * instead. */
+    if (pk && ul_pk_native(pk)) {
         ck_assert_msg(ul_wino_dx_ok(&c.s), "%s: expected dX by 4x4 tiles", what);
+        ck_assert_int_eq(ul_wino_dw_tile(&c.s), mode);
+    }
     ul_rng r;
     ul_rng_seed(&r, 600 + (uint64_t)ci, 0);
     const size_t K = (size_t)k->K;
@@ -1328,7 +1333,7 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_conv_hand);
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
-    tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, N_CONV_CASES - FIRST_WINO_CASE);
+    tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, 2 * (N_CONV_CASES - FIRST_WINO_CASE));
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_transpose_vs_naive);
     tcase_add_test(t, test_sgemm_local_vs_naive);
