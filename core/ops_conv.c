@@ -1,9 +1,9 @@
 /* 2-D convolution as GEMMs, with direct-loop references.
  *
  * 3×3, stride-1, pad-1 layers with enough channels go through Winograd's
- * minimal filtering instead (ops_wino.c): F(4×4, 3×3) forward and for dX
- * (ul_wino_tile, ul_wino_dx_ok), F(2×2, 3×3) for dW (ul_wino_ok decides,
- * forward and backward separately). Otherwise, three ways to the same products,
+ * minimal filtering instead (ops_wino.c): F(4×4, 3×3) forward, for dX
+ * (ul_wino_tile, ul_wino_dx_ok) and for dW (ul_wino_dw_tile), or F(2×2,
+ * 3×3) (ul_wino_ok decides, forward and backward separately). Otherwise, three ways to the same products,
  * chosen per shape:
  *  - 3×3, stride 1, pad 1 (every such layer of ResNet-18 and the CNN,
  *    stems included): forward and dX from three shifted copies of each

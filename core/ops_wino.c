@@ -2,9 +2,11 @@
  * F(2×2, 3×3) and F(4×4, 3×3) (Lavin & Gray, "Fast Algorithms for
  * Convolutional Neural Networks", 2016), with the products on BLIS's
  * micro-kernel. F(4×4, 3×3) (see "The forward F(4×4, 3×3)" below) takes
- * the forward pass and, as the forward convolution of dY with the kernels
- * transposed and turned by 180°, dX; F(2×2, 3×3), described here, the
- * weight gradient, and the forward pass and dX when UNLEARN_WINOGRAD_F4=0.
+ * the forward pass, dX as the forward convolution of dY with the kernels
+ * transposed and turned by 180° (ul_wino_dx), and dW through the adjoint
+ * chain described here for 2×2 tiles, with 4×4 tiles' matrices. F(2×2,
+ * 3×3), described here, takes all three when UNLEARN_WINOGRAD_F4=0 (dX and
+ * dW in one pass), and the tests' forced modes.
  *
  * The output is cut into 2×2 tiles; tile (ty, tx) of an image reads the
  * 4×4 input patch whose top-left corner is (2·ty − 1, 2·tx − 1), zero
@@ -46,7 +48,7 @@
  * 1.15–1.9× from 32 channels on 32×32 images, from 64 on images of 12×12
  * and more and from 128 on smaller ones, below which the transforms and
  * transposes cost about as much as the products they save. dX by 4×4
- * tiles goes with the forward threshold; dW stays with the 2×2 tiles'
+ * tiles goes with the forward threshold; dW, by 4×4 tiles, with the
  * backward one (direct below it). */
 #define UL_WINO_MIN_C_FWD 32
 #define UL_WINO_MIN_C_BWD 64

@@ -55,7 +55,8 @@ bool ul_wino_dx_ok(const ul_conv_shape *s);
 void ul_wino_dx(float *din, const float *dout, const float *w, const ul_conv_shape *s,
                 float *scratch, bool add);
 
-/* Adds dX into din and dW into dw_acc (either may be NULL), on this thread. */
+/* Adds dX into din and dW into dw_acc (either may be NULL), on this
+ * thread, with 2×2 tiles; dW alone (din NULL) with ul_wino_dw_tile(s)'s. */
 void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float *in,
                       const float *w, const ul_conv_shape *s, float *scratch);
 
