@@ -157,7 +157,7 @@ bool ul_wino_dx_ok(const ul_conv_shape *s)
 static size_t rnd(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
 typedef struct {
-    int m;       /* output tile side: 2, or 4 for the forward F(4×4, 3×3) */
+    int m;       /* output tile side: 2 or 4 */
     int TW, tpi; /* tiles per row, per image */
     int T;       /* tiles of all s->N images */
     int ntf, ntb;
@@ -231,8 +231,8 @@ static size_t xi_stride(size_t n)
     return n % 256 == 0 ? n + 16 : n;
 }
 
-/* The layout for tile side m. The backward pass (m = 2 only) shares the
- * space from 0 with the forward one. */
+/* The layout for tile side m. The backward pass shares the space from 0
+ * with the forward one. */
 static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, int m)
 {
     const size_t C = (size_t)s->C, K = (size_t)s->K, wl = (size_t)pk->wl, wr = (size_t)pk->wr;
