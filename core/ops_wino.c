@@ -388,6 +388,24 @@ WINO_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_
  * over the segment (row stride ld), so that every loop runs along the
  * tiles with unit stride. */
 
+/* Columns c0 .. c0 + cnt − 1 of an input row of width W, zero outside
+ * it: the row itself where the span lies inside it, else a copy in pad
+ * (cnt floats). */
+static const float *wino_row_span(const float *row, int W, int c0, int cnt, float *restrict pad)
+{
+    if (c0 >= 0 && c0 + cnt <= W)
+        return row + c0;
+    /* Plain copies: a conditional load here vectorises into masked loads,
+     * which are slow on Zen. */
+    const int lo = c0 < 0 ? -c0 : 0, end = W - c0 < cnt ? W - c0 : cnt, hi = end < lo ? lo : end;
+    for (int i = 0; i < lo; i++)
+        pad[i] = 0.0f;
+    memcpy(pad + lo, row + c0 + lo, (size_t)(hi - lo) * sizeof(float));
+    for (int i = hi; i < cnt; i++)
+        pad[i] = 0.0f;
+    return pad;
+}
+
 /* Horizontal half of Bᵀ·d·B for input row h: for tile tx, with a..d the
  * row's columns 2·tx − 1 .. 2·tx + 2 (zero outside the image),
  * hr[j·ld + t] = (a − c, b + c, c − b, b − d)[j]. pad holds 2·len + 2
@@ -403,22 +421,7 @@ WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, in
             memset(hr + (size_t)j * ld, 0, (size_t)len * sizeof(float));
         return;
     }
-    const int c0 = 2 * tx0 - 1, cnt = 2 * len + 2;
-    const float *row = x + (size_t)h * W;
-    const float *restrict xr = pad;
-    if (c0 < 0 || c0 + cnt > W) {
-        /* Plain copies: a conditional load here vectorises into masked
-         * loads, which are slow on Zen. */
-        int lo = c0 < 0 ? -c0 : 0, hi = W - c0 < cnt ? W - c0 : cnt;
-        hi = hi < lo ? lo : hi;
-        for (int i = 0; i < lo; i++)
-            pad[i] = 0.0f;
-        memcpy(pad + lo, row + c0 + lo, (size_t)(hi - lo) * sizeof(float));
-        for (int i = hi; i < cnt; i++)
-            pad[i] = 0.0f;
-    } else {
-        xr = row + c0;
-    }
+    const float *restrict xr = wino_row_span(x + (size_t)h * W, W, 2 * tx0 - 1, 2 * len + 2, pad);
     for (int t = 0; t < len; t++) {
         const float a = xr[2 * t], b = xr[2 * t + 1], c = xr[2 * t + 2], d = xr[2 * t + 3];
         h0[t] = a - c;
@@ -567,20 +570,7 @@ WINO_CLONES static void wino4_hrow(float *restrict hr, int ld, const float *x, i
             memset(hr + (size_t)j * ld, 0, (size_t)len * sizeof(float));
         return;
     }
-    const int c0 = 4 * tx0 - 1, cnt = 4 * len + 2;
-    const float *row = x + (size_t)h * W;
-    const float *restrict xr = pad;
-    if (c0 < 0 || c0 + cnt > W) {
-        int lo = c0 < 0 ? -c0 : 0, hi = W - c0 < cnt ? W - c0 : cnt;
-        hi = hi < lo ? lo : hi;
-        for (int i = 0; i < lo; i++)
-            pad[i] = 0.0f;
-        memcpy(pad + lo, row + c0 + lo, (size_t)(hi - lo) * sizeof(float));
-        for (int i = hi; i < cnt; i++)
-            pad[i] = 0.0f;
-    } else {
-        xr = row + c0;
-    }
+    const float *restrict xr = wino_row_span(x + (size_t)h * W, W, 4 * tx0 - 1, 4 * len + 2, pad);
     float *restrict h0 = hr, *restrict h1 = h0 + ld, *restrict h2 = h1 + ld, *restrict h3 = h2 + ld,
                     *restrict h4 = h3 + ld, *restrict h5 = h4 + ld;
     for (int t = 0; t < len; t++) {

@@ -307,6 +307,34 @@ static void conv_ctx_free(conv_ctx *c)
     free(c->in), free(c->w), free(c->b), free(c->out), free(c->G), free(c->scratch);
 }
 
+/* Gradients that start random (backward must add to them) and copies of
+ * them for the reference. */
+typedef struct {
+    float *din, *dw, *db, *din_ref, *dw_ref, *db_ref;
+} conv_grads;
+
+static conv_grads conv_grads_new(const conv_ctx *c, size_t K, uint64_t seed)
+{
+    ul_rng r;
+    ul_rng_seed(&r, seed, 0);
+    conv_grads g;
+    g.din = rand_buf(&r, c->nin, -1, 1);
+    g.dw = rand_buf(&r, c->nw, -1, 1);
+    g.db = rand_buf(&r, K, -1, 1);
+    g.din_ref = falloc(c->nin);
+    g.dw_ref = falloc(c->nw);
+    g.db_ref = falloc(K);
+    memcpy(g.din_ref, g.din, c->nin * sizeof(float));
+    memcpy(g.dw_ref, g.dw, c->nw * sizeof(float));
+    memcpy(g.db_ref, g.db, K * sizeof(float));
+    return g;
+}
+
+static void conv_grads_free(conv_grads *g)
+{
+    free(g->din), free(g->dw), free(g->db), free(g->din_ref), free(g->dw_ref), free(g->db_ref);
+}
+
 static double conv_loss(void *p)
 {
     conv_ctx *c = p;
@@ -431,6 +459,43 @@ START_TEST(test_transpose_vs_naive)
 }
 END_TEST
 
+/* A product's operands for op(A)·op(B) + beta·C (m×n, depth k, rows
+ * padded to lda, ldb, ldc), random, and want, its double-precision result;
+ * with beta 0, C starts as NaN, so that it must be overwritten. */
+typedef struct {
+    float *a, *b, *c, *want;
+} gemm_case;
+
+static gemm_case gemm_case_new(ul_rng *r, bool ta, bool tb, int m, int n, int k, int lda,
+                               int ldb, int ldc, float beta)
+{
+    const int ar = ta ? k : m, br = tb ? n : k;
+    gemm_case g;
+    g.a = rand_buf(r, (size_t)ar * lda, -1, 1);
+    g.b = rand_buf(r, (size_t)br * ldb, -1, 1);
+    g.c = rand_buf(r, (size_t)m * ldc, -1, 1);
+    g.want = falloc((size_t)m * ldc);
+    memcpy(g.want, g.c, (size_t)m * ldc * sizeof(float));
+    gemm_naive(ta, tb, m, n, k, 1.0f, g.a, lda, g.b, ldb, beta, g.want, ldc);
+    if (beta == 0.0f)
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                g.c[(size_t)i * ldc + j] = NAN;
+    return g;
+}
+
+/* C against want, and the padding of C's rows untouched. */
+static void gemm_case_check(const char *what, const gemm_case *g, int m, int n, int ldc)
+{
+    assert_close(what, g->c, g->want, (size_t)m * ldc, REF_RTOL);
+    for (int i = 0; i < m; i++)
+        for (int j = n; j < ldc; j++)
+            ck_assert_msg(g->c[(size_t)i * ldc + j] == g->want[(size_t)i * ldc + j],
+                          "%s wrote into the padding at (%d,%d)", what, i, j);
+}
+
+static void gemm_case_free(gemm_case *g) { free(g->a), free(g->b), free(g->c), free(g->want); }
+
 /* ul_sgemm_local against a double-precision triple loop for every
  * transposition, at sizes crossing the panel, depth-block (256) and
  * column-block (512) edges, on both tile orientations, with exactly the
@@ -451,18 +516,9 @@ START_TEST(test_sgemm_local_vs_naive)
                 const bool ta = combo & 1, tb = combo & 2, short_scratch = combo & 4;
                 const int m = dims[d][0], n = dims[d][1], k = dims[d][2];
                 const float beta = (d + combo) % 2 ? 1.0f : 0.0f;
-                const int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+                const int ac = ta ? m : k, bc = tb ? k : n;
                 const int lda = ac + 2, ldb = bc + 1, ldc = n + 3;
-                float *a = rand_buf(&r, (size_t)ar * lda, -1, 1);
-                float *b = rand_buf(&r, (size_t)br * ldb, -1, 1);
-                float *c = rand_buf(&r, (size_t)m * ldc, -1, 1);
-                float *want = falloc((size_t)m * ldc);
-                memcpy(want, c, (size_t)m * ldc * sizeof(float));
-                gemm_naive(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, want, ldc);
-                if (beta == 0.0f)
-                    for (int i = 0; i < m; i++)
-                        for (int j = 0; j < n; j++)
-                            c[(size_t)i * ldc + j] = NAN;
+                gemm_case g = gemm_case_new(&r, ta, tb, m, n, k, lda, ldb, ldc, beta);
                 const size_t need = ul_sgemm_local_scratch(m, n, k);
                 ck_assert_msg(!pk || need > 0, "no scratch asked for with the packed GEMM on");
                 ck_assert_msg(need % 16 == 0, "scratch of %zu floats is not a multiple of 16",
@@ -472,18 +528,15 @@ START_TEST(test_sgemm_local_vs_naive)
                 ck_assert_ptr_nonnull(scr);
                 for (int i = 0; i < 16; i++)
                     scr[give + i] = 12345.0f;
-                ul_sgemm_local(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, scr, give);
+                ul_sgemm_local(ta, tb, m, n, k, g.a, lda, g.b, ldb, beta, g.c, ldc, scr, give);
                 char what[96];
                 snprintf(what, sizeof what, "sgemm_local(ta=%d,tb=%d,%dx%dx%d,%s,cols %d)", ta,
                          tb, m, n, k, short_scratch ? "short scratch" : "scratch", forced);
-                assert_close(what, c, want, (size_t)m * ldc, REF_RTOL);
-                for (int i = 0; i < m; i++)
-                    for (int j = n; j < ldc; j++)
-                        ck_assert_msg(c[(size_t)i * ldc + j] == want[(size_t)i * ldc + j],
-                                      "%s wrote into the padding at (%d,%d)", what, i, j);
+                gemm_case_check(what, &g, m, n, ldc);
                 for (int i = 0; i < 16; i++)
                     ck_assert_msg(scr[give + i] == 12345.0f, "%s wrote past its scratch", what);
-                free(a), free(b), free(c), free(want), free(scr);
+                gemm_case_free(&g);
+                free(scr);
             }
     }
     ul_pk_force_cols(false);
@@ -506,31 +559,18 @@ START_TEST(test_sgemm_dot_vs_naive)
             const int m = dims[d][0], n = dims[d][1], k = dims[d][2];
             const int lda = k + 3, ldb = k + 1, ldc = n + 2;
             const float beta = bi ? 0.5f : 0.0f;
-            float *a = rand_buf(&r, (size_t)m * lda, -1, 1);
-            float *b = rand_buf(&r, (size_t)n * ldb, -1, 1);
-            float *c = rand_buf(&r, (size_t)m * ldc, -1, 1);
-            float *want = falloc((size_t)m * ldc);
-            memcpy(want, c, (size_t)m * ldc * sizeof(float));
-            gemm_naive(false, true, m, n, k, 1.0f, a, lda, b, ldb, beta, want, ldc);
-            if (beta == 0.0f)
-                for (int i = 0; i < m; i++)
-                    for (int j = 0; j < n; j++)
-                        c[(size_t)i * ldc + j] = NAN;
+            gemm_case g = gemm_case_new(&r, false, true, m, n, k, lda, ldb, ldc, beta);
             float *before = falloc((size_t)m * ldc);
-            memcpy(before, c, (size_t)m * ldc * sizeof(float));
+            memcpy(before, g.c, (size_t)m * ldc * sizeof(float));
             char what[64];
             snprintf(what, sizeof what, "sgemm_dot(%dx%dx%d, beta %g)", m, n, k, beta);
-            if (!ul_sgemm_dot(m, n, k, a, lda, b, ldb, beta, c, ldc)) {
-                ck_assert_msg(!memcmp(c, before, (size_t)m * ldc * sizeof(float)),
+            if (!ul_sgemm_dot(m, n, k, g.a, lda, g.b, ldb, beta, g.c, ldc))
+                ck_assert_msg(!memcmp(g.c, before, (size_t)m * ldc * sizeof(float)),
                               "%s declined but wrote C", what);
-            } else {
-                assert_close(what, c, want, (size_t)m * ldc, REF_RTOL);
-                for (int i = 0; i < m; i++)
-                    for (int j = n; j < ldc; j++)
-                        ck_assert_msg(c[(size_t)i * ldc + j] == want[(size_t)i * ldc + j],
-                                      "%s wrote into the padding at (%d,%d)", what, i, j);
-            }
-            free(a), free(b), free(c), free(want), free(before);
+            else
+                gemm_case_check(what, &g, m, n, ldc);
+            gemm_case_free(&g);
+            free(before);
         }
 }
 END_TEST
@@ -618,15 +658,10 @@ static void conv_vs_ref(int _i)
     assert_close(what, c.out, want, c.nout, REF_RTOL);
 
     /* Gradients start non-zero: backward must add, not overwrite. */
-    ul_rng r;
-    ul_rng_seed(&r, 300 + (uint64_t)_i, 0);
     size_t K = (size_t)k->K;
-    float *din = rand_buf(&r, c.nin, -1, 1), *dw = rand_buf(&r, c.nw, -1, 1);
-    float *db = rand_buf(&r, K, -1, 1);
-    float *din_ref = falloc(c.nin), *dw_ref = falloc(c.nw), *db_ref = falloc(K);
-    memcpy(din_ref, din, c.nin * sizeof(float));
-    memcpy(dw_ref, dw, c.nw * sizeof(float));
-    memcpy(db_ref, db, K * sizeof(float));
+    conv_grads gr = conv_grads_new(&c, K, 300 + (uint64_t)_i);
+    float *din = gr.din, *dw = gr.dw, *db = gr.db;
+    float *din_ref = gr.din_ref, *dw_ref = gr.dw_ref, *db_ref = gr.db_ref;
     ul_conv2d_backward(din, dw, db, c.G, c.in, c.w, &c.s, c.scratch);
     ul_conv2d_backward_ref(din_ref, dw_ref, db_ref, c.G, c.in, c.w, &c.s);
     conv_ctx_check_canary(&c);
@@ -677,7 +712,8 @@ static void conv_vs_ref(int _i)
                       "conv wrote past ul_conv2d_local_scratch() = %zu floats", nlocal);
     free(local), free(out_local);
 
-    free(want), free(din), free(dw), free(db), free(din_ref), free(dw_ref), free(db_ref);
+    free(want);
+    conv_grads_free(&gr);
     free(alone), free(alone_ref);
     conv_ctx_free(&c);
     ul_wino_force(0);
@@ -745,15 +781,10 @@ START_TEST(test_conv_wino4_vs_ref)
         ck_assert_msg(ul_wino_dx_ok(&c.s), "%s: expected dX by 4x4 tiles", what);
         ck_assert_int_eq(ul_wino_dw_tile(&c.s), mode);
     }
-    ul_rng r;
-    ul_rng_seed(&r, 600 + (uint64_t)ci, 0);
     const size_t K = (size_t)k->K;
-    float *din = rand_buf(&r, c.nin, -1, 1), *dw = rand_buf(&r, c.nw, -1, 1);
-    float *db = rand_buf(&r, K, -1, 1);
-    float *din_ref = falloc(c.nin), *dw_ref = falloc(c.nw), *db_ref = falloc(K);
-    memcpy(din_ref, din, c.nin * sizeof(float));
-    memcpy(dw_ref, dw, c.nw * sizeof(float));
-    memcpy(db_ref, db, K * sizeof(float));
+    conv_grads gr = conv_grads_new(&c, K, 600 + (uint64_t)ci);
+    float *din = gr.din, *dw = gr.dw, *db = gr.db;
+    float *din_ref = gr.din_ref, *dw_ref = gr.dw_ref, *db_ref = gr.db_ref;
     ul_conv2d_backward_ref(din_ref, dw_ref, db_ref, c.G, c.in, c.w, &c.s);
     float *din2 = falloc(c.nin), *dw2 = falloc(c.nw), *db2 = falloc(K);
     memcpy(din2, din, c.nin * sizeof(float));
@@ -776,7 +807,7 @@ START_TEST(test_conv_wino4_vs_ref)
     for (int i = 0; i < CANARY; i++)
         ck_assert_msg(local[nlocal + i] == 12345.0f,
                       "%s wrote past ul_conv2d_local_scratch() = %zu floats", what, nlocal);
-    free(din), free(dw), free(db), free(din_ref), free(dw_ref), free(db_ref);
+    conv_grads_free(&gr);
     free(din2), free(dw2), free(db2);
     free(local), free(want);
     conv_ctx_free(&c);
