@@ -118,17 +118,25 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
     return pk && ul_pk_native(pk) && pk->wr == WR && pk->wl <= 16;
 }
 
+/* The tile side the thresholds use: 4 unless UNLEARN_WINOGRAD_F4=0. */
+static int wino_default_tile(void)
+{
+    static int tile = -1;
+    int t = __atomic_load_n(&tile, __ATOMIC_RELAXED);
+    if (t < 0) {
+        const char *e = getenv("UNLEARN_WINOGRAD_F4");
+        t = e && strcmp(e, "0") == 0 ? 2 : 4;
+        __atomic_store_n(&tile, t, __ATOMIC_RELAXED);
+    }
+    return t;
+}
+
 int ul_wino_tile(const ul_conv_shape *s)
 {
     if (!ul_wino_ok(s, false))
         return 0;
     const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
-    if (mode > 0)
-        return mode >= 2 ? 4 : 2;
-    const char *e = getenv("UNLEARN_WINOGRAD_F4");
-    if (e && strcmp(e, "0") == 0)
-        return 2;
-    return 4;
+    return mode > 0 ? (mode >= 2 ? 4 : 2) : wino_default_tile();
 }
 
 int ul_wino_dw_tile(const ul_conv_shape *s)
@@ -136,10 +144,7 @@ int ul_wino_dw_tile(const ul_conv_shape *s)
     if (!ul_wino_ok(s, true))
         return 0;
     const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
-    if (mode > 0)
-        return mode == 4 ? 4 : 2;
-    const char *e = getenv("UNLEARN_WINOGRAD_F4");
-    return e && strcmp(e, "0") == 0 ? 2 : 4;
+    return mode > 0 ? (mode == 4 ? 4 : 2) : wino_default_tile();
 }
 
 bool ul_wino_dx_ok(const ul_conv_shape *s)
