@@ -147,13 +147,21 @@ int ul_wino_dw_tile(const ul_conv_shape *s)
     return mode > 0 ? (mode == 4 ? 4 : 2) : wino_default_tile();
 }
 
+/* The shape of the convolution that gives the input gradient of s: the
+ * output gradient's K channels in, C out, same image size. */
+static ul_conv_shape wino_dx_shape(const ul_conv_shape *s)
+{
+    ul_conv_shape d = *s;
+    d.C = s->K;
+    d.K = s->C;
+    return d;
+}
+
 bool ul_wino_dx_ok(const ul_conv_shape *s)
 {
     if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
         return false;
-    ul_conv_shape d = *s;
-    d.C = s->K;
-    d.K = s->C;
+    const ul_conv_shape d = wino_dx_shape(s);
     return ul_wino_tile(&d) == 4;
 }
 
@@ -162,7 +170,6 @@ bool ul_wino_dx_ok(const ul_conv_shape *s)
 static size_t rnd(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
 typedef struct {
-    int m;       /* output tile side: 2 or 4 */
     int TW, tpi; /* tiles per row, per image */
     int T;       /* tiles of all s->N images */
     int ntf, ntb;
@@ -192,7 +199,6 @@ static wino_geom wino_geometry(const ul_conv_shape *s, const ul_pk *pk, int m)
 {
     wino_geom g;
     const int TH = (s->H + m - 1) / m;
-    g.m = m;
     g.TW = (s->W + m - 1) / m;
     g.tpi = TH * g.TW;
     g.T = s->N * g.tpi;
@@ -284,16 +290,6 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.st = L.bwd;
     L.bwd = L.st + a16(WR * xi * ntb);
     return L;
-}
-
-/* The shape of the convolution that gives the input gradient of s: the
- * output gradient's K channels in, C out, same image size. */
-static ul_conv_shape wino_dx_shape(const ul_conv_shape *s)
-{
-    ul_conv_shape d = *s;
-    d.C = s->K;
-    d.K = s->C;
-    return d;
 }
 
 size_t ul_wino_scratch(const ul_conv_shape *s)
