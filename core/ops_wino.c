@@ -195,6 +195,10 @@ static int wino_ntb(const ul_conv_shape *s, int wr)
 /* The number of values of a transformed tile of side m: (m + 2)². */
 static int wino_xi(int m) { return (m + 2) * (m + 2); }
 
+/* Floats of a row cache for segments of up to ld tiles: m + 2 rows of
+ * m + 2 transformed arrays, and as many zeros. */
+static size_t wino_rows_floats(int ld, int m) { return (size_t)(m + 3) * (m + 2) * ld; }
+
 static wino_geom wino_geometry(const ul_conv_shape *s, const ul_pk *pk, int m)
 {
     wino_geom g;
@@ -273,12 +277,11 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.r2 = L.vl + xi * L.vl_x;
     L.du = L.r2 + xi * L.r2_x;
     L.bwd = L.du + xi * L.du_x;
-    /* Then seg (xi·TW), the row cache (wino_rows_init: xi·TW values and a
-     * padded input row of m·TW + 2) and tmp: an output panel (m²·16), the
+    /* Then seg (xi·TW), the row cache (wino_rows_floats) and tmp: an output panel (m²·16), the
      * output gradient's rows split by column (m²·TW), or for 2×2 tiles the
      * backward pass's transformed panel (16·16) and two rows of TW + 1, or
      * its own row cache. */
-    const size_t tw = (size_t)(s->W + m - 1) / (size_t)m, hb = xi * tw + (size_t)m * tw + 2;
+    const size_t tw = (size_t)(s->W + m - 1) / (size_t)m, hb = wino_rows_floats((int)tw, m);
     size_t tmp = (size_t)(m * m * WR) > m * m * tw ? (size_t)(m * m * WR) : m * m * tw;
     if (m == 2) {
         const size_t tp = XI * WR + 2 * (tw + 1);
@@ -389,66 +392,80 @@ WINO_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_
  * over the segment (row stride ld), so that every loop runs along the
  * tiles with unit stride. */
 
-/* Columns c0 .. c0 + cnt − 1 of an input row of width W, zero outside
- * it: the row itself where the span lies inside it, else a copy in pad
- * (cnt floats). */
-static const float *wino_row_span(const float *row, int W, int c0, int cnt, float *restrict pad)
+/* The tiles of a segment whose patch columns m·tx − 1 .. m·tx + m lie
+ * inside a row of width W: t in [*a, *b). The others reach into the
+ * zero padding and take their values through wino_edge_vals. */
+static void wino_inner_tiles(int m, int W, int tx0, int len, int *a, int *b)
 {
-    if (c0 >= 0 && c0 + cnt <= W)
-        return row + c0;
-    /* Plain copies: a conditional load here vectorises into masked loads,
-     * which are slow on Zen. */
-    const int lo = c0 < 0 ? -c0 : 0, end = W - c0 < cnt ? W - c0 : cnt, hi = end < lo ? lo : end;
-    for (int i = 0; i < lo; i++)
-        pad[i] = 0.0f;
-    memcpy(pad + lo, row + c0 + lo, (size_t)(hi - lo) * sizeof(float));
-    for (int i = hi; i < cnt; i++)
-        pad[i] = 0.0f;
-    return pad;
+    const int last = W - 1 - m >= 0 ? (W - 1 - m) / m : -1; /* last inner tile */
+    int lo = tx0 == 0 ? 1 : 0, hi = last - tx0 + 1;
+    lo = lo < len ? lo : len;
+    hi = hi > len ? len : hi < lo ? lo : hi;
+    *a = lo;
+    *b = hi;
 }
 
-/* Horizontal half of Bᵀ·d·B for input row h: for tile tx, with a..d the
- * row's columns 2·tx − 1 .. 2·tx + 2 (zero outside the image),
- * hr[j·ld + t] = (a − c, b + c, c − b, b − d)[j]. pad holds 2·len + 2
- * floats: the segment's columns with the zeros around the image, when it
- * reaches past an edge. */
-WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int H,
-                                  int W, int tx0, int len, float *restrict pad)
+/* The n = m + 2 columns c0 .. c0 + n − 1 of an input row of width W, zero
+ * outside it. */
+static inline __attribute__((always_inline)) void wino_edge_vals(float *d, const float *row,
+                                                                  int W, int c0, int n)
+{
+    for (int i = 0; i < n; i++)
+        d[i] = (unsigned)(c0 + i) < (unsigned)W ? row[c0 + i] : 0.0f;
+}
+
+/* Horizontal half of Bᵀ·d·B for input row h (inside the image): for tile
+ * tx, with a..d the row's columns 2·tx − 1 .. 2·tx + 2 (zero outside the
+ * image), hr[j·ld + t] = (a − c, b + c, c − b, b − d)[j]. */
+#define WINO2_HROW(d, t)                                                                       \
+    do {                                                                                       \
+        const float a_ = (d)[0], b_ = (d)[1], c_ = (d)[2], e_ = (d)[3];                        \
+        h0[t] = a_ - c_;                                                                       \
+        h1[t] = b_ + c_;                                                                       \
+        h2[t] = c_ - b_;                                                                       \
+        h3[t] = b_ - e_;                                                                       \
+    } while (0)
+
+WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int W,
+                                  int tx0, int len)
 {
     float *restrict h0 = hr, *restrict h1 = hr + ld, *restrict h2 = hr + 2 * (size_t)ld,
                     *restrict h3 = hr + 3 * (size_t)ld;
-    if (h < 0 || h >= H) {
-        for (int j = 0; j < 4; j++)
-            memset(hr + (size_t)j * ld, 0, (size_t)len * sizeof(float));
-        return;
+    const float *restrict row = x + (size_t)h * W;
+    int a, b;
+    wino_inner_tiles(2, W, tx0, len, &a, &b);
+    for (int e = 0; e < a + len - b; e++) { /* the edge tiles */
+        const int t = e < a ? e : b + e - a;
+        float d[4];
+        wino_edge_vals(d, row, W, 2 * (tx0 + t) - 1, 4);
+        WINO2_HROW(d, t);
     }
-    const float *restrict xr = wino_row_span(x + (size_t)h * W, W, 2 * tx0 - 1, 2 * len + 2, pad);
-    for (int t = 0; t < len; t++) {
-        const float a = xr[2 * t], b = xr[2 * t + 1], c = xr[2 * t + 2], d = xr[2 * t + 3];
-        h0[t] = a - c;
-        h1[t] = b + c;
-        h2[t] = c - b;
-        h3[t] = b - d;
-    }
+    const float *restrict xr = row + 2 * tx0 - 1;
+    for (int t = a; t < b; t++)
+        WINO2_HROW(xr + 2 * t, t);
 }
 
 /* The horizontal transforms of the m + 2 input rows of the last segment,
  * kept so that the next tile row of the same plane and columns computes
- * only its m new rows (tile rows overlap by two input rows). */
+ * only its m new rows (tile rows overlap by two input rows). slot[i] is
+ * row i's transform: own[i], or zero for a row outside the image. */
 typedef struct {
     const float *plane;
     int m, ty, tx0, len;
-    float *slot[6], *pad;
+    float *own[6];
+    const float *slot[6], *zero;
 } wino_rows;
 
-/* hb holds (m + 2)²·ld + m·ld + 2 floats. */
+/* hb holds wino_rows_floats(ld, m) floats. */
 static void wino_rows_init(wino_rows *r, float *hb, int ld, int m)
 {
+    const size_t row = (size_t)(m + 2) * ld;
     r->plane = NULL;
     r->m = m;
     for (int i = 0; i < m + 2; i++)
-        r->slot[i] = hb + (size_t)i * (m + 2) * ld;
-    r->pad = hb + (size_t)(m + 2) * (m + 2) * ld;
+        r->own[i] = hb + (size_t)i * row;
+    r->zero = hb + (size_t)(m + 2) * row;
+    memset(hb + (size_t)(m + 2) * row, 0, row * sizeof(float));
 }
 
 /* Whether the rows of the last segment continue into tile row ty of the
@@ -459,10 +476,14 @@ static int wino_rows_reuse(wino_rows *rc, const float *x, int ty, int tx0, int l
     const int n = rc->m + 2;
     int first = 0;
     if (rc->plane == x && rc->ty + 1 == ty && rc->tx0 == tx0 && rc->len == len) {
-        float *old[6];
-        memcpy(old, rc->slot, sizeof old);
+        float *own[6];
+        const float *slot[6];
         for (int i = 0; i < n; i++)
-            rc->slot[i] = old[(i + n - 2) % n];
+            own[i] = rc->own[i], slot[i] = rc->slot[i];
+        for (int i = 0; i < n; i++) {
+            rc->own[i] = own[(i + n - 2) % n];
+            rc->slot[i] = slot[(i + n - 2) % n];
+        }
         first = 2;
     }
     rc->plane = x;
@@ -477,8 +498,12 @@ static int wino_rows_reuse(wino_rows *rc, const float *x, int ty, int tx0, int l
 WINO_CLONES static void wino_in_rows(float *restrict v, size_t vs, int ld, const float *x, int H,
                                      int W, int ty, int tx0, int len, wino_rows *rc)
 {
-    for (int r = wino_rows_reuse(rc, x, ty, tx0, len); r < 4; r++)
-        wino_hrow(rc->slot[r], ld, x, 2 * ty - 1 + r, H, W, tx0, len, rc->pad);
+    for (int r = wino_rows_reuse(rc, x, ty, tx0, len); r < 4; r++) {
+        const int h = 2 * ty - 1 + r;
+        rc->slot[r] = h < 0 || h >= H ? rc->zero : rc->own[r];
+        if (rc->slot[r] != rc->zero)
+            wino_hrow(rc->own[r], ld, x, h, W, tx0, len);
+    }
     for (int j = 0; j < 4; j++) {
         const float *restrict d0 = rc->slot[0] + (size_t)j * ld,
                               *restrict d1 = rc->slot[1] + (size_t)j * ld,
@@ -561,20 +586,24 @@ static void wino_store_rows(float *out, int H, int W, int ty, int tx0, int len,
         (o5) = 4.0f * (d1) - 5.0f * (d3) + (d5);                                               \
     } while (0)
 
-/* Horizontal half of Bᵀ·d·B for input row h: hr[j·ld + t], j < 6, from
- * the row's columns 4·tx − 1 .. 4·tx + 4; pad holds 4·len + 2 floats. */
-WINO_CLONES static void wino4_hrow(float *restrict hr, int ld, const float *x, int h, int H,
-                                   int W, int tx0, int len, float *restrict pad)
+/* Horizontal half of Bᵀ·d·B for input row h (inside the image):
+ * hr[j·ld + t], j < 6, from the row's columns 4·tx − 1 .. 4·tx + 4. */
+WINO_CLONES static void wino4_hrow(float *restrict hr, int ld, const float *x, int h, int W,
+                                   int tx0, int len)
 {
-    if (h < 0 || h >= H) {
-        for (int j = 0; j < 6; j++)
-            memset(hr + (size_t)j * ld, 0, (size_t)len * sizeof(float));
-        return;
-    }
-    const float *restrict xr = wino_row_span(x + (size_t)h * W, W, 4 * tx0 - 1, 4 * len + 2, pad);
     float *restrict h0 = hr, *restrict h1 = h0 + ld, *restrict h2 = h1 + ld, *restrict h3 = h2 + ld,
                     *restrict h4 = h3 + ld, *restrict h5 = h4 + ld;
-    for (int t = 0; t < len; t++) {
+    const float *restrict row = x + (size_t)h * W;
+    int a, b;
+    wino_inner_tiles(4, W, tx0, len, &a, &b);
+    for (int e = 0; e < a + len - b; e++) { /* the edge tiles */
+        const int t = e < a ? e : b + e - a;
+        float d[6];
+        wino_edge_vals(d, row, W, 4 * (tx0 + t) - 1, 6);
+        WINO4_BT(d[0], d[1], d[2], d[3], d[4], d[5], h0[t], h1[t], h2[t], h3[t], h4[t], h5[t]);
+    }
+    const float *restrict xr = row + 4 * tx0 - 1;
+    for (int t = a; t < b; t++) {
         const float *d = xr + 4 * t;
         WINO4_BT(d[0], d[1], d[2], d[3], d[4], d[5], h0[t], h1[t], h2[t], h3[t], h4[t], h5[t]);
     }
@@ -584,8 +613,12 @@ WINO_CLONES static void wino4_hrow(float *restrict hr, int ld, const float *x, i
 WINO_CLONES static void wino4_in_rows(float *restrict v, size_t vs, int ld, const float *x, int H,
                                       int W, int ty, int tx0, int len, wino_rows *rc)
 {
-    for (int r = wino_rows_reuse(rc, x, ty, tx0, len); r < 6; r++)
-        wino4_hrow(rc->slot[r], ld, x, 4 * ty - 1 + r, H, W, tx0, len, rc->pad);
+    for (int r = wino_rows_reuse(rc, x, ty, tx0, len); r < 6; r++) {
+        const int h = 4 * ty - 1 + r;
+        rc->slot[r] = h < 0 || h >= H ? rc->zero : rc->own[r];
+        if (rc->slot[r] != rc->zero)
+            wino4_hrow(rc->own[r], ld, x, h, W, tx0, len);
+    }
     for (int j = 0; j < 6; j++) {
         const float *restrict d0 = rc->slot[0] + (size_t)j * ld,
                               *restrict d1 = rc->slot[1] + (size_t)j * ld,
@@ -876,6 +909,14 @@ static wino_seg wino_seg_at(const wino_geom *g, int t, int t0, int nb)
                       t - t0};
 }
 
+/* The end of the tiles of one image that start at tile t, within a
+ * block ending at end. */
+static int wino_image_end(const wino_geom *g, int t, int end)
+{
+    const int e = (t / g->tpi + 1) * g->tpi;
+    return e < end ? e : end;
+}
+
 /* G·(g0, g1, g2) for tile side m: m + 2 values. */
 static inline __attribute__((always_inline)) void wino_g(int m, float g0, float g1, float g2,
                                                           float *u)
@@ -1012,7 +1053,7 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     float *up = scratch + L.up, *vp = scratch + L.vp, *mb = scratch + L.mb;
     const size_t vps = panel_stride((size_t)C);
     float *seg = scratch + L.rows, *hb = seg + (size_t)nxi * ld;
-    float *tmp = hb + (size_t)nxi * ld + (size_t)m * ld + 2;
+    float *tmp = hb + wino_rows_floats(ld, m);
     wino_rows rc;
     wino_rows_init(&rc, hb, ld, m);
     if (dx)
@@ -1022,28 +1063,35 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
         /* V of the block as R panels: vp[ξ][(tl/16)·vps + c·16 + tl%16],
-         * channel by channel (the planes lie whole multiples of 4 KiB
-         * apart, so walking the channels in the inner loop would keep
-         * evicting the rows it reads again). Straight into the panel when
-         * a segment's lanes are all in one; through seg otherwise. */
-        for (int c = 0; c < C; c++)
-            for (int t = t0; t < t0 + nb;) {
-                const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                const float *x = in + sg.n * in_img + c * HW;
-                const bool whole = sg.tl % wr + sg.len <= wr;
-                float *v = whole ? vp + (size_t)(sg.tl / wr) * vps + (size_t)c * wr + sg.tl % wr
-                                 : seg;
-                const size_t vs = whole ? L.vp_x : (size_t)ld;
-                if (m == 4)
-                    wino4_in_rows(v, vs, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
-                else
-                    wino_in_rows(v, vs, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
-                if (!whole)
-                    for (int xi = 0; xi < nxi; xi++)
-                        wino_put_lanes(vp + xi * L.vp_x, vps, wr, c, sg.tl, seg + (size_t)xi * ld,
-                                       sg.len);
-                t += sg.len;
-            }
+         * image by image and within an image plane by plane: a plane's
+         * rows are read once while they are warm, and on small images the
+         * planes read one after another lie next to each other, where the
+         * prefetchers find them (walking the images in the inner loop
+         * strides over pages, which they do not follow). Straight into the
+         * panel when a segment's lanes are all in one; through seg
+         * otherwise. */
+        for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
+            i1 = wino_image_end(&g, i0, t0 + nb);
+            for (int c = 0; c < C; c++)
+                for (int t = i0; t < i1;) {
+                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                    const float *x = in + sg.n * in_img + c * HW;
+                    const bool whole = sg.tl % wr + sg.len <= wr;
+                    float *v = whole ? vp + (size_t)(sg.tl / wr) * vps + (size_t)c * wr +
+                                           sg.tl % wr
+                                     : seg;
+                    const size_t vs = whole ? L.vp_x : (size_t)ld;
+                    if (m == 4)
+                        wino4_in_rows(v, vs, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
+                    else
+                        wino_in_rows(v, vs, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
+                    if (!whole)
+                        for (int xi = 0; xi < nxi; xi++)
+                            wino_put_lanes(vp + xi * L.vp_x, vps, wr, c, sg.tl,
+                                           seg + (size_t)xi * ld, sg.len);
+                    t += sg.len;
+                }
+        }
         /* M[ξ] = U[ξ] · V[ξ]. */
         wino_products(pk, nxi, K, nb, C, up, L.up_x, vp, L.vp_x, vps, mb);
         /* Y = Aᵀ·M·A + bias: a panel's 16 tiles at once, then stored
@@ -1104,7 +1152,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     float *vl = scratch + L.vl, *r2 = scratch + L.r2, *du = scratch + L.du;
     const size_t r1s = panel_stride((size_t)K);
     float *seg = scratch + L.rows, *hb = seg + (size_t)nxi * ld;
-    float *tmp = hb + (size_t)nxi * ld + (size_t)m * ld + 2;
+    float *tmp = hb + wino_rows_floats(ld, m);
     if (din)
         wino_pack_kernels(ut, L.ut_x, w, K, C, true, false, wl, 2);
     if (dw_acc)
@@ -1120,18 +1168,27 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
          * tl·16 + k%16]. */
         for (int k0 = 0; k0 < K; k0 += WR) {
             const int kn = K - k0 < WR ? K - k0 : WR;
+            /* Image by image, as in wino_forward. */
+            for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
+                i1 = wino_image_end(&g, i0, t0 + nb);
+                for (int kk = 0; kk < kn; kk++) {
+                    float *sk = st + (size_t)kk * nxi * nt;
+                    for (int t = i0; t < i1;) {
+                        const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                        const float *dy = dout + sg.n * out_img + (k0 + kk) * HW;
+                        if (m == 4)
+                            wino4_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len,
+                                               tmp);
+                        else
+                            wino_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len,
+                                              tmp);
+                        t += sg.len;
+                    }
+                }
+            }
             for (int kk = 0; kk < kn; kk++) {
                 const int k = k0 + kk;
-                float *sk = st + (size_t)kk * nxi * nt;
-                for (int t = t0; t < t0 + nb;) {
-                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                    const float *dy = dout + sg.n * out_img + k * HW;
-                    if (m == 4)
-                        wino4_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len, tmp);
-                    else
-                        wino_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len, tmp);
-                    t += sg.len;
-                }
+                const float *sk = st + (size_t)kk * nxi * nt;
                 if (din)
                     for (int xi = 0; xi < XI; xi++)
                         wino_put_lanes(r1 + xi * L.r1_x, r1s, WR, k, 0, sk + (size_t)xi * nt, nb);
@@ -1174,20 +1231,23 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
          * by plane into the staging buffer, then transposed. */
         for (int c0 = 0; c0 < C; c0 += wl) {
             const int cn = C - c0 < wl ? C - c0 : wl;
-            for (int cc = 0; cc < cn; cc++) {
-                wino_rows rc;
-                wino_rows_init(&rc, hb, ld, m);
-                float *sc = st + (size_t)cc * nxi * nt;
-                for (int t = t0; t < t0 + nb;) {
-                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                    const float *x = in + sg.n * in_img + (c0 + cc) * HW;
-                    if (m == 4)
-                        wino4_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0, sg.len,
-                                      &rc);
-                    else
-                        wino_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0, sg.len,
-                                     &rc);
-                    t += sg.len;
+            wino_rows rc;
+            wino_rows_init(&rc, hb, ld, m);
+            for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
+                i1 = wino_image_end(&g, i0, t0 + nb);
+                for (int cc = 0; cc < cn; cc++) {
+                    float *sc = st + (size_t)cc * nxi * nt;
+                    for (int t = i0; t < i1;) {
+                        const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                        const float *x = in + sg.n * in_img + (c0 + cc) * HW;
+                        if (m == 4)
+                            wino4_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0,
+                                          sg.len, &rc);
+                        else
+                            wino_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0,
+                                         sg.len, &rc);
+                        t += sg.len;
+                    }
                 }
             }
             for (int xi = 0; xi < nxi; xi++) {
