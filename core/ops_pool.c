@@ -61,8 +61,11 @@ static inline void pool_take4(pool_v4f v, pool_v4i vi, pool_v4f *m, pool_v4i *mi
 static int pool2x2_vec(const float *r0, const float *r1, float *yr, int32_t *ar, int32_t base,
                        int W, int Q)
 {
-    int q = 0;
-    for (; q + 4 <= Q && 2 * q + 8 <= W; q += 4) {
+    /* With Q ≥ 4 the last group starts at Q − 4 and overlaps the one
+     * before it, which writes the same values: no output is left to the
+     * scalar loop. The reads stay in the row: 2·Q ≤ W for this window. */
+    for (int q = 0, next; q < Q && Q >= 4; q = next) {
+        next = q + 4 < Q - 4 ? q + 4 : q == Q - 4 ? Q : Q - 4;
         pool_v4f t0, t1, u0, u1;
         memcpy(&t0, r0 + 2 * q, sizeof t0);
         memcpy(&t1, r0 + 2 * q + 4, sizeof t1);
@@ -80,7 +83,7 @@ static int pool2x2_vec(const float *r0, const float *r1, float *yr, int32_t *ar,
         memcpy(yr + q, &m, sizeof m);
         memcpy(ar + q, &mi, sizeof mi);
     }
-    return q;
+    return Q >= 4 ? Q : 0;
 }
 #else
 static int pool2x2_vec(const float *r0, const float *r1, float *yr, int32_t *ar, int32_t base,

@@ -1001,7 +1001,7 @@ END_TEST
  * and odd widths, with ties, NaNs and infinities in every lane position. */
 START_TEST(test_maxpool2x2_vs_naive)
 {
-    static const int widths[] = {8, 9, 20, 23};
+    static const int widths[] = {7, 8, 9, 14, 20, 23, 28}; /* Q = 3 (no vector), 4, 7, 10, 11, 14 */
     ul_rng r;
     ul_rng_seed(&r, 77, 0);
     for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
