@@ -336,20 +336,31 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
     }
 }
 
-/* Whether node i is the first to write its input's gradient and writes all
- * of it: a BatchNorm, convolution or max-pool whose input is a store of its
- * own (a convolution's or pool's output, say) whose gradient starts at node
- * i. The pass then skips zeroing that gradient, and the op writes it
- * instead of adding to it — one pass over the activation fewer, and one
- * read (a max-pool zeroes plane by plane as it scatters, in cache). */
-static bool writes_first(const ul_net *net, int i)
+/* Whether node i is the first to write the gradient of its input k and
+ * writes all of it: a BatchNorm, convolution or max-pool (input 0), or an
+ * addition (the input it does not share storage with), whose input's store
+ * starts its gradient at node i. The pass then skips zeroing that
+ * gradient, and the op writes it instead of adding to it — one pass over
+ * the activation fewer, and one read (a max-pool zeroes plane by plane as
+ * it scatters, in cache). */
+static bool writes_first_in(const ul_net *net, int i, int k)
 {
     const net_node *nd = &net->nodes[i];
-    if ((nd->op != NET_BN && nd->op != NET_CONV && nd->op != NET_MAXPOOL) || nd->in[0] < 0)
+    const int j = nd->in[k];
+    if (j < 0 || !net->nodes[j].needs_grad)
         return false;
-    const net_node *a = &net->nodes[nd->in[0]];
-    return a->needs_grad && a->store == nd->in[0] && a->grad_first == i;
+    if (nd->op == NET_ADD) {
+        /* Both inputs in one store would both write to it. */
+        if (k == nd->inplace || nd->in[1 - k] < 0 ||
+            net->nodes[nd->in[1 - k]].store == net->nodes[j].store)
+            return false;
+    } else if ((nd->op != NET_BN && nd->op != NET_CONV && nd->op != NET_MAXPOOL) || k != 0) {
+        return false;
+    }
+    return net->nodes[net->nodes[j].store].grad_first == i;
 }
+
+static bool writes_first(const ul_net *net, int i) { return writes_first_in(net, i, 0); }
 
 /* ---- forward ------------------------------------------------------------------- */
 
@@ -513,7 +524,11 @@ static void team_node_backward(team *tm, net_node *nd)
     case NET_ADD:
         for (int k = 0; k < 2; k++) {
             float *dk = team_din(tm, nd, k);
-            if (k != nd->inplace && dk)
+            if (k == nd->inplace || !dk)
+                continue;
+            if (writes_first_in(net, (int)(nd - net->nodes), k))
+                memcpy(dk, dy, count * sizeof(float));
+            else
                 ul_add_forward(dk, dk, dy, count);
         }
         break;
@@ -574,8 +589,12 @@ void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
         for (int i = n - 1; i >= 0; i--) {
             for (; k < net->n_grad_order && net->nodes[net->grad_order[k]].grad_first == i;
                  k++) {
-                const net_node *st = &net->nodes[net->grad_order[k]];
-                if (writes_first(net, i) && net->nodes[i].in[0] == net->grad_order[k])
+                const int g = net->grad_order[k];
+                const net_node *st = &net->nodes[g], *ni = &net->nodes[i];
+                bool written = false;
+                for (int q = 0; q < 2; q++)
+                    written |= writes_first_in(net, i, q) && net->nodes[ni->in[q]].store == g;
+                if (written)
                     continue;
                 memset(grad_rows(&tm, st), 0,
                        (size_t)tm.n * node_numel(st) * sizeof(float));
