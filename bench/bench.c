@@ -90,7 +90,7 @@ static void train_step(void *arg)
 static void infer_step(void *arg)
 {
     step_ctx *s = arg;
-    ul_net_forward(s->net, s->x, batch, false);
+    ul_net_infer(s->net, s->x, batch);
 }
 
 static void bench_model(const char *model, double width, int C, int H, int W, result *r)

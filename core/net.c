@@ -161,6 +161,7 @@ static int net_push(ul_net *net, net_op op, const char *name, int a, int b, int 
     n->inplace = -1;
     n->store = net->n_nodes;
     n->grad_first = n->grad_last = n->grad_slot = -1;
+    n->fold_bn = n->fold_conv = -1;
     return net->n_nodes++;
 }
 
@@ -430,6 +431,18 @@ static int net_plan(ul_net *net, ul_error *err)
         for (int k = 0; k < 2; k++)
             if (net->nodes[i].in[k] >= 0)
                 net->nodes[net->nodes[i].in[k]].n_consumers++;
+
+    /* Convolutions that feed a BatchNorm alone, for ul_net_infer. */
+    net->n_fold = 0;
+    for (int i = 0; i < n; i++) {
+        net_node *bn = &net->nodes[i];
+        net_node *cv = bn->in[0] >= 0 ? &net->nodes[bn->in[0]] : NULL;
+        if (bn->op != NET_BN || !cv || cv->op != NET_CONV || cv->n_consumers != 1)
+            continue;
+        bn->fold_conv = bn->in[0];
+        cv->fold_bn = i;
+        net->n_fold += (size_t)cv->conv.K * cv->conv.C * cv->conv.R * cv->conv.S + cv->conv.K;
+    }
 
     for (int i = 0; i < n; i++) {
         net_node *nd = &net->nodes[i];
@@ -827,6 +840,25 @@ int ul_net_reserve(ul_net *net, int max_batch, ul_error *err)
         free(act_i32);
         return err ? err->code : UL_ENOMEM;
     }
+    if (net->n_fold && !net->fold) {
+        net->fold = net_alloc_aligned(net->n_fold * sizeof(float));
+        if (!net->fold) {
+            free(act);
+            free(act_i32);
+            return ul_errorf(err, UL_ENOMEM, "out of memory: the folded weights need %.1f MiB",
+                             (double)net->n_fold * 4 / (1024.0 * 1024.0));
+        }
+        float *p = net->fold;
+        for (int i = 0; i < net->n_nodes; i++) {
+            net_node *cv = &net->nodes[i];
+            if (cv->fold_bn < 0)
+                continue;
+            cv->fold_w = p;
+            p += (size_t)cv->conv.K * cv->conv.C * cv->conv.R * cv->conv.S;
+            cv->fold_b = p;
+            p += cv->conv.K;
+        }
+    }
     free(net->act);
     free(net->act_i32);
     net->act = act;
@@ -878,7 +910,23 @@ static void bn_eval_backward(float *din, float *dgamma, float *dbeta, const floa
     }
 }
 
-static void node_forward(ul_net *net, net_node *nd, const float *x, int N, bool train)
+void net_fold_conv(ul_net *net, int i)
+{
+    net_node *cv = &net->nodes[i];
+    const net_node *bn = &net->nodes[cv->fold_bn];
+    const size_t per = (size_t)cv->conv.C * cv->conv.R * cv->conv.S;
+    for (int k = 0; k < cv->conv.K; k++) {
+        /* bn_forward_eval's scale and shift. */
+        const float scale = bn->w[k] / sqrtf(bn->running_var[k] + BN_EPS);
+        const float shift = bn->b[k] - bn->running_mean[k] * scale;
+        for (size_t j = 0; j < per; j++)
+            cv->fold_w[k * per + j] = cv->w[k * per + j] * scale;
+        cv->fold_b[k] = (cv->b ? cv->b[k] * scale : 0.0f) + shift;
+    }
+}
+
+static void node_forward(ul_net *net, net_node *nd, const float *x, int N, bool train,
+                         bool fold)
 {
     const net_node *a = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
     const net_node *b = nd->in[1] >= 0 ? &net->nodes[nd->in[1]] : NULL;
@@ -892,10 +940,16 @@ static void node_forward(ul_net *net, net_node *nd, const float *x, int N, bool 
     case NET_CONV: {
         ul_conv_shape s = nd->conv;
         s.N = N;
-        ul_conv2d_forward(nd->out, a->out, nd->w, nd->b, &s, net->scratch);
+        if (fold && nd->fold_bn >= 0)
+            ul_conv2d_forward(net->nodes[nd->fold_bn].out, a->out, nd->fold_w, nd->fold_b, &s,
+                              net->scratch);
+        else
+            ul_conv2d_forward(nd->out, a->out, nd->w, nd->b, &s, net->scratch);
         break;
     }
     case NET_BN:
+        if (fold && nd->fold_conv >= 0)
+            break; /* written by the convolution */
         if (train) {
             ul_batchnorm_forward_train(nd->out, nd->mean, nd->rstd, a->out, nd->w, nd->b,
                                        nd->running_mean, nd->running_var, N, nd->C,
@@ -939,27 +993,43 @@ static void node_forward(ul_net *net, net_node *nd, const float *x, int N, bool 
     }
 }
 
-const float *ul_net_forward(ul_net *net, const float *x, int N, bool train)
+static const float *net_run(ul_net *net, const float *x, int N, bool train, bool fold)
 {
     if (!net->finalized || N < 1 || N > net->max_batch)
         return NULL;
     const int T = net_team_size(net, N);
     if (T > 1) {
-        net_forward_team(net, x, N, train, T);
-    } else if (net_profiling()) {
-        for (int i = 0; i < net->n_nodes; i++) {
-            double t0 = net_clock();
-            node_forward(net, &net->nodes[i], x, N, train);
-            net->prof_s[net->nodes[i].op][0] += net_clock() - t0;
-            net->prof_n[net->nodes[i].op][0]++;
-        }
+        net_forward_team(net, x, N, train, fold, T);
     } else {
-        for (int i = 0; i < net->n_nodes; i++)
-            node_forward(net, &net->nodes[i], x, N, train);
+        if (fold)
+            for (int i = 0; i < net->n_nodes; i++)
+                if (net->nodes[i].fold_bn >= 0)
+                    net_fold_conv(net, i);
+        const bool prof = net_profiling();
+        for (int i = 0; i < net->n_nodes; i++) {
+            const double t0 = prof ? net_clock() : 0.0;
+            node_forward(net, &net->nodes[i], x, N, train, fold);
+            if (prof) {
+                net->prof_s[net->nodes[i].op][0] += net_clock() - t0;
+                net->prof_n[net->nodes[i].op][0]++;
+            }
+        }
     }
-    net->last_N = N;
+    /* After a folded pass the convolutions' outputs were never written:
+     * there is nothing for backward to run on. */
+    net->last_N = fold ? 0 : N;
     net->last_train = train;
     return net->nodes[net->n_nodes - 1].out;
+}
+
+const float *ul_net_forward(ul_net *net, const float *x, int N, bool train)
+{
+    return net_run(net, x, N, train, false);
+}
+
+const float *ul_net_infer(ul_net *net, const float *x, int N)
+{
+    return net_run(net, x, N, false, true);
 }
 
 /* The gradient buffer of input k, or NULL when no gradient flows there. */
@@ -1089,6 +1159,7 @@ void ul_net_free(ul_net *net)
     free(net->grad_order);
     free(net->act);
     free(net->act_i32);
+    free(net->fold);
     free(net->part);
     free(net->red);
     free(net);

@@ -49,6 +49,13 @@ typedef struct net_node {
     int grad_first;      /* node whose backward writes the gradient first (n_nodes: dlogits) */
     int grad_last;       /* node whose backward reads it last */
     int grad_slot;
+    /* Eval-mode folding (ul_net_infer): a convolution whose only consumer is
+     * a BatchNorm (fold_bn, else -1) runs with the BatchNorm's scale and
+     * shift folded into fold_w and fold_b (views into the net's fold block)
+     * and writes the BatchNorm's output; that BatchNorm (fold_conv, else -1)
+     * then only applies its fused ReLU. */
+    int fold_bn, fold_conv;
+    float *fold_w, *fold_b;
 
     /* Parameter views into the net's blocks (NULL when absent). */
     float *w, *b, *dw, *db;
@@ -91,6 +98,8 @@ struct ul_net {
     float *act;              /* every float activation region, one allocation */
     int32_t *act_i32;        /* maxpool argmax regions */
     float *scratch;
+    float *fold;             /* folded conv weights and biases, n_fold floats */
+    size_t n_fold;
 
     int last_N;              /* batch of the last forward, 0 when none */
     bool last_train;
@@ -115,8 +124,14 @@ static inline size_t node_numel(const net_node *n)
     return (size_t)n->C * n->H * n->W;
 }
 
-/* Batch-parallel forward and backward with T > 1 threads (net_team.c). */
-void net_forward_team(ul_net *net, const float *x, int N, bool train, int T);
+/* Writes conv node cv's folded weights and bias from its BatchNorm. */
+void net_fold_conv(ul_net *net, int cv);
+/* max(0, v), as ul_relu_forward computes it (NaN passes through). */
+static inline float net_relu1(float v) { return v < 0.0f ? 0.0f : v; }
+
+/* Batch-parallel forward and backward with T > 1 threads (net_team.c);
+ * fold: the eval-mode forward of ul_net_infer. */
+void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold, int T);
 void net_backward_team(ul_net *net, const float *dlogits, int N, int T);
 /* Whether UNLEARN_PROFILE asks for per-op timings. */
 bool net_profiling(void);

@@ -184,15 +184,13 @@ static bool bn_relu_fused(const ul_net *net, int i)
            bn->n_consumers == 1;
 }
 
-/* ReLU as ul_relu_forward computes it (NaN passes through). */
-static inline float relu1(float v) { return v < 0.0f ? 0.0f : v; }
 
 /* y = x·scale + shift over one channel plane, then the fused ReLU. */
 static void bn_affine(float *y, const float *x, int n, float scale, float shift, bool relu)
 {
     if (relu)
         for (int j = 0; j < n; j++)
-            y[j] = relu1(x[j] * scale + shift);
+            y[j] = net_relu1(x[j] * scale + shift);
     else
         for (int j = 0; j < n; j++)
             y[j] = x[j] * scale + shift;
@@ -364,7 +362,7 @@ static bool writes_first(const ul_net *net, int i) { return writes_first_in(net,
 
 /* ---- forward ------------------------------------------------------------------- */
 
-static void team_node_forward(team *tm, net_node *nd, const float *x, bool train)
+static void team_node_forward(team *tm, net_node *nd, const float *x, bool train, bool fold)
 {
     ul_net *net = tm->net;
     const net_node *a = nd->in[0] >= 0 ? &net->nodes[nd->in[0]] : NULL;
@@ -379,13 +377,24 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
     case NET_CONV: {
         ul_conv_shape s = nd->conv;
         s.N = n;
-        ul_conv2d_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, &s,
-                                team_scratch(tm));
+        if (fold && nd->fold_bn >= 0) {
+            const net_node *bn = &net->nodes[nd->fold_bn];
+            ul_conv2d_forward_local(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
+                                    nd->fold_b, &s, team_scratch(tm));
+        } else {
+            ul_conv2d_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, &s,
+                                    team_scratch(tm));
+        }
         break;
     }
     case NET_BN: {
         const bool relu = bn_relu_fused(net, (int)(nd - net->nodes));
-        if (train)
+        if (fold && nd->fold_conv >= 0) {
+            /* The convolution wrote the normalised values. */
+            if (relu)
+                for (size_t j = 0; j < count; j++)
+                    y[j] = net_relu1(y[j]);
+        } else if (train)
             bn_forward_train(tm, nd, a, relu);
         else
             bn_forward_eval(tm, nd, a, relu);
@@ -434,7 +443,7 @@ static double team_clock(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-void net_forward_team(ul_net *net, const float *x, int N, bool train, int T)
+void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold, int T)
 {
     const bool prof = net_profiling();
 #pragma omp parallel num_threads(T)
@@ -442,12 +451,19 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, int T)
         team tm = {net, N, T, omp_get_thread_num(), 0, 0, 0};
         tm.n0 = (int)((long)tm.t * N / T);
         tm.n = (int)((long)(tm.t + 1) * N / T) - tm.n0;
+        if (fold) {
+            /* The folded weights, shared; the loop's barrier publishes them. */
+#pragma omp for schedule(dynamic)
+            for (int i = 0; i < net->n_nodes; i++)
+                if (net->nodes[i].fold_bn >= 0)
+                    net_fold_conv(net, i);
+        }
         for (int i = 0; i < net->n_nodes; i++) {
             net_node *nd = &net->nodes[i];
             if (nd->op == NET_RELU && bn_relu_fused(net, i - 1))
                 continue; /* done by the BatchNorm before it */
             double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
-            team_node_forward(&tm, nd, x, train);
+            team_node_forward(&tm, nd, x, train, fold);
             if (prof && tm.t == 0) {
                 net->prof_s[nd->op][0] += team_clock() - t0;
                 net->prof_n[nd->op][0]++;

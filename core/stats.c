@@ -583,7 +583,7 @@ int ul_net_scores(ul_net *net, const ul_data_view *v, int batch_size, double *lo
     for (int64_t from = 0; from < v->n; from += batch_size) {
         int B = (int)(v->n - from < batch_size ? v->n - from : batch_size);
         ul_view_gather(v, NULL, from, B, x, y);
-        const float *z = ul_net_forward(net, x, B, false);
+        const float *z = ul_net_infer(net, x, B);
         for (int b = 0; b < B; b++)
             ul_logit_scores(z + (int64_t)b * K, K, y[b], loss ? loss + from + b : NULL,
                             entropy ? entropy + from + b : NULL,

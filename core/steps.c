@@ -145,7 +145,7 @@ float ul_step_distill(ul_net *student, ul_net *teacher, ul_loss_buf *lb, const f
     const int K = lb->K;
     /* The teacher's logits stay valid until its next forward, which comes
      * after the student's backward. */
-    const float *t = ul_net_forward(teacher, x, B, false);
+    const float *t = ul_net_infer(teacher, x, B);
     const float *s = ul_net_forward(student, x, B, true);
     float l_kl = ul_kl_div_forward(s, t, B, K, T);
     float l_ce = (y && scale_ce != 0.0f) ? ul_softmax_xent_forward(lb->probs, NULL, s, y, B, K)

@@ -188,7 +188,7 @@ int ul_evaluate(ul_net *net, const ul_data_view *data, int batch_size, double *l
     for (int64_t from = 0; from < n; from += batch_size) {
         int B = (int)(n - from < batch_size ? n - from : batch_size);
         ul_view_gather(data, NULL, from, B, x, y);
-        const float *logits = ul_net_forward(net, x, B, false);
+        const float *logits = ul_net_infer(net, x, B);
         ul_softmax_xent_forward(probs, losses, logits, y, B, K);
         for (int b = 0; b < B; b++) {
             sum += losses[b];

@@ -475,6 +475,117 @@ START_TEST(test_threads_agree)
 }
 END_TEST
 
+/* ---- ul_net_infer: eval-mode BatchNorm folded into the convolutions ---------------- */
+
+/* A convolution with a bias feeding a BatchNorm alone (folded with its
+ * bias), and one whose output also goes to a second consumer (not folded). */
+static ul_net *make_fold_net(uint64_t seed)
+{
+    ul_net *net = ul_net_new(2, 6, 6, 3);
+    ck_assert_ptr_nonnull(net);
+    ul_node x = ul_net_input(net);
+    ul_node b1 = ul_net_batchnorm(net, "b1", ul_net_conv2d(net, "c1", x, 4, 3, 1, 1, true));
+    ul_node r1 = ul_net_relu(net, b1);
+    ul_node c2 = ul_net_conv2d(net, "c2", r1, 4, 3, 1, 1, false);
+    ul_node s = ul_net_add(net, ul_net_batchnorm(net, "b2", c2), c2);
+    ul_net_linear(net, "head", ul_net_flatten(net, s), 3, true);
+    ul_rng rng;
+    ul_rng_seed(&rng, seed, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    return net;
+}
+
+/* ul_net_infer against ul_net_forward in eval mode (BatchNorm as its own
+ * pass) at one and two threads, after the running statistics and every
+ * parameter (BatchNorm scales and shifts included) have moved away from
+ * their initial values. Folding changes only the rounding: the logits
+ * agree to 1e-4 relative (observed ≤ 2e-6), and not bit for bit (the folded
+ * path did run) — or, with differ unset (nothing to fold), bit for bit. Backward after infer does
+ * nothing, and a training pass after it is bit-identical to one before. */
+static void check_infer(const char *what, ul_net *net, int N, bool differ)
+{
+    warm_running_stats(net, N, 71);
+    size_t np;
+    float *p = ul_net_params(net, &np);
+    ul_rng r;
+    ul_rng_seed(&r, 72, 0);
+    for (size_t i = 0; i < np; i++)
+        p[i] += (float)(0.2 * ul_rng_uniform(&r) - 0.1);
+    int C, H, W;
+    ul_net_input_shape(net, &C, &H, &W);
+    const int K = ul_net_classes(net);
+    float *x = rand_floats(&r, (size_t)N * C * H * W, -1, 2);
+    float *G = rand_floats(&r, (size_t)N * K, -1, 1);
+    const int prev = ul_runtime_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        pass_result before = run_pass(net, threads, N, true, 73);
+        ul_runtime_set_threads(threads);
+        float *ref = malloc((size_t)N * K * sizeof *ref);
+        memcpy(ref, ul_net_forward(net, x, N, false), (size_t)N * K * sizeof *ref);
+        const float *z = ul_net_infer(net, x, N);
+        ck_assert_ptr_nonnull(z);
+        double amax = 0.0;
+        bool same = true;
+        for (int i = 0; i < N * K; i++) {
+            amax = fmax(amax, fabs(ref[i]));
+            same &= z[i] == ref[i];
+        }
+        for (int i = 0; i < N * K; i++)
+            ck_assert_msg(fabs((double)z[i] - ref[i]) <= 1e-4 * (fabs(ref[i]) + 0.01 * amax),
+                          "%s, %d thread(s), logit %d: infer %.8g, forward %.8g", what, threads,
+                          i, z[i], ref[i]);
+        ck_assert_msg(differ ? !same : same,
+                      differ ? "%s, %d thread(s): infer gave forward's logits bit for bit; "
+                               "nothing was folded"
+                             : "%s, %d thread(s): infer differs from forward with nothing to fold",
+                      what, threads);
+        ul_net_zero_grad(net);
+        ul_net_backward(net, G);
+        size_t ng;
+        const float *g = ul_net_grads(net, &ng);
+        for (size_t i = 0; i < ng; i++)
+            ck_assert_msg(g[i] == 0.0f, "%s: backward after infer wrote gradient %zu", what, i);
+        ul_runtime_set_threads(prev);
+        pass_result after = run_pass(net, threads, N, true, 73);
+        ck_assert_msg(!memcmp(before.logits, after.logits, before.n_logits * sizeof(float)) &&
+                          !memcmp(before.grads, after.grads, before.n_grads * sizeof(float)),
+                      "%s, %d thread(s): a training pass after infer differs", what, threads);
+        free_pass(&before);
+        free_pass(&after);
+        free(ref);
+    }
+    ul_runtime_set_threads(prev);
+    free(x);
+    free(G);
+}
+
+START_TEST(test_infer_folds_bn)
+{
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 86);
+    check_infer("resnet18", net, 7, true);
+    ul_net_free(net);
+    /* The folded weights through the Winograd paths (which take the bias
+     * in their output transform). */
+    ul_wino_force(4);
+    net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 87);
+    check_infer("resnet18, Winograd", net, 5, true);
+    ul_net_free(net);
+    ul_wino_force(0);
+    net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 88);
+    check_infer("cnn", net, 5, true);
+    ul_net_free(net);
+    net = make_fold_net(89);
+    check_infer("conv with bias, conv with two consumers", net, 5, true);
+    ul_net_free(net);
+    /* Nothing to fold: infer is the eval-mode forward, bit for bit. */
+    static const char *const kv[] = {"depth=2", NULL};
+    net = make_model("mlp", 0.1, kv, 1, 5, 5, 3, 90);
+    check_infer("mlp", net, 5, false);
+    ul_net_free(net);
+}
+END_TEST
+
 /* The Winograd convolution paths (ops_wino.c), forced onto every 3×3
  * stride-1 layer of a narrow ResNet-18: 2×2 tiles both ways (_i = 0), then
  * 4×4 tiles forward and for dX with dW by 2×2 tiles (_i = 1), directly
@@ -991,6 +1102,7 @@ static Suite *net_suite(void)
 
     t = tcase_create("threads");
     tcase_add_test(t, test_threads_agree);
+    tcase_add_test(t, test_infer_folds_bn);
     tcase_add_test(t, test_grad_one_thread);
     tcase_add_loop_test(t, test_winograd_net, 0, 4);
     suite_add_tcase(s, t);
