@@ -199,6 +199,11 @@ static int wino_xi(int m) { return (m + 2) * (m + 2); }
  * m + 2 transformed arrays, and as many zeros. */
 static size_t wino_rows_floats(int ld, int m) { return (size_t)(m + 3) * (m + 2) * ld; }
 
+/* Floats of wino4_in_block8's buffers for rows of up to tw tiles: six
+ * input rows of 4·tw + 2 columns, 8 channels each, and a panel's 16 tiles
+ * of 36 values, 8 channels each. */
+static size_t wino4_c8_floats(int tw) { return (size_t)6 * (4 * tw + 2) * 8 + 36 * WR * 8; }
+
 static wino_geom wino_geometry(const ul_conv_shape *s, const ul_pk *pk, int m)
 {
     wino_geom g;
@@ -288,7 +293,8 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
         tmp = tp > hb ? tp : hb;
     }
     L.rows = L.fwd > L.bwd ? L.fwd : L.bwd;
-    L.fwd = L.bwd = L.rows + a16(xi * tw + hb + tmp);
+    const size_t rows = xi * tw + hb + tmp, c8 = m == 4 ? wino4_c8_floats((int)tw) : 0;
+    L.fwd = L.bwd = L.rows + a16(rows > c8 ? rows : c8);
     /* The backward staging: 16 channels × xi values × ntb tiles. */
     L.st = L.bwd;
     L.bwd = L.st + a16(WR * xi * ntb);
@@ -576,8 +582,8 @@ static void wino_store_rows(float *out, int H, int W, int ty, int tx0, int len,
 /* Bᵀ applied to six values (a row or a column of a patch). */
 #define WINO4_BT(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                                  \
     do {                                                                                       \
-        const float t1_ = (d4) - 4.0f * (d2), t2_ = (d3) - 4.0f * (d1);                        \
-        const float t3_ = (d4) - (d2), t4_ = 2.0f * ((d3) - (d1));                             \
+        const __typeof__(d0) t1_ = (d4) - 4.0f * (d2), t2_ = (d3) - 4.0f * (d1);               \
+        const __typeof__(d0) t3_ = (d4) - (d2), t4_ = 2.0f * ((d3) - (d1));                    \
         (o0) = 4.0f * (d0) - 5.0f * (d2) + (d4);                                               \
         (o1) = t1_ + t2_;                                                                      \
         (o2) = t1_ - t2_;                                                                      \
@@ -917,6 +923,117 @@ static int wino_image_end(const wino_geom *g, int t, int end)
     return e < end ? e : end;
 }
 
+/* The input transforms with the channels along the vector lanes, 8 at a
+ * time: a segment's six input rows are gathered channel-interleaved into
+ * r8 (column k of row r at (r·cols + k)·8, zero outside the image and past
+ * the channels taken), and each tile is transformed in 8-lane vectors.
+ * The arithmetic per value is wino4_in_rows's, so the results are the
+ * same. */
+typedef float wino_v8 __attribute__((vector_size(32), aligned(4)));
+
+/* Gathers the rows of segment sg for cn channels of plane x (the first
+ * channel's, planes HW apart). */
+static inline __attribute__((always_inline)) void
+wino4_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W,
+              const wino_seg *sg, int cn)
+{
+    const int col0 = 4 * sg->tx0 - 1, ncol = 4 * sg->len + 2;
+    /* Columns [klo, khi) of the segment lie inside the image. */
+    const int klo = col0 < 0 ? -col0 : 0, khi = W - col0 < ncol ? W - col0 : ncol;
+    for (int r = 0; r < 6; r++) {
+        const int h = 4 * sg->ty - 1 + r;
+        const bool inside = h >= 0 && h < H;
+        float *rr = r8 + (size_t)r * cols * 8;
+        for (int k = 0; k < ncol; k++)
+            if (!inside || cn < 8 || k < klo || k >= khi)
+                *(wino_v8 *)(rr + k * 8) = (wino_v8){0};
+        if (inside)
+            ul_transpose(x + (size_t)h * W + col0 + klo, HW, rr + klo * 8, 8, cn, khi - klo);
+    }
+}
+
+/* V = Bᵀ·d·B of tile i of the gathered segment: o[ξ], 8 channels each. */
+static inline __attribute__((always_inline)) void wino4_tile8(const float *r8, size_t cols, int i,
+                                                               wino_v8 *o)
+{
+    wino_v8 e[6][6];
+    for (int r = 0; r < 6; r++) {
+        const float *d = r8 + ((size_t)r * cols + 4 * (size_t)i) * 8;
+        const wino_v8 d0 = *(const wino_v8 *)d, d1 = *(const wino_v8 *)(d + 8),
+                      d2 = *(const wino_v8 *)(d + 16), d3 = *(const wino_v8 *)(d + 24),
+                      d4 = *(const wino_v8 *)(d + 32), d5 = *(const wino_v8 *)(d + 40);
+        WINO4_BT(d0, d1, d2, d3, d4, d5, e[r][0], e[r][1], e[r][2], e[r][3], e[r][4], e[r][5]);
+    }
+    for (int j = 0; j < 6; j++)
+        WINO4_BT(e[0][j], e[1][j], e[2][j], e[3][j], e[4][j], e[5][j], o[j], o[6 + j],
+                 o[12 + j], o[18 + j], o[24 + j], o[30 + j]);
+}
+
+/* The forward input transform of tiles [t0, t0 + nb) into the R panels,
+ * vp[ξ·vp_x + (tl/16)·vps + c·16 + tl%16]: a panel's 16 tiles gather in
+ * st8 (ξ, lane, channel) until one transpose per ξ puts them in place. */
+WINO_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, const float *in,
+                                        size_t in_img, int C, int H, int W, const wino_geom *g,
+                                        int t0, int nb, float *buf)
+{
+    const size_t HW = (size_t)H * W, cols = (size_t)4 * g->TW + 2;
+    float *r8 = buf, *st8 = buf + 6 * cols * 8;
+    for (int c0 = 0; c0 < C; c0 += 8) {
+        const int cn = C - c0 < 8 ? C - c0 : 8;
+        for (int t = t0; t < t0 + nb;) {
+            const wino_seg sg = wino_seg_at(g, t, t0, nb);
+            wino4_gather8(r8, cols, in + sg.n * in_img + (size_t)c0 * HW, HW, H, W, &sg, cn);
+            for (int i = 0; i < sg.len; i++) {
+                const int lane = (sg.tl + i) % WR;
+                wino_v8 o[36];
+                wino4_tile8(r8, cols, i, o);
+                for (int xi = 0; xi < 36; xi++)
+                    *(wino_v8 *)(st8 + ((size_t)xi * WR + lane) * 8) = o[xi];
+                /* A panel complete, or the block's last tile: in place. */
+                if (lane == WR - 1 || sg.tl + i == nb - 1) {
+                    float *pd = vp + (size_t)((sg.tl + i) / WR) * vps + (size_t)c0 * WR;
+                    for (int xi = 0; xi < 36; xi++)
+                        ul_transpose(st8 + (size_t)xi * WR * 8, 8, pd + xi * vp_x, WR, lane + 1,
+                                     cn);
+                }
+            }
+            t += sg.len;
+        }
+    }
+}
+
+/* The weight gradient's input transform of tiles [t0, t0 + nb) into the L
+ * panels, channels along their wl ≤ 8 lanes and the tiles along the depth,
+ * vl[ξ·vl_x + (c/wl)·nt·wl + tl·wl + c%wl]: each tile's values go straight
+ * to their place; channels past C are zero. */
+WINO_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int wl, const float *in,
+                                         size_t in_img, int C, int H, int W,
+                                         const wino_geom *g, int t0, int nb, float *buf)
+{
+    const size_t HW = (size_t)H * W, cols = (size_t)4 * g->TW + 2;
+    for (int c0 = 0; c0 < C; c0 += wl) {
+        const int cn = C - c0 < wl ? C - c0 : wl;
+        for (int t = t0; t < t0 + nb;) {
+            const wino_seg sg = wino_seg_at(g, t, t0, nb);
+            wino4_gather8(buf, cols, in + sg.n * in_img + (size_t)c0 * HW, HW, H, W, &sg, cn);
+            for (int i = 0; i < sg.len; i++) {
+                wino_v8 o[36];
+                wino4_tile8(buf, cols, i, o);
+                float *d = vl + (size_t)c0 * nt + (size_t)(sg.tl + i) * wl;
+                for (int xi = 0; xi < 36; xi++) {
+                    float *dx = d + xi * vl_x;
+                    if (wl == 6)
+                        memcpy(dx, &o[xi], 6 * sizeof(float));
+                    else
+                        for (int l = 0; l < wl; l++)
+                            dx[l] = o[xi][l];
+                }
+            }
+            t += sg.len;
+        }
+    }
+}
+
 /* G·(g0, g1, g2) for tile side m: m + 2 values. */
 static inline __attribute__((always_inline)) void wino_g(int m, float g0, float g1, float g2,
                                                           float *u)
@@ -1062,7 +1179,8 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
         wino_pack_kernels(up, L.up_x, w, K, C, false, false, wl, m);
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
-        /* V of the block as R panels: vp[ξ][(tl/16)·vps + c·16 + tl%16],
+        /* V of the block as R panels: vp[ξ][(tl/16)·vps + c·16 + tl%16].
+         * 4×4 tiles: 8 channels at a time in vector lanes. 2×2 tiles:
          * image by image and within an image plane by plane: a plane's
          * rows are read once while they are warm, and on small images the
          * planes read one after another lie next to each other, where the
@@ -1070,7 +1188,9 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
          * strides over pages, which they do not follow). Straight into the
          * panel when a segment's lanes are all in one; through seg
          * otherwise. */
-        for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
+        if (m == 4)
+            wino4_in_block8(vp, L.vp_x, vps, in, in_img, C, H, W, &g, t0, nb, scratch + L.rows);
+        for (int i0 = t0, i1; m == 2 && i0 < t0 + nb; i0 = i1) {
             i1 = wino_image_end(&g, i0, t0 + nb);
             for (int c = 0; c < C; c++)
                 for (int t = i0; t < i1;) {
@@ -1227,9 +1347,13 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
         if (!dw_acc)
             continue;
         /* V of the block as L panels with the tiles along the depth,
-         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]: wl channels at a time, plane
-         * by plane into the staging buffer, then transposed. */
-        for (int c0 = 0; c0 < C; c0 += wl) {
+         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]: for 4×4 tiles (and up to 8
+         * lanes) straight from vector lanes; else wl channels at a time,
+         * plane by plane into the staging buffer, then transposed. */
+        const bool lanes8 = m == 4 && wl <= 8;
+        if (lanes8)
+            wino4_in_block_l(vl, L.vl_x, nt, wl, in, in_img, C, H, W, &g, t0, nb, scratch + L.rows);
+        for (int c0 = 0; !lanes8 && c0 < C; c0 += wl) {
             const int cn = C - c0 < wl ? C - c0 : wl;
             wino_rows rc;
             wino_rows_init(&rc, hb, ld, m);
