@@ -131,12 +131,16 @@ static int wino_default_tile(void)
     return t;
 }
 
+/* 4×4 tiles keep 8 channels in vector lanes where their L panels have at
+ * most 8 lanes (the micro-kernel's MR); with more, 2×2 tiles. */
+static int wino_fit(int m) { return m == 4 && ul_pk_get()->wl > 8 ? 2 : m; }
+
 int ul_wino_tile(const ul_conv_shape *s)
 {
     if (!ul_wino_ok(s, false))
         return 0;
     const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
-    return mode > 0 ? (mode >= 2 ? 4 : 2) : wino_default_tile();
+    return wino_fit(mode > 0 ? (mode >= 2 ? 4 : 2) : wino_default_tile());
 }
 
 int ul_wino_dw_tile(const ul_conv_shape *s)
@@ -144,7 +148,7 @@ int ul_wino_dw_tile(const ul_conv_shape *s)
     if (!ul_wino_ok(s, true))
         return 0;
     const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
-    return mode > 0 ? (mode == 4 ? 4 : 2) : wino_default_tile();
+    return wino_fit(mode > 0 ? (mode == 4 ? 4 : 2) : wino_default_tile());
 }
 
 /* The shape of the convolution that gives the input gradient of s: the
@@ -282,10 +286,11 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.r2 = L.vl + xi * L.vl_x;
     L.du = L.r2 + xi * L.r2_x;
     L.bwd = L.du + xi * L.du_x;
-    /* Then seg (xi·TW), the row cache (wino_rows_floats) and tmp: an output panel (m²·16), the
-     * output gradient's rows split by column (m²·TW), or for 2×2 tiles the
-     * backward pass's transformed panel (16·16) and two rows of TW + 1, or
-     * its own row cache. */
+    /* Then seg (xi·TW), the row cache (wino_rows_floats) and tmp: an output
+     * panel (m²·16), the output gradient's rows split by column (m²·TW), or
+     * for 2×2 tiles the backward pass's transformed panel (16·16) and two
+     * rows of TW + 1, or its own row cache. With 4×4 tiles the vector-lane
+     * transforms' buffers (wino4_c8_floats) take the same place. */
     const size_t tw = (size_t)(s->W + m - 1) / (size_t)m, hb = wino_rows_floats((int)tw, m);
     size_t tmp = (size_t)(m * m * WR) > m * m * tw ? (size_t)(m * m * WR) : m * m * tw;
     if (m == 2) {
@@ -295,9 +300,10 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.rows = L.fwd > L.bwd ? L.fwd : L.bwd;
     const size_t rows = xi * tw + hb + tmp, c8 = m == 4 ? wino4_c8_floats((int)tw) : 0;
     L.fwd = L.bwd = L.rows + a16(rows > c8 ? rows : c8);
-    /* The backward staging: 16 channels × xi values × ntb tiles. */
+    /* The backward staging of 2×2 tiles: 16 channels × xi values × ntb
+     * tiles (4×4 tiles go straight to their panels). */
     L.st = L.bwd;
-    L.bwd = L.st + a16(WR * xi * ntb);
+    L.bwd = L.st + (m == 2 ? a16(WR * xi * ntb) : 0);
     return L;
 }
 
@@ -592,55 +598,6 @@ static void wino_store_rows(float *out, int H, int W, int ty, int tx0, int len,
         (o5) = 4.0f * (d1) - 5.0f * (d3) + (d5);                                               \
     } while (0)
 
-/* Horizontal half of Bᵀ·d·B for input row h (inside the image):
- * hr[j·ld + t], j < 6, from the row's columns 4·tx − 1 .. 4·tx + 4. */
-WINO_CLONES static void wino4_hrow(float *restrict hr, int ld, const float *x, int h, int W,
-                                   int tx0, int len)
-{
-    float *restrict h0 = hr, *restrict h1 = h0 + ld, *restrict h2 = h1 + ld, *restrict h3 = h2 + ld,
-                    *restrict h4 = h3 + ld, *restrict h5 = h4 + ld;
-    const float *restrict row = x + (size_t)h * W;
-    int a, b;
-    wino_inner_tiles(4, W, tx0, len, &a, &b);
-    for (int e = 0; e < a + len - b; e++) { /* the edge tiles */
-        const int t = e < a ? e : b + e - a;
-        float d[6];
-        wino_edge_vals(d, row, W, 4 * (tx0 + t) - 1, 6);
-        WINO4_BT(d[0], d[1], d[2], d[3], d[4], d[5], h0[t], h1[t], h2[t], h3[t], h4[t], h5[t]);
-    }
-    const float *restrict xr = row + 4 * tx0 - 1;
-    for (int t = a; t < b; t++) {
-        const float *d = xr + 4 * t;
-        WINO4_BT(d[0], d[1], d[2], d[3], d[4], d[5], h0[t], h1[t], h2[t], h3[t], h4[t], h5[t]);
-    }
-}
-
-/* V = Bᵀ·d·B for a segment of 4×4 tiles: v[ξ·vs + t], ξ < 36. */
-WINO_CLONES static void wino4_in_rows(float *restrict v, size_t vs, int ld, const float *x, int H,
-                                      int W, int ty, int tx0, int len, wino_rows *rc)
-{
-    for (int r = wino_rows_reuse(rc, x, ty, tx0, len); r < 6; r++) {
-        const int h = 4 * ty - 1 + r;
-        rc->slot[r] = h < 0 || h >= H ? rc->zero : rc->own[r];
-        if (rc->slot[r] != rc->zero)
-            wino4_hrow(rc->own[r], ld, x, h, W, tx0, len);
-    }
-    for (int j = 0; j < 6; j++) {
-        const float *restrict d0 = rc->slot[0] + (size_t)j * ld,
-                              *restrict d1 = rc->slot[1] + (size_t)j * ld,
-                              *restrict d2 = rc->slot[2] + (size_t)j * ld,
-                              *restrict d3 = rc->slot[3] + (size_t)j * ld,
-                              *restrict d4 = rc->slot[4] + (size_t)j * ld,
-                              *restrict d5 = rc->slot[5] + (size_t)j * ld;
-        float *restrict v0 = v + j * vs, *restrict v1 = v0 + 6 * vs, *restrict v2 = v1 + 6 * vs,
-                        *restrict v3 = v2 + 6 * vs, *restrict v4 = v3 + 6 * vs,
-                        *restrict v5 = v4 + 6 * vs;
-        for (int t = 0; t < len; t++)
-            WINO4_BT(d0[t], d1[t], d2[t], d3[t], d4[t], d5[t], v0[t], v1[t], v2[t], v3[t], v4[t],
-                     v5[t]);
-    }
-}
-
 /* Aᵀ applied to six values. */
 #define WINO4_AT(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                                          \
     do {                                                                                       \
@@ -708,8 +665,8 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
 /* A applied to four values (A = (Aᵀ)ᵀ, 6×4). */
 #define WINO4_A(y0, y1, y2, y3, o0, o1, o2, o3, o4, o5)                                           \
     do {                                                                                       \
-        const float e_ = (y0) + (y2), o_ = (y1) + (y3);                                        \
-        const float e4_ = (y0) + 4.0f * (y2), o4_ = 2.0f * (y1) + 8.0f * (y3);                 \
+        const __typeof__(y0) e_ = (y0) + (y2), o_ = (y1) + (y3);                               \
+        const __typeof__(y0) e4_ = (y0) + 4.0f * (y2), o4_ = 2.0f * (y1) + 8.0f * (y3);        \
         (o0) = (y0);                                                                           \
         (o1) = e_ + o_;                                                                        \
         (o2) = e_ - o_;                                                                        \
@@ -717,59 +674,6 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
         (o4) = e4_ - o4_;                                                                      \
         (o5) = (y3);                                                                           \
     } while (0)
-
-/* dM = A·dY·Aᵀ for a segment of 4×4 tiles of output plane dy: m[ξ·ld + t],
- * ξ < 36; tmp holds 16·len floats (the tiles' rows split by column, zero
- * past the plane's edges). */
-WINO_CLONES static void wino4_out_adj_rows(float *restrict m, int ld, const float *dy, int H,
-                                           int W, int ty, int tx0, int len, float *restrict tmp)
-{
-    const int full = 4 * (tx0 + len) <= W ? len : len - 1, last = W - 4 * (tx0 + full);
-    for (int i = 0; i < 4; i++) {
-        float *restrict y0 = tmp + (size_t)(4 * i) * len, *restrict y1 = y0 + len,
-                        *restrict y2 = y1 + len, *restrict y3 = y2 + len;
-        const int h = 4 * ty + i;
-        if (h >= H) {
-            memset(y0, 0, 4 * (size_t)len * sizeof(float));
-            continue;
-        }
-        const float *restrict row = dy + (size_t)h * W + 4 * tx0;
-        for (int t = 0; t < full; t++) {
-            y0[t] = row[4 * t];
-            y1[t] = row[4 * t + 1];
-            y2[t] = row[4 * t + 2];
-            y3[t] = row[4 * t + 3];
-        }
-        if (full < len) {
-            float *yq[4] = {y0, y1, y2, y3};
-            for (int p = 0; p < 4; p++)
-                yq[p][full] = p < last ? row[4 * full + p] : 0.0f;
-        }
-    }
-    for (int j = 0; j < 4; j++) {
-        /* Column j of the tiles: A·dY down the rows, into rows i of t6. */
-        const float *restrict c0 = tmp + (size_t)j * len, *restrict c1 = c0 + 4 * (size_t)len,
-                              *restrict c2 = c1 + 4 * (size_t)len,
-                              *restrict c3 = c2 + 4 * (size_t)len;
-        for (int t = 0; t < len; t++) {
-            float r[6];
-            WINO4_A(c0[t], c1[t], c2[t], c3[t], r[0], r[1], r[2], r[3], r[4], r[5]);
-            for (int i = 0; i < 6; i++)
-                m[(size_t)(6 * i + j) * ld + t] = r[i];
-        }
-    }
-    /* Then ·Aᵀ along each of the six rows: values j = 0..3 of row i sit in
-     * m[(6i + j)·ld]; the six results overwrite m[(6i + 0..5)·ld]. */
-    for (int i = 0; i < 6; i++) {
-        float *restrict r0 = m + (size_t)(6 * i) * ld, *restrict r1 = r0 + ld,
-                        *restrict r2 = r1 + ld, *restrict r3 = r2 + ld, *restrict r4 = r3 + ld,
-                        *restrict r5 = r4 + ld;
-        for (int t = 0; t < len; t++) {
-            const float a = r0[t], b = r1[t], c = r2[t], d = r3[t];
-            WINO4_A(a, b, c, d, r0[t], r1[t], r2[t], r3[t], r4[t], r5[t]);
-        }
-    }
-}
 
 /* dM = A·dY·Aᵀ for the segment of output plane dy: m[ξ·ld + t]; tmp
  * holds 4·len floats. */
@@ -931,17 +835,16 @@ static int wino_image_end(const wino_geom *g, int t, int end)
  * same. */
 typedef float wino_v8 __attribute__((vector_size(32), aligned(4)));
 
-/* Gathers the rows of segment sg for cn channels of plane x (the first
- * channel's, planes HW apart). */
+/* Gathers rows row0 .. row0 + nrows − 1, columns col0 .. col0 + ncol − 1
+ * of cn channels of plane x (the first channel's, planes HW apart). */
 static inline __attribute__((always_inline)) void
-wino4_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W,
-              const wino_seg *sg, int cn)
+wino_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W, int row0,
+             int nrows, int col0, int ncol, int cn)
 {
-    const int col0 = 4 * sg->tx0 - 1, ncol = 4 * sg->len + 2;
     /* Columns [klo, khi) of the segment lie inside the image. */
     const int klo = col0 < 0 ? -col0 : 0, khi = W - col0 < ncol ? W - col0 : ncol;
-    for (int r = 0; r < 6; r++) {
-        const int h = 4 * sg->ty - 1 + r;
+    for (int r = 0; r < nrows; r++) {
+        const int h = row0 + r;
         const bool inside = h >= 0 && h < H;
         float *rr = r8 + (size_t)r * cols * 8;
         for (int k = 0; k < ncol; k++)
@@ -950,6 +853,14 @@ wino4_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W,
         if (inside)
             ul_transpose(x + (size_t)h * W + col0 + klo, HW, rr + klo * 8, 8, cn, khi - klo);
     }
+}
+
+/* The six input rows of segment sg's patches. */
+static inline __attribute__((always_inline)) void
+wino4_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W,
+              const wino_seg *sg, int cn)
+{
+    wino_gather8(r8, cols, x, HW, H, W, 4 * sg->ty - 1, 6, 4 * sg->tx0 - 1, 4 * sg->len + 2, cn);
 }
 
 /* V = Bᵀ·d·B of tile i of the gathered segment: o[ξ], 8 channels each. */
@@ -1027,6 +938,58 @@ WINO_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int wl,
                     else
                         for (int l = 0; l < wl; l++)
                             dx[l] = o[xi][l];
+                }
+            }
+            t += sg.len;
+        }
+    }
+}
+
+/* The weight gradient's dM = A·dY·Aᵀ of tiles [t0, t0 + nb) (4×4 tiles)
+ * into the R panels of output channels, depth tiles, r2[ξ·r2_x +
+ * (k/16)·nt·16 + tl·16 + k%16]: 16 channels at a time, two 8-lane vectors,
+ * each tile's values straight to their place; channels past K are zero.
+ * The arithmetic per value is wino4_out_adj_rows's. */
+WINO_CLONES static void wino4_out_adj_block16(float *r2, size_t r2_x, int nt, const float *dout,
+                                              size_t out_img, int K, int H, int W,
+                                              const wino_geom *g, int t0, int nb, float *buf)
+{
+    const size_t HW = (size_t)H * W, cols = (size_t)4 * g->TW;
+    float *r8[2] = {buf, buf + 4 * cols * 8};
+    for (int k0 = 0; k0 < K; k0 += WR) {
+        const int kn = K - k0 < WR ? K - k0 : WR;
+        for (int t = t0; t < t0 + nb;) {
+            const wino_seg sg = wino_seg_at(g, t, t0, nb);
+            const float *dy = dout + sg.n * out_img + (size_t)k0 * HW;
+            for (int h8 = 0; h8 < 2; h8++) {
+                const int cn = kn - 8 * h8 < 8 ? kn - 8 * h8 : 8;
+                if (cn > 0)
+                    wino_gather8(r8[h8], cols, dy + 8 * h8 * HW, HW, H, W, 4 * sg.ty, 4,
+                                 4 * sg.tx0, 4 * sg.len, cn);
+            }
+            for (int i = 0; i < sg.len; i++) {
+                float *d = r2 + (size_t)k0 * nt + (size_t)(sg.tl + i) * WR;
+                for (int h8 = 0; h8 < 2; h8++) {
+                    wino_v8 c[6][4], o[6];
+                    if (kn <= 8 * h8) {
+                        for (int xi = 0; xi < 36; xi++)
+                            *(wino_v8 *)(d + xi * r2_x + 8 * h8) = (wino_v8){0};
+                        continue;
+                    }
+                    /* A·dY down each column j, then ·Aᵀ along each row. */
+                    for (int j = 0; j < 4; j++) {
+                        const float *y = r8[h8] + (4 * (size_t)i + j) * 8;
+                        const size_t rs = cols * 8;
+                        WINO4_A(*(const wino_v8 *)y, *(const wino_v8 *)(y + rs),
+                                *(const wino_v8 *)(y + 2 * rs), *(const wino_v8 *)(y + 3 * rs),
+                                c[0][j], c[1][j], c[2][j], c[3][j], c[4][j], c[5][j]);
+                    }
+                    for (int a = 0; a < 6; a++) {
+                        WINO4_A(c[a][0], c[a][1], c[a][2], c[a][3], o[0], o[1], o[2], o[3], o[4],
+                                o[5]);
+                        for (int q = 0; q < 6; q++)
+                            *(wino_v8 *)(d + (size_t)(6 * a + q) * r2_x + 8 * h8) = o[q];
+                    }
                 }
             }
             t += sg.len;
@@ -1190,28 +1153,26 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
          * otherwise. */
         if (m == 4)
             wino4_in_block8(vp, L.vp_x, vps, in, in_img, C, H, W, &g, t0, nb, scratch + L.rows);
-        for (int i0 = t0, i1; m == 2 && i0 < t0 + nb; i0 = i1) {
-            i1 = wino_image_end(&g, i0, t0 + nb);
-            for (int c = 0; c < C; c++)
-                for (int t = i0; t < i1;) {
-                    const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                    const float *x = in + sg.n * in_img + c * HW;
-                    const bool whole = sg.tl % wr + sg.len <= wr;
-                    float *v = whole ? vp + (size_t)(sg.tl / wr) * vps + (size_t)c * wr +
-                                           sg.tl % wr
-                                     : seg;
-                    const size_t vs = whole ? L.vp_x : (size_t)ld;
-                    if (m == 4)
-                        wino4_in_rows(v, vs, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
-                    else
+        else
+            for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
+                i1 = wino_image_end(&g, i0, t0 + nb);
+                for (int c = 0; c < C; c++)
+                    for (int t = i0; t < i1;) {
+                        const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                        const float *x = in + sg.n * in_img + c * HW;
+                        const bool whole = sg.tl % wr + sg.len <= wr;
+                        float *v = whole ? vp + (size_t)(sg.tl / wr) * vps + (size_t)c * wr +
+                                               sg.tl % wr
+                                         : seg;
+                        const size_t vs = whole ? L.vp_x : (size_t)ld;
                         wino_in_rows(v, vs, ld, x, H, W, sg.ty, sg.tx0, sg.len, &rc);
-                    if (!whole)
-                        for (int xi = 0; xi < nxi; xi++)
-                            wino_put_lanes(vp + xi * L.vp_x, vps, wr, c, sg.tl,
-                                           seg + (size_t)xi * ld, sg.len);
-                    t += sg.len;
-                }
-        }
+                        if (!whole)
+                            for (int xi = 0; xi < nxi; xi++)
+                                wino_put_lanes(vp + xi * L.vp_x, vps, wr, c, sg.tl,
+                                               seg + (size_t)xi * ld, sg.len);
+                        t += sg.len;
+                    }
+            }
         /* M[ξ] = U[ξ] · V[ξ]. */
         wino_products(pk, nxi, K, nb, C, up, L.up_x, vp, L.vp_x, vps, mb);
         /* Y = Aᵀ·M·A + bias: a panel's 16 tiles at once, then stored
@@ -1286,45 +1247,46 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
          * K) for dV, r1[ξ][(tl/16)·r1s + k·16 + tl%16], and, transposed, as
          * R panels of channels (depth tiles) for dU, r2[ξ][(k/16)·nt·16 +
          * tl·16 + k%16]. */
-        for (int k0 = 0; k0 < K; k0 += WR) {
-            const int kn = K - k0 < WR ? K - k0 : WR;
-            /* Image by image, as in wino_forward. */
-            for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
-                i1 = wino_image_end(&g, i0, t0 + nb);
-                for (int kk = 0; kk < kn; kk++) {
-                    float *sk = st + (size_t)kk * nxi * nt;
-                    for (int t = i0; t < i1;) {
-                        const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                        const float *dy = dout + sg.n * out_img + (k0 + kk) * HW;
-                        if (m == 4)
-                            wino4_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len,
-                                               tmp);
-                        else
+        if (m == 4)
+            wino4_out_adj_block16(r2, L.r2_x, nt, dout, out_img, K, H, W, &g, t0, nb,
+                                  scratch + L.rows);
+        else
+            for (int k0 = 0; k0 < K; k0 += WR) {
+                const int kn = K - k0 < WR ? K - k0 : WR;
+                /* Image by image, as in wino_forward. */
+                for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
+                    i1 = wino_image_end(&g, i0, t0 + nb);
+                    for (int kk = 0; kk < kn; kk++) {
+                        float *sk = st + (size_t)kk * nxi * nt;
+                        for (int t = i0; t < i1;) {
+                            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                            const float *dy = dout + sg.n * out_img + (k0 + kk) * HW;
                             wino_out_adj_rows(sk + sg.tl, nt, dy, H, W, sg.ty, sg.tx0, sg.len,
                                               tmp);
-                        t += sg.len;
+                            t += sg.len;
+                        }
                     }
                 }
-            }
-            for (int kk = 0; kk < kn; kk++) {
-                const int k = k0 + kk;
-                const float *sk = st + (size_t)kk * nxi * nt;
-                if (din)
-                    for (int xi = 0; xi < XI; xi++)
-                        wino_put_lanes(r1 + xi * L.r1_x, r1s, WR, k, 0, sk + (size_t)xi * nt, nb);
-            }
-            if (dw_acc)
-                for (int xi = 0; xi < nxi; xi++) {
-                    float *p = r2 + xi * L.r2_x + (size_t)k0 * nt;
-                    for (int k8 = 0; k8 < kn; k8 += 8)
-                        ul_transpose(st + ((size_t)k8 * nxi + xi) * nt, (size_t)nxi * nt, p + k8,
-                                     WR, kn - k8 < 8 ? kn - k8 : 8, nb);
-                    if (kn < WR)
-                        for (int t2 = 0; t2 < nb; t2++)
-                            for (int kk = kn; kk < WR; kk++)
-                                p[(size_t)t2 * WR + kk] = 0.0f;
+                for (int kk = 0; kk < kn; kk++) {
+                    const int k = k0 + kk;
+                    const float *sk = st + (size_t)kk * nxi * nt;
+                    if (din)
+                        for (int xi = 0; xi < XI; xi++)
+                            wino_put_lanes(r1 + xi * L.r1_x, r1s, WR, k, 0, sk + (size_t)xi * nt,
+                                           nb);
                 }
-        }
+                if (dw_acc)
+                    for (int xi = 0; xi < nxi; xi++) {
+                        float *p = r2 + xi * L.r2_x + (size_t)k0 * nt;
+                        for (int k8 = 0; k8 < kn; k8 += 8)
+                            ul_transpose(st + ((size_t)k8 * nxi + xi) * nt, (size_t)nxi * nt,
+                                         p + k8, WR, kn - k8 < 8 ? kn - k8 : 8, nb);
+                        if (kn < WR)
+                            for (int t2 = 0; t2 < nb; t2++)
+                                for (int kk = kn; kk < WR; kk++)
+                                    p[(size_t)t2 * WR + kk] = 0.0f;
+                    }
+            }
         if (din) {
             /* dV[ξ] = U[ξ]ᵀ · dM[ξ]. */
             wino_products(pk, XI, C, nb, K, ut, L.ut_x, r1, L.r1_x, r1s, dv);
@@ -1347,44 +1309,40 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
         if (!dw_acc)
             continue;
         /* V of the block as L panels with the tiles along the depth,
-         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]: for 4×4 tiles (and up to 8
-         * lanes) straight from vector lanes; else wl channels at a time,
-         * plane by plane into the staging buffer, then transposed. */
-        const bool lanes8 = m == 4 && wl <= 8;
-        if (lanes8)
+         * vl[ξ][(c/wl)·nt·wl + tl·wl + c%wl]: for 4×4 tiles straight from
+         * vector lanes; for 2×2 tiles wl channels at a time, plane by plane
+         * into the staging buffer, then transposed. */
+        if (m == 4)
             wino4_in_block_l(vl, L.vl_x, nt, wl, in, in_img, C, H, W, &g, t0, nb, scratch + L.rows);
-        for (int c0 = 0; !lanes8 && c0 < C; c0 += wl) {
-            const int cn = C - c0 < wl ? C - c0 : wl;
-            wino_rows rc;
-            wino_rows_init(&rc, hb, ld, m);
-            for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
-                i1 = wino_image_end(&g, i0, t0 + nb);
-                for (int cc = 0; cc < cn; cc++) {
-                    float *sc = st + (size_t)cc * nxi * nt;
-                    for (int t = i0; t < i1;) {
-                        const wino_seg sg = wino_seg_at(&g, t, t0, nb);
-                        const float *x = in + sg.n * in_img + (c0 + cc) * HW;
-                        if (m == 4)
-                            wino4_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0,
-                                          sg.len, &rc);
-                        else
+        else
+            for (int c0 = 0; c0 < C; c0 += wl) {
+                const int cn = C - c0 < wl ? C - c0 : wl;
+                wino_rows rc;
+                wino_rows_init(&rc, hb, ld, m);
+                for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
+                    i1 = wino_image_end(&g, i0, t0 + nb);
+                    for (int cc = 0; cc < cn; cc++) {
+                        float *sc = st + (size_t)cc * nxi * nt;
+                        for (int t = i0; t < i1;) {
+                            const wino_seg sg = wino_seg_at(&g, t, t0, nb);
+                            const float *x = in + sg.n * in_img + (c0 + cc) * HW;
                             wino_in_rows(sc + sg.tl, (size_t)nt, ld, x, H, W, sg.ty, sg.tx0,
                                          sg.len, &rc);
-                        t += sg.len;
+                            t += sg.len;
+                        }
                     }
                 }
+                for (int xi = 0; xi < nxi; xi++) {
+                    float *p = vl + xi * L.vl_x + (size_t)c0 * nt;
+                    for (int c8 = 0; c8 < cn; c8 += 8)
+                        ul_transpose(st + ((size_t)c8 * nxi + xi) * nt, (size_t)nxi * nt, p + c8,
+                                     (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, nb);
+                    if (cn < wl)
+                        for (int t2 = 0; t2 < nb; t2++)
+                            for (int cc = cn; cc < wl; cc++)
+                                p[(size_t)t2 * wl + cc] = 0.0f;
+                }
             }
-            for (int xi = 0; xi < nxi; xi++) {
-                float *p = vl + xi * L.vl_x + (size_t)c0 * nt;
-                for (int c8 = 0; c8 < cn; c8 += 8)
-                    ul_transpose(st + ((size_t)c8 * nxi + xi) * nt, (size_t)nxi * nt, p + c8,
-                                 (size_t)wl, cn - c8 < 8 ? cn - c8 : 8, nb);
-                if (cn < wl)
-                    for (int t2 = 0; t2 < nb; t2++)
-                        for (int cc = cn; cc < wl; cc++)
-                            p[(size_t)t2 * wl + cc] = 0.0f;
-            }
-        }
         /* dUᵀ[ξ] (C × K) += V[ξ] · dM[ξ]ᵀ, the block's tiles as the depth. */
         for (int xi = 0; xi < nxi; xi++)
             for (int ip = 0; ip < C; ip += wl) {
