@@ -184,7 +184,6 @@ static bool bn_relu_fused(const ul_net *net, int i)
            bn->n_consumers == 1;
 }
 
-
 /* y = x·scale + shift over one channel plane, then the fused ReLU. */
 static void bn_affine(float *y, const float *x, int n, float scale, float shift, bool relu)
 {

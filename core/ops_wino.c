@@ -43,17 +43,21 @@
 
 /* Where the path pays, measured layer by layer on a 2-core Zen 3 VM with
  * build/bench/unlearn-bench-conv (one thread, 64 images, against the
- * direct paths of ops_conv.c): forward with 4×4 tiles 1.5–2.7× from 32
- * channels on (16 channels: even); the 2×2 tiles' backward (dX and dW)
- * 1.15–1.9× from 32 channels on 32×32 images, from 64 on images of 12×12
- * and more and from 128 on smaller ones, below which the transforms and
- * transposes cost about as much as the products they save. dX by 4×4
- * tiles goes with the forward threshold; dW, by 4×4 tiles, with the
- * backward one (direct below it). */
+ * direct paths of ops_conv.c). 4×4 tiles, whose transforms keep 8 or 16
+ * channels in vector lanes: forward 1.3–3.8× and backward (dX as a
+ * convolution, dW by the adjoint) 1.1–2.9× from 16 channels on, every
+ * image size of ResNet-18. 2×2 tiles (UNLEARN_WINOGRAD_F4=0): forward from
+ * 32 channels (16: slower than direct); backward (dX and dW in one pass)
+ * from 32 channels on 32×32 images, from 64 on images of 12×12 and more and
+ * from 128 on smaller ones, below which the transforms and transposes cost
+ * about as much as the products they save. */
+#define UL_WINO4_MIN_C 16
 #define UL_WINO_MIN_C_FWD 32
 #define UL_WINO_MIN_C_BWD 64
 #define UL_WINO_LARGE_HW 1024 /* from here on backward from half the channels */
 #define UL_WINO_MIN_HW_BWD 144 /* from here on from UL_WINO_MIN_C_BWD; below, twice as many */
+
+static int wino_default_tile(void);
 
 enum { XI = 16 }; /* values of one transformed tile */
 enum { WR = 16 }; /* lanes of an R panel: the path needs a kernel with NR = 16 */
@@ -77,7 +81,10 @@ static int wino_min(bool backward)
     if (m < 0) {
         const char *e = getenv("UNLEARN_WINOGRAD");
         const char *t = getenv(backward ? "UNLEARN_WINOGRAD_MIN_BWD" : "UNLEARN_WINOGRAD_MIN_FWD");
-        m = t && atoi(t) > 0 ? atoi(t) : backward ? UL_WINO_MIN_C_BWD : UL_WINO_MIN_C_FWD;
+        m = t && atoi(t) > 0         ? atoi(t)
+            : wino_default_tile() == 4 ? UL_WINO4_MIN_C
+            : backward                 ? UL_WINO_MIN_C_BWD
+                                       : UL_WINO_MIN_C_FWD;
         if (e && strcmp(e, "0") == 0)
             m = 0;
         else if (e && strcmp(e, "all") == 0)
@@ -104,9 +111,9 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
         return false;
     if (!backward && (s->C < m || s->K < m))
         return false;
-    if (backward && !forced && m > 1) {
-        /* The channel count the image size asks for, scaled with a moved
-         * threshold (UNLEARN_WINOGRAD_MIN_BWD). */
+    if (backward && !forced && m > 1 && wino_default_tile() == 2) {
+        /* The channel count the image size asks for (2×2 tiles), scaled
+         * with a moved threshold (UNLEARN_WINOGRAD_MIN_BWD). */
         const int hw = s->H * s->W;
         const int need = hw >= UL_WINO_LARGE_HW     ? m / 2
                          : hw >= UL_WINO_MIN_HW_BWD ? m
@@ -830,9 +837,9 @@ static int wino_image_end(const wino_geom *g, int t, int end)
 /* The input transforms with the channels along the vector lanes, 8 at a
  * time: a segment's six input rows are gathered channel-interleaved into
  * r8 (column k of row r at (r·cols + k)·8, zero outside the image and past
- * the channels taken), and each tile is transformed in 8-lane vectors.
- * The arithmetic per value is wino4_in_rows's, so the results are the
- * same. */
+ * the channels taken), and each tile is transformed in 8-lane vectors:
+ * Bᵀ along its six rows, then down its six columns, the same operations
+ * in the same order for every lane. */
 typedef float wino_v8 __attribute__((vector_size(32), aligned(4)));
 
 /* Gathers rows row0 .. row0 + nrows − 1, columns col0 .. col0 + ncol − 1
@@ -949,7 +956,7 @@ WINO_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int wl,
  * into the R panels of output channels, depth tiles, r2[ξ·r2_x +
  * (k/16)·nt·16 + tl·16 + k%16]: 16 channels at a time, two 8-lane vectors,
  * each tile's values straight to their place; channels past K are zero.
- * The arithmetic per value is wino4_out_adj_rows's. */
+ * A down each column of the 4×4 tile, then along each of the six rows. */
 WINO_CLONES static void wino4_out_adj_block16(float *r2, size_t r2_x, int nt, const float *dout,
                                               size_t out_img, int K, int H, int W,
                                               const wino_geom *g, int t0, int nb, float *buf)
