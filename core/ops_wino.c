@@ -109,18 +109,15 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
     const int m = forced ? 1 : wino_min(backward);
     if (m == 0)
         return false;
-    if (!backward && (s->C < m || s->K < m))
-        return false;
+    int need = m;
     if (backward && !forced && m > 1 && wino_default_tile() == 2) {
         /* The channel count the image size asks for (2×2 tiles), scaled
          * with a moved threshold (UNLEARN_WINOGRAD_MIN_BWD). */
         const int hw = s->H * s->W;
-        const int need = hw >= UL_WINO_LARGE_HW     ? m / 2
-                         : hw >= UL_WINO_MIN_HW_BWD ? m
-                                                    : 2 * m;
-        if (s->C < need || s->K < need)
-            return false;
+        need = hw >= UL_WINO_LARGE_HW ? m / 2 : hw >= UL_WINO_MIN_HW_BWD ? m : 2 * m;
     }
+    if (s->C < need || s->K < need)
+        return false;
     const ul_pk *pk = ul_pk_get();
     return pk && ul_pk_native(pk) && pk->wr == WR && pk->wl <= 16;
 }

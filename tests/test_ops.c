@@ -743,6 +743,37 @@ END_TEST
  * 5 and 7), whole tiles (20×20, 4×4), blocks spanning images; forward and
  * backward against the double-precision reference, through the public and
  * the one-thread entry points, each with a canary after its scratch. */
+/* The default thresholds (no UNLEARN_WINOGRAD* in the environment, a
+ * micro-kernel of at most 8 rows): 4×4 tiles from 16 input and output
+ * channels, forward and backward alike, whatever the image size; none
+ * below. */
+START_TEST(test_wino_thresholds)
+{
+    const ul_pk *pk = ul_pk_get();
+    if (!pk || !ul_pk_native(pk) || pk->wr != 16 || pk->wl > 8 || getenv("UNLEARN_WINOGRAD") ||
+        getenv("UNLEARN_WINOGRAD_F4") || getenv("UNLEARN_WINOGRAD_MIN_FWD") ||
+        getenv("UNLEARN_WINOGRAD_MIN_BWD"))
+        return;
+    ul_wino_force(0);
+    static const int sizes[] = {4, 7, 14, 32}, chans[] = {6, 15, 16, 32};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (size_t j = 0; j < sizeof chans / sizeof chans[0]; j++) {
+            const int ch = chans[j];
+            ul_conv_shape s;
+            ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], ch, 3, 3, 1, 1));
+            const bool want = ch >= 16;
+            ck_assert_msg(ul_wino_ok(&s, false) == want && ul_wino_ok(&s, true) == want &&
+                              ul_wino_tile(&s) == (want ? 4 : 0) &&
+                              ul_wino_dw_tile(&s) == (want ? 4 : 0),
+                          "%d channels on %dx%d: Winograd %s expected", ch, sizes[i], sizes[i],
+                          want ? "with 4x4 tiles" : "not");
+            /* One side under the threshold is enough to stay direct. */
+            ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], 8, 3, 3, 1, 1));
+            ck_assert(!ul_wino_ok(&s, false) && !ul_wino_ok(&s, true));
+        }
+}
+END_TEST
+
 START_TEST(test_conv_wino4_vs_ref)
 {
     /* Each case twice: dW by 2×2 tiles (mode 2), then by 4×4 tiles (4). */
@@ -1365,6 +1396,7 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, 2 * (N_CONV_CASES - FIRST_WINO_CASE));
+    tcase_add_test(t, test_wino_thresholds);
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_transpose_vs_naive);
     tcase_add_test(t, test_sgemm_local_vs_naive);
