@@ -285,8 +285,11 @@ int main(int argc, char **argv)
     result g = {0};
     if (sgemm) {
         g = run_job(JOB_SGEMM, NULL, 0, 0, 0, 0, &rss);
-        printf("sgemm 2048^3: %.1f GFLOP/s (UNLEARN_THREADS=%s)\n\n", g.gflops,
-               threads ? threads : "all cores");
+        if (threads)
+            printf("sgemm 2048^3: %.1f GFLOP/s (UNLEARN_THREADS=%s)\n\n", g.gflops, threads);
+        else
+            printf("sgemm 2048^3: %.1f GFLOP/s (%d threads, the CPUs this process may use)\n\n",
+                   g.gflops, ul_runtime_cpus());
     }
     printf("%-9s %6s %-8s %10s %12s %12s %9s\n", "model", "width", "input", "params",
            "train img/s", "infer img/s", "peak MiB");

@@ -7,7 +7,7 @@ Usage, from the repository root after scripts/build.sh:
     /usr/bin/python3 bench/compare_pytorch.py [--quick] [--model mlp|cnn|resnet18]
         [--rounds R] [--seconds S]
 
-Both sides use UNLEARN_THREADS (default: all cores) threads, batch 128, and
+Both sides use UNLEARN_THREADS (default: the CPUs this process may use) threads, batch 128, and
 time one step = forward + backward + SGD update (momentum 0.9, weight decay
 5e-4) on random data, after one warm-up step, for at least --seconds.
 
@@ -196,7 +196,7 @@ def main():
         sys.exit("--rounds must be at least 1")
     if args.model and args.model not in MODELS:
         sys.exit(f"--model must be one of {', '.join(MODELS)}")
-    threads = int(os.environ.get("UNLEARN_THREADS", os.cpu_count()))
+    threads = int(os.environ.get("UNLEARN_THREADS", len(os.sched_getaffinity(0))))
     if args.child:
         print(json.dumps(torch_row(json.loads(args.child), args.seconds, threads)))
         return

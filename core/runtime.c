@@ -7,6 +7,8 @@
 #include <blis.h>
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int n_threads = 1;
+static bool threads_from_env;
 static char arch_source[96] = "detected by BLIS";
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -33,6 +36,59 @@ static int choose_arch(void)
 static int choose_arch(void) { return -1; }
 #endif
 
+/* The CPU quota of a cgroup, rounded up to whole CPUs, or 0 for none:
+ * cgroup v2's cpu.max ("max 100000" or "200000 100000") of the process's
+ * group, else cgroup v1's cpu.cfs_quota_us / cpu.cfs_period_us. */
+static int cgroup_cpus(void)
+{
+    char path[600] = "", line[512];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "0::", 3) == 0) {
+                line[strcspn(line, "\n")] = '\0';
+                snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max",
+                         strcmp(line + 3, "/") == 0 ? "" : line + 3);
+            }
+        fclose(f);
+    }
+    long long quota = -1, period = 0;
+    char q[32];
+    if (path[0] && (f = fopen(path, "r"))) {
+        if (fscanf(f, "%31s %lld", q, &period) == 2 && strcmp(q, "max") != 0)
+            quota = atoll(q);
+        fclose(f);
+    } else if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r"))) {
+        if (fscanf(f, "%lld", &quota) != 1)
+            quota = -1;
+        fclose(f);
+        if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r"))) {
+            if (fscanf(f, "%lld", &period) != 1)
+                period = 0;
+            fclose(f);
+        }
+    }
+    if (quota <= 0 || period <= 0)
+        return 0;
+    return (int)((quota + period - 1) / period);
+}
+
+int ul_runtime_cpus(void)
+{
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores > 0 ? (int)cores : 1;
+    }
+    const int quota = cgroup_cpus();
+    if (quota >= 1 && quota < n)
+        n = quota;
+    return n;
+}
+
 static void init_once(void)
 {
     if (getenv("BLIS_ARCH_TYPE")) {
@@ -48,14 +104,19 @@ static void init_once(void)
     }
     bli_init();
 
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    n_threads = cores > 0 ? (int)cores : 1;
+    n_threads = ul_runtime_cpus();
     const char *t = getenv("UNLEARN_THREADS");
     if (t && *t) {
         char *end;
         long v = strtol(t, &end, 10);
-        if (*end == '\0' && v >= 1 && v <= 1024)
+        if (*end == '\0' && v >= 1 && v <= 1024) {
             n_threads = (int)v;
+            threads_from_env = true;
+        } else
+            fprintf(stderr,
+                    "unlearn: UNLEARN_THREADS=%s is not a whole number from 1 to 1024; "
+                    "using %d thread(s), the CPUs this process may use\n",
+                    t, n_threads);
     }
     bli_thread_set_num_threads(n_threads);
     omp_set_num_threads(n_threads);
@@ -77,6 +138,12 @@ void ul_runtime_set_threads(int n)
         bli_thread_set_num_threads(n);
         omp_set_num_threads(n);
     }
+}
+
+const char *ul_runtime_threads_source(void)
+{
+    ul_runtime_init();
+    return threads_from_env ? "set by UNLEARN_THREADS" : "the CPUs this process may use";
 }
 
 const char *ul_runtime_blis_arch(void)

@@ -6,7 +6,7 @@
 
 /* Must run before the first BLIS call. Chooses BLIS kernels for this CPU
  * unless BLIS_ARCH_TYPE is set, and the thread count from UNLEARN_THREADS
- * (default: all cores). Idempotent. */
+ * (default: ul_runtime_cpus()). Idempotent. */
 UL_API void ul_runtime_init(void);
 UL_API int ul_runtime_threads(void);
 UL_API const char *ul_runtime_blis_arch(void);
@@ -15,5 +15,11 @@ UL_API const char *ul_runtime_blis_version(void);
  * (avx512)" or "set by BLIS_ARCH_TYPE". */
 UL_API const char *ul_runtime_blis_arch_source(void);
 UL_API void ul_runtime_set_threads(int n);
+/* The CPUs this process may run on: those of its affinity mask (taskset,
+ * numactl, a container's cpuset), at most its cgroup's CPU quota rounded up
+ * (docker --cpus). More threads than that would spin against each other. */
+UL_API int ul_runtime_cpus(void);
+/* Where the thread count came from, for --version and run records. */
+UL_API const char *ul_runtime_threads_source(void);
 
 #endif

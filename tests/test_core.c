@@ -3,6 +3,7 @@
  * fixtures, a short training, and the CLI end to end (errors included). */
 #include <check.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -569,6 +570,39 @@ START_TEST(cli_describe_and_version)
 }
 END_TEST
 
+/* The default thread count is the number of CPUs the process may run on,
+ * not the machine's: a CLI started with its affinity narrowed to one CPU
+ * (as by taskset) runs one thread, and a malformed UNLEARN_THREADS is
+ * reported, not silently replaced. */
+START_TEST(cli_threads_follow_affinity)
+{
+    /* The suites run with UNLEARN_THREADS=2; the CLI runs without it. */
+    char out[4096], want[64];
+    cpu_set_t all, one;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    const int n = CPU_COUNT(&all);
+    ck_assert_int_eq(ul_runtime_cpus(), n);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, "env -u UNLEARN_THREADS"), 0);
+    snprintf(want, sizeof want, "threads %d (the CPUs this process may use)", n);
+    ck_assert_msg(strstr(out, want), "expected '%s' in:\n%s", want, out);
+    int first = 0;
+    while (!CPU_ISSET(first, &all))
+        first++;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    ck_assert_int_eq(ul_runtime_cpus(), 1);
+    const int st = run_cli("--version", out, sizeof out, "env -u UNLEARN_THREADS");
+    ck_assert_int_eq(sched_setaffinity(0, sizeof all, &all), 0);
+    ck_assert_int_eq(st, 0);
+    ck_assert_msg(strstr(out, "threads 1 (the CPUs this process may use)"), "%s", out);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, "UNLEARN_THREADS=two"), 0);
+    ck_assert_msg(strstr(out, "UNLEARN_THREADS=two is not a whole number"), "%s", out);
+    snprintf(want, sizeof want, "threads %d (the CPUs this process may use)", n);
+    ck_assert_msg(strstr(out, want), "%s", out);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("core");
@@ -600,6 +634,7 @@ static Suite *suite(void)
     tcase_add_test(cli, cli_missing_dataset_file);
     tcase_add_test(cli, cli_pipeline_end_to_end);
     tcase_add_test(cli, cli_describe_and_version);
+    tcase_add_test(cli, cli_threads_follow_affinity);
     suite_add_tcase(s, cli);
     return s;
 }

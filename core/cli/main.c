@@ -29,7 +29,7 @@ static void usage(FILE *f)
           "  --version                        versions, BLIS kernels and threads\n"
           "  --help                           this text\n"
           "\n"
-          "environment: UNLEARN_THREADS (default: all cores), UNLEARN_PLUGIN_PATH\n"
+          "environment: UNLEARN_THREADS (default: the CPUs the process may use), UNLEARN_PLUGIN_PATH\n"
           "(extra plugin directories, ':'-separated), BLIS_ARCH_TYPE (force BLIS kernels).\n",
           f);
 }
@@ -40,7 +40,7 @@ static int cmd_version(void)
     printf("plugin ABI %u.%u\n", UL_ABI_MAJOR, UL_ABI_MINOR);
     printf("BLIS %s, kernels '%s' (%s)\n", ul_runtime_blis_version(), ul_runtime_blis_arch(),
            ul_runtime_blis_arch_source());
-    printf("threads %d (UNLEARN_THREADS)\n", ul_runtime_threads());
+    printf("threads %d (%s)\n", ul_runtime_threads(), ul_runtime_threads_source());
     return 0;
 }
 
