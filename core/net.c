@@ -26,8 +26,8 @@
  *    per node.
  *  - One scratch, sized for the largest convolution (or linear layer's
  *    packed operands) and one part per processor.
- *  - For the batch-parallel passes (net_team.c, used whenever more than one
- *    thread runs): per-thread weight-gradient partials the size of the
+ *  - For the batch-parallel passes (net_team.c, used unless the net is called
+ *    from inside a parallel region): per-thread weight-gradient partials the size of the
  *    largest convolution, and BatchNorm partial sums.
  * All of it is allocated by ul_net_reserve; forward and backward never
  * allocate. */
@@ -796,22 +796,24 @@ static int net_team_alloc(ul_net *net, ul_error *err)
         if (nd->op == NET_BN && nd->C > red_c)
             red_c = nd->C;
     }
-    if (cap > 1) {
+    if (cap < 1)
+        cap = 1;
+    /* One thread adds its weight gradients straight into the net's. */
+    if (cap > 1)
         net->part = net_alloc_aligned(((size_t)cap * align_floats(part) + 1) * sizeof(float));
-        net->red = malloc(((size_t)4 * cap * red_c + 1) * sizeof(double));
-        if (!net->part || !net->red) {
-            free(net->part);
-            free(net->red);
-            net->part = NULL;
-            net->red = NULL;
-            return ul_errorf(err, UL_ENOMEM, "out of memory: per-thread gradient buffers need "
-                                             "%.1f MiB",
-                             (double)cap * part * 4 / (1024.0 * 1024.0));
-        }
+    net->red = malloc(((size_t)4 * cap * red_c + 1) * sizeof(double));
+    if ((cap > 1 && !net->part) || !net->red) {
+        free(net->part);
+        free(net->red);
+        net->part = NULL;
+        net->red = NULL;
+        return ul_errorf(err, UL_ENOMEM, "out of memory: per-thread gradient buffers need "
+                                         "%.1f MiB",
+                         (double)cap * part * 4 / (1024.0 * 1024.0));
     }
     net->part_per = align_floats(part);
     net->red_c = red_c;
-    net->team_cap = cap < 1 ? 1 : cap;
+    net->team_cap = cap;
     return UL_OK;
 }
 
@@ -998,7 +1000,7 @@ static const float *net_run(ul_net *net, const float *x, int N, bool train, bool
     if (!net->finalized || N < 1 || N > net->max_batch)
         return NULL;
     const int T = net_team_size(net, N);
-    if (T > 1) {
+    if (T >= 1) {
         net_forward_team(net, x, N, train, fold, T);
     } else {
         if (fold)
@@ -1105,7 +1107,7 @@ void ul_net_backward(ul_net *net, const float *dlogits)
     /* grad_order lists stores by first write, latest first: the logits'
      * store (written by dlogits) leads. */
     const int T = net_team_size(net, N);
-    if (T > 1) {
+    if (T >= 1) {
         net_backward_team(net, dlogits, N, T);
         return;
     }

@@ -129,13 +129,14 @@ void net_fold_conv(ul_net *net, int cv);
 /* max(0, v), as ul_relu_forward computes it (NaN passes through). */
 static inline float net_relu1(float v) { return v < 0.0f ? 0.0f : v; }
 
-/* Batch-parallel forward and backward with T > 1 threads (net_team.c);
+/* Batch-parallel forward and backward with up to T threads (net_team.c);
  * fold: the eval-mode forward of ul_net_infer. */
 void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold, int T);
 void net_backward_team(ul_net *net, const float *dlogits, int N, int T);
 /* Whether UNLEARN_PROFILE asks for per-op timings. */
 bool net_profiling(void);
-/* How many threads a pass over N examples uses; 1 means the serial path. */
+/* How many threads a pass over N examples asks for; 0 inside a parallel
+ * region, where the op-by-op path (net.c) runs instead. */
 int net_team_size(const ul_net *net, int N);
 
 

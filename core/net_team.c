@@ -1,8 +1,12 @@
 /* Batch-parallel forward and backward passes.
  *
- * With T > 1 threads, one OpenMP region covers a whole pass: thread t takes
- * the examples [t·N/T, (t+1)·N/T) and runs every node on them, with its own
- * convolution scratch and single-threaded GEMMs. Most ops treat examples
+ * One OpenMP region covers a whole pass: thread t of T takes the examples
+ * [t·N/T, (t+1)·N/T) and runs every node on them, with its own convolution
+ * scratch and single-threaded GEMMs. With T = 1 it is the serial pass too:
+ * it fuses more than the op-by-op path (net.c), which only runs when a net
+ * is called from inside a parallel region. T is the number of threads the
+ * region actually got, which can be fewer than asked for (OMP_THREAD_LIMIT,
+ * OMP_DYNAMIC, nesting). Most ops treat examples
  * independently, so threads only meet where the batch is reduced:
  *  - BatchNorm in training mode needs the batch mean and variance (one
  *    barrier forward) and, backward, Σdy and Σdy·x̂ (one barrier);
@@ -42,7 +46,7 @@ typedef struct team {
 int net_team_size(const ul_net *net, int N)
 {
     if (omp_in_parallel())
-        return 1;
+        return 0;
     int T = omp_get_max_threads();
     if (T > net->team_cap)
         T = net->team_cap;
@@ -83,6 +87,16 @@ static float *team_scratch(const team *tm)
 {
     ul_net *net = tm->net;
     return net->scratch ? net->scratch + (size_t)tm->t * net->scratch_per : NULL;
+}
+
+/* The calling thread's part of a pass over N examples, split among the
+ * threads the region really has. */
+static team team_member(ul_net *net, int N)
+{
+    team tm = {net, N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0};
+    tm.n0 = (int)((long)tm.t * N / tm.T);
+    tm.n = (int)((long)(tm.t + 1) * N / tm.T) - tm.n0;
+    return tm;
 }
 
 /* How many examples thread t takes. */
@@ -447,9 +461,7 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold,
     const bool prof = net_profiling();
 #pragma omp parallel num_threads(T)
     {
-        team tm = {net, N, T, omp_get_thread_num(), 0, 0, 0};
-        tm.n0 = (int)((long)tm.t * N / T);
-        tm.n = (int)((long)(tm.t + 1) * N / T) - tm.n0;
+        team tm = team_member(net, N);
         if (fold) {
             /* The folded weights, shared; the loop's barrier publishes them. */
 #pragma omp for schedule(dynamic)
@@ -495,13 +507,17 @@ static void team_node_backward(team *tm, net_node *nd)
         ul_conv_shape s = nd->conv;
         s.N = n;
         const size_t wsize = (size_t)s.K * s.C * s.R * s.S, bsize = nd->db ? (size_t)s.K : 0;
+        const bool wf = writes_first(net, (int)(nd - net->nodes));
+        if (tm->T == 1) { /* alone: straight into the net's gradients */
+            ul_conv2d_backward_local(din, nd->dw, nd->db, dy, rows(tm, a->out, a), nd->w, &s,
+                                     team_scratch(tm), wf);
+            break;
+        }
         float *part = nd->dw ? part_buf(tm, tm->t) : NULL;
         if (part)
             memset(part, 0, (wsize + bsize) * sizeof(float));
-        ul_conv2d_backward_local(din, part,
-                                 part && nd->db ? part + wsize : NULL, dy, rows(tm, a->out, a),
-                                 nd->w, &s, team_scratch(tm),
-                                 writes_first(net, (int)(nd - net->nodes)));
+        ul_conv2d_backward_local(din, part, part && nd->db ? part + wsize : NULL, dy,
+                                 rows(tm, a->out, a), nd->w, &s, team_scratch(tm), wf);
         if (part) {
             reduce_parts(tm, nd->dw, 0, wsize);
             if (nd->db)
@@ -593,9 +609,7 @@ void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
     const bool prof = net_profiling();
 #pragma omp parallel num_threads(T)
     {
-        team tm = {net, N, T, omp_get_thread_num(), 0, 0, 0};
-        tm.n0 = (int)((long)tm.t * N / T);
-        tm.n = (int)((long)(tm.t + 1) * N / T) - tm.n0;
+        team tm = team_member(net, N);
         const int n = net->n_nodes;
         const net_node *last = &net->nodes[n - 1];
         memcpy(grad_rows(&tm, last), dlogits + (size_t)tm.n0 * node_numel(last),

@@ -23,6 +23,7 @@
  * PyTorch modules the plugins document (see each test). Seeds are fixed. */
 #include <check.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -609,9 +610,9 @@ END_TEST
 
 START_TEST(test_grad_one_thread)
 {
-    /* The other gradient tests run with two threads (UNLEARN_THREADS=2),
-     * i.e. through the batch-parallel passes; this one checks the one-thread
-     * path against finite differences directly. */
+    /* The other gradient tests run with two threads (UNLEARN_THREADS=2);
+     * this one checks the batch-parallel passes with a team of one, the
+     * serial path of a top-level call, against finite differences. */
     const int prev = ul_runtime_threads();
     ul_runtime_set_threads(1);
     ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 91);
@@ -622,6 +623,33 @@ START_TEST(test_grad_one_thread)
     check_net_grad("tricky graph one thread eval mode", net, 3, false, 901);
     ul_net_free(net);
     ul_runtime_set_threads(prev);
+}
+END_TEST
+
+START_TEST(test_grad_inside_parallel_region)
+{
+    /* Called from inside a parallel region (a plugin's own OpenMP loop, say)
+     * a net runs op by op (net.c), each op on the calling thread alone:
+     * gradients against finite differences there too, in training and in
+     * eval mode. */
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 94);
+    ul_net *tricky = make_tricky_net(95);
+    warm_running_stats(tricky, 3, 96);
+    int ran = 0;
+#pragma omp parallel num_threads(2)
+    {
+#pragma omp master
+        {
+            ck_assert_msg(omp_in_parallel(), "the region did not get two threads");
+            check_net_grad("resnet18 inside a parallel region", net, 4, true, 902);
+            check_net_grad("tricky graph inside a parallel region, eval mode", tricky, 3, false,
+                           903);
+            ran = 1;
+        }
+    }
+    ck_assert_int_eq(ran, 1);
+    ul_net_free(net);
+    ul_net_free(tricky);
 }
 END_TEST
 
@@ -1104,6 +1132,7 @@ static Suite *net_suite(void)
     tcase_add_test(t, test_threads_agree);
     tcase_add_test(t, test_infer_folds_bn);
     tcase_add_test(t, test_grad_one_thread);
+    tcase_add_test(t, test_grad_inside_parallel_region);
     tcase_add_loop_test(t, test_winograd_net, 0, 4);
     suite_add_tcase(s, t);
 
