@@ -53,15 +53,23 @@ _Static_assert(sizeof net_op_names / sizeof net_op_names[0] == NET_OP_COUNT,
 
 /* ---- profiling ------------------------------------------------------------------ */
 
-static int prof_on = -1;
+static int prof_on = -1; /* 0 off, 1 per op kind, 2 also per node */
 
 bool net_profiling(void)
 {
     if (prof_on < 0) {
         const char *e = getenv("UNLEARN_PROFILE");
-        prof_on = e && *e && strcmp(e, "0") != 0;
+        prof_on = !e || !*e || strcmp(e, "0") == 0 ? 0 : strcmp(e, "2") == 0 ? 2 : 1;
     }
-    return prof_on;
+    return prof_on > 0;
+}
+
+void net_prof_add(ul_net *net, int i, int dir, double dt)
+{
+    net_node *nd = &net->nodes[i];
+    net->prof_s[nd->op][dir] += dt;
+    net->prof_n[nd->op][dir]++;
+    nd->prof[dir] += dt;
 }
 
 static double net_clock(void)
@@ -87,6 +95,20 @@ static void net_profile_print(const ul_net *net)
         fprintf(stderr, "  %-15s %10.3f %6.1f%% %10.3f %6.1f%%\n", net_op_names[op],
                 net->prof_s[op][0], 100.0 * net->prof_s[op][0] / total, net->prof_s[op][1],
                 100.0 * net->prof_s[op][1] / total);
+    }
+    if (prof_on < 2)
+        return;
+    fprintf(stderr, "  %4s %-15s %-22s %-14s %10s %7s %10s %7s\n", "node", "op", "name",
+            "output", "forward s", "%", "backward s", "%");
+    for (int i = 0; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        if (nd->prof[0] <= 0.0 && nd->prof[1] <= 0.0)
+            continue;
+        char shape[48];
+        snprintf(shape, sizeof shape, "%dx%dx%d", nd->C, nd->H, nd->W);
+        fprintf(stderr, "  %4d %-15s %-22s %-14s %10.3f %6.1f%% %10.3f %6.1f%%\n", i,
+                net_op_names[nd->op], nd->name ? nd->name : "-", shape, nd->prof[0],
+                100.0 * nd->prof[0] / total, nd->prof[1], 100.0 * nd->prof[1] / total);
     }
 }
 
@@ -1011,10 +1033,8 @@ static const float *net_run(ul_net *net, const float *x, int N, bool train, bool
         for (int i = 0; i < net->n_nodes; i++) {
             const double t0 = prof ? net_clock() : 0.0;
             node_forward(net, &net->nodes[i], x, N, train, fold);
-            if (prof) {
-                net->prof_s[net->nodes[i].op][0] += net_clock() - t0;
-                net->prof_n[net->nodes[i].op][0]++;
-            }
+            if (prof)
+                net_prof_add(net, i, 0, net_clock() - t0);
         }
     }
     /* After a folded pass the convolutions' outputs were never written:
@@ -1125,8 +1145,7 @@ void ul_net_backward(ul_net *net, const float *dlogits)
         if (net_profiling()) {
             double t0 = net_clock();
             node_backward(net, &net->nodes[i], N);
-            net->prof_s[net->nodes[i].op][1] += net_clock() - t0;
-            net->prof_n[net->nodes[i].op][1]++;
+            net_prof_add(net, i, 1, net_clock() - t0);
         } else {
             node_backward(net, &net->nodes[i], N);
         }

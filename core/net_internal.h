@@ -33,6 +33,7 @@ typedef enum net_op {
 
 typedef struct net_node {
     net_op op;
+    double prof[2];      /* UNLEARN_PROFILE: seconds forward, backward */
     char *name;          /* parameter prefix ("layer1.0.conv1"); NULL without parameters */
     int in[2];           /* input nodes, -1 when unused */
     int C, H, W;         /* output shape per example */
@@ -135,6 +136,8 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold,
 void net_backward_team(ul_net *net, const float *dlogits, int N, int T);
 /* Whether UNLEARN_PROFILE asks for per-op timings. */
 bool net_profiling(void);
+/* Adds dt seconds to node i's forward (dir 0) or backward (dir 1) time. */
+void net_prof_add(ul_net *net, int i, int dir, double dt);
 /* How many threads a pass over N examples asks for; 0 inside a parallel
  * region, where the op-by-op path (net.c) runs instead. */
 int net_team_size(const ul_net *net, int N);

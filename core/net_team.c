@@ -475,10 +475,8 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold,
                 continue; /* done by the BatchNorm before it */
             double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
             team_node_forward(&tm, nd, x, train, fold);
-            if (prof && tm.t == 0) {
-                net->prof_s[nd->op][0] += team_clock() - t0;
-                net->prof_n[nd->op][0]++;
-            }
+            if (prof && tm.t == 0)
+                net_prof_add(net, i, 0, team_clock() - t0);
         }
     }
 }
@@ -633,10 +631,8 @@ void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
                 continue;
             double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
             team_node_backward(&tm, nd);
-            if (prof && tm.t == 0) {
-                net->prof_s[nd->op][1] += team_clock() - t0;
-                net->prof_n[nd->op][1]++;
-            }
+            if (prof && tm.t == 0)
+                net_prof_add(net, i, 1, team_clock() - t0);
         }
     }
 }

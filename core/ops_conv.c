@@ -595,13 +595,137 @@ static void conv_shifted_dw(float *dw_acc, const float *dout, const float *in,
                 dw_acc[((size_t)k * C + c) * 9 + o] += acc[((size_t)o * g.cpad + c) * g.kpad + k];
 }
 
+/* ---- 1×1 strided convolutions -------------------------------------------------
+ * A 1×1 unpadded convolution with stride st > 1 (ResNet-18's downsampling
+ * shortcuts) reads only the inputs at (p·st, q·st): it is the pointwise
+ * convolution of the subsampled image. The one-thread entry points take
+ * images in groups of g: their subsampled planes are gathered into a
+ * compact (g, C, P, Q) buffer, the pointwise path (plain GEMMs on whole
+ * planes) runs on it, and dX comes back through a compact buffer too,
+ * scattered onto the strided positions; the other positions get no
+ * gradient. The general path would gather the same values one table
+ * lookup at a time for every column block, and scatter dX through col2im. */
+
+enum { SUB_FLOATS = 65536 }; /* about how much of the input a group copies */
+
+static bool conv_subsampled_ok(const ul_conv_shape *s)
+{
+    return s->R == 1 && s->S == 1 && s->pad == 0 && s->stride > 1;
+}
+
+static int conv_subsampled_group(const ul_conv_shape *s)
+{
+    const size_t plane = (size_t)s->P * s->Q * (size_t)(s->C > s->K ? s->C : s->K);
+    size_t g = SUB_FLOATS / plane;
+    if (g < 1)
+        g = 1;
+    return g > (size_t)s->N ? s->N : (int)g;
+}
+
+/* The pointwise shape of a group of g images. */
+static ul_conv_shape conv_subsampled_shape(const ul_conv_shape *s, int g)
+{
+    ul_conv_shape p;
+    ul_conv_shape_init(&p, g, s->C, s->P, s->Q, s->K, 1, 1, 1, 0);
+    return p;
+}
+
+/* The compact input and dX of a group, then the pointwise path's scratch. */
+static size_t conv_subsampled_size(const ul_conv_shape *s)
+{
+    const int g = conv_subsampled_group(s);
+    const ul_conv_shape p = conv_subsampled_shape(s, g);
+    return 2 * a16((size_t)g * s->C * s->P * s->Q) + ul_conv2d_local_scratch(&p);
+}
+
+/* xs (g, C, P, Q) = the inputs of images [0, g) of x at the strided positions. */
+static void subsample(float *xs, const float *x, int g, const ul_conv_shape *s)
+{
+    const int H = s->H, W = s->W, P = s->P, Q = s->Q, st = s->stride;
+    const size_t planes = (size_t)g * s->C;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * H * W;
+        float *d = xs + pl * P * Q;
+        for (int p = 0; p < P; p++, d += Q) {
+            const float *xr = xp + (size_t)p * st * W;
+            if (st == 2)
+                for (int q = 0; q < Q; q++)
+                    d[q] = xr[2 * q];
+            else
+                for (int q = 0; q < Q; q++)
+                    d[q] = xr[(size_t)q * st];
+        }
+    }
+}
+
+/* Puts the compact dX of images [0, g) onto din's strided positions: adds
+ * it, or with overwrite writes it and zeroes every other position. */
+static void unsubsample(float *din, const float *dxs, int g, const ul_conv_shape *s,
+                        bool overwrite)
+{
+    const int H = s->H, W = s->W, P = s->P, Q = s->Q, st = s->stride;
+    const size_t planes = (size_t)g * s->C;
+    for (size_t pl = 0; pl < planes; pl++) {
+        float *xp = din + pl * H * W;
+        const float *d = dxs + pl * P * Q;
+        if (overwrite)
+            memset(xp, 0, (size_t)H * W * sizeof(float));
+        for (int p = 0; p < P; p++, d += Q) {
+            float *xr = xp + (size_t)p * st * W;
+            if (st == 2)
+                for (int q = 0; q < Q; q++)
+                    xr[2 * q] += d[q];
+            else
+                for (int q = 0; q < Q; q++)
+                    xr[(size_t)q * st] += d[q];
+        }
+    }
+}
+
+static void conv_subsampled_forward(float *out, const float *in, const float *w,
+                                    const float *b, const ul_conv_shape *s, float *scratch)
+{
+    const int g = conv_subsampled_group(s);
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
+    float *xs = scratch, *sub = xs + 2 * a16((size_t)g * s->C * s->P * s->Q);
+    for (int n = 0; n < s->N; n += g) {
+        const int gi = s->N - n < g ? s->N - n : g;
+        const ul_conv_shape p = conv_subsampled_shape(s, gi);
+        subsample(xs, in + n * in_img, gi, s);
+        ul_conv2d_forward_local(out + n * out_img, xs, w, b, &p, sub);
+    }
+}
+
+static void conv_subsampled_backward(float *din, float *dw_acc, const float *dout,
+                                     const float *in, const float *w, const ul_conv_shape *s,
+                                     float *scratch, bool din_overwrite)
+{
+    const int g = conv_subsampled_group(s);
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
+    const size_t part = a16((size_t)g * s->C * s->P * s->Q);
+    float *xs = scratch, *dxs = xs + part, *sub = xs + 2 * part;
+    for (int n = 0; n < s->N; n += g) {
+        const int gi = s->N - n < g ? s->N - n : g;
+        const ul_conv_shape p = conv_subsampled_shape(s, gi);
+        if (dw_acc)
+            subsample(xs, in + n * in_img, gi, s);
+        ul_conv2d_backward_local(din ? dxs : NULL, dw_acc, NULL, dout + n * out_img, xs, w, &p,
+                                 sub, true);
+        if (din)
+            unsubsample(din + n * in_img, dxs, gi, s, din_overwrite);
+    }
+}
+
 /* ---- scratch ------------------------------------------------------------------ */
 
 /* Offsets (floats) of the parts of one thread's scratch; see the top of the
  * file. Each part starts on a 64-byte boundary. */
 typedef struct conv_scratch {
-    size_t col, tmp, dw, wp, rb, tbl, xs, total; /* the Winograd path starts at wp */
+    size_t col, tmp, dw, wp, rb, tbl, xs, sub, total; /* the Winograd path starts at wp */
 } conv_scratch;
+
+static bool conv_subsampled_ok(const ul_conv_shape *s);
+static size_t conv_subsampled_size(const ul_conv_shape *s);
 
 static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
 {
@@ -641,6 +765,9 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
             off = end > off ? end : off;
         }
     }
+    L.sub = off;
+    if (conv_subsampled_ok(s))
+        off += a16(conv_subsampled_size(s));
     L.total = off;
     return L;
 }
@@ -1073,6 +1200,10 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
         ul_wino_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).wp);
         return;
     }
+    if (conv_subsampled_ok(s)) {
+        conv_subsampled_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).sub);
+        return;
+    }
     if (conv_shifted_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
         pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, false);
@@ -1093,6 +1224,11 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
             db_acc[k] += conv_bias_grad(dout, s, k);
     if (!din && !dw_acc)
         return;
+    if (conv_subsampled_ok(s)) {
+        conv_subsampled_backward(din, dw_acc, dout, in, w, s,
+                                 scratch + conv_scratch_layout(s).sub, din_overwrite);
+        return;
+    }
     if (din && ul_wino_dx_ok(s)) {
         ul_wino_dx(din, dout, w, s, scratch + conv_scratch_layout(s).wp, !din_overwrite);
         din = NULL;

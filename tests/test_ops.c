@@ -243,6 +243,11 @@ static const conv_case conv_cases[] = {
     /* A wide strided kernel (1×18, stride 2, pad 3): output rows of 17,
      * a panel and one lane of the next. */
     {2, 2, 5, 44, 3, 1, 18, 2, 3, 1},
+    /* 1×1 strided (the subsampled pointwise path of the one-thread entry
+     * points): stride 3 on odd sizes that leave trailing rows and columns
+     * unread, and groups of 4 images for 64 channels at 16×16 outputs with
+     * a ragged last group (6 = 4 + 2). */
+    {3, 5, 7, 9, 4, 1, 1, 3, 0, 1}, {6, 64, 32, 32, 40, 1, 1, 2, 0, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
     /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
