@@ -140,6 +140,9 @@ static void im2col(float *col, const float *in, const ul_conv_shape *s, const co
                             d[q] = 0.0f;
                         if (st == 1)
                             memcpy(d + q0, xr, (size_t)(q1 - q0) * sizeof(float));
+                        else if (st == 2)
+                            for (int q = q0; q < q1; q++)
+                                d[q] = xr[2 * (q - q0)];
                         else
                             for (int q = q0; q < q1; q++)
                                 d[q] = xr[(q - q0) * st];
@@ -179,6 +182,9 @@ static void col2im_add(float *din, const float *col, const ul_conv_shape *s,
                         if (st == 1)
                             for (int q = q0; q < q1; q++)
                                 xr[q - q0] += sr[q];
+                        else if (st == 2)
+                            for (int q = q0; q < q1; q++)
+                                xr[2 * (q - q0)] += sr[q];
                         else
                             for (int q = q0; q < q1; q++)
                                 xr[(q - q0) * st] += sr[q];
@@ -828,44 +834,49 @@ static void im2col_table(int32_t *tbl, const ul_conv_shape *s, const conv_block 
 /* Whether pack_im2col_rows16 applies (given the whole block in one call). */
 static bool im2col_rows16(const ul_conv_shape *s, int w)
 {
-    return w == 16 && s->stride == 1 && s->Q % 16 == 0;
+    return w == 16 && (s->stride == 1 || s->stride == 2) && s->Q % 16 == 0;
 }
 
-/* The common case, stride 1 with output rows a whole number of panels
- * wide: every output row starts a panel, and all but its edge chunks are
- * plain 16-float copies. */
+/* The common cases, stride 1 or 2 with output rows a whole number of
+ * panels wide: every output row starts a panel, and all but its edge
+ * chunks are plain 16-float copies (stride 1) or every other float of 32
+ * (stride 2), with no offset table. */
 static void pack_im2col_rows16(float *dst, int k0, int kc, const im2col_ctx *x)
 {
     const ul_conv_shape *s = x->s;
     const int C = s->C, H = s->H, W = s->W, R = s->R, S = s->S, Q = s->Q, pad = s->pad;
-    const int rows = x->b.p1 - x->b.p0;
+    const int st = s->stride;
     for (int kk = 0; kk < kc; kk++) {
         const int crs = k0 + kk, c = crs / (R * S), r = crs / S % R, sx = crs % S;
         int qlo, qhi;
-        conv_valid_range(sx - pad, 1, W, Q, &qlo, &qhi);
+        conv_valid_range(sx - pad, st, W, Q, &qlo, &qhi);
         float *d = dst + (size_t)kk * 16;
         for (int n = 0; n < x->b.nbc; n++) {
             const float *plane = x->in + ((size_t)(x->b.n0 + n) * C + c) * H * W;
             for (int p = x->b.p0; p < x->b.p1; p++) {
-                const int h = p - pad + r;
+                const int h = p * st - pad + r;
+                /* Output column q reads xr[q·st]. */
                 const float *xr = plane + (size_t)h * W + sx - pad;
                 for (int q0 = 0; q0 < Q; q0 += 16, d += (size_t)kc * 16) {
                     if (h < 0 || h >= H) {
                         for (int t = 0; t < 16; t++)
                             d[t] = 0.0f;
                     } else if (q0 >= qlo && q0 + 16 <= qhi) {
-                        for (int t = 0; t < 16; t++)
-                            d[t] = xr[q0 + t];
+                        if (st == 1)
+                            for (int t = 0; t < 16; t++)
+                                d[t] = xr[q0 + t];
+                        else
+                            for (int t = 0; t < 16; t++)
+                                d[t] = xr[2 * (q0 + t)];
                     } else {
                         for (int t = 0; t < 16; t++) {
                             int q = q0 + t;
-                            d[t] = q >= qlo && q < qhi ? xr[q] : 0.0f;
+                            d[t] = q >= qlo && q < qhi ? xr[(size_t)q * st] : 0.0f;
                         }
                     }
                 }
             }
         }
-        (void)rows;
     }
 }
 

@@ -248,6 +248,9 @@ static const conv_case conv_cases[] = {
      * unread, and groups of 4 images for 64 channels at 16×16 outputs with
      * a ragged last group (6 = 4 + 2). */
     {3, 5, 7, 9, 4, 1, 1, 3, 0, 1}, {6, 64, 32, 32, 40, 1, 1, 2, 0, 1},
+    /* 3×3 stride 2 with output rows of 16 and 32 (the packer's stride-2
+     * copies), the second clipped by the right edge (63 columns). */
+    {2, 3, 32, 32, 5, 3, 3, 2, 1, 1}, {1, 2, 5, 63, 4, 3, 3, 2, 1, 0},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
     /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
@@ -265,11 +268,13 @@ static const conv_case conv_cases[] = {
     /* Wide enough for the path both ways at the default thresholds. */
     {2, 256, 4, 4, 260, 3, 3, 1, 1, 1},
 };
-/* Cases from here on run with the Winograd path forced (ul_wino_force),
- * so that narrow shapes cover its edge cases; the last needs no forcing. */
-#define FIRST_WINO_CASE 21
-#define DEFAULT_WINO_CASE 25
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
+/* The last five cases run with the Winograd path forced (ul_wino_force),
+ * so that narrow shapes cover its edge cases, except the last, which needs
+ * no forcing. Counted from the end, so that cases added before them keep
+ * their meaning. */
+#define FIRST_WINO_CASE (N_CONV_CASES - 5)
+#define DEFAULT_WINO_CASE (N_CONV_CASES - 1)
 
 typedef struct {
     ul_conv_shape s;
