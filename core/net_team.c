@@ -385,7 +385,8 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
     float *y = rows(tm, nd->out, nd);
     switch (nd->op) {
     case NET_INPUT:
-        memcpy(y, x + (size_t)tm->n0 * node_numel(nd), count * sizeof(float));
+        if (nd->out != x) /* else ul_net_infer reads x in place */
+            memcpy(y, x + (size_t)tm->n0 * node_numel(nd), count * sizeof(float));
         break;
     case NET_CONV: {
         ul_conv_shape s = nd->conv;

@@ -524,8 +524,14 @@ static void check_infer(const char *what, ul_net *net, int N, bool differ)
         ul_runtime_set_threads(threads);
         float *ref = malloc((size_t)N * K * sizeof *ref);
         memcpy(ref, ul_net_forward(net, x, N, false), (size_t)N * K * sizeof *ref);
+        float *x0 = malloc((size_t)N * C * H * W * sizeof *x0);
+        memcpy(x0, x, (size_t)N * C * H * W * sizeof *x0);
         const float *z = ul_net_infer(net, x, N);
         ck_assert_ptr_nonnull(z);
+        /* It may read x in place, but never write it. */
+        ck_assert_msg(!memcmp(x, x0, (size_t)N * C * H * W * sizeof *x0),
+                      "%s, %d thread(s): infer changed its input", what, threads);
+        free(x0);
         double amax = 0.0;
         bool same = true;
         for (int i = 0; i < N * K; i++) {
@@ -583,6 +589,18 @@ START_TEST(test_infer_folds_bn)
     static const char *const kv[] = {"depth=2", NULL};
     net = make_model("mlp", 0.1, kv, 1, 5, 5, 3, 90);
     check_infer("mlp", net, 5, false);
+    ul_net_free(net);
+    /* A ReLU on the input runs in place, in the input's storage: infer must
+     * copy x first rather than read it in place. */
+    net = ul_net_new(2, 3, 3, 2);
+    ck_assert_ptr_nonnull(net);
+    ul_net_linear(net, "fc", ul_net_flatten(net, ul_net_relu(net, ul_net_input(net))), 2, true);
+    ul_rng rng;
+    ul_rng_seed(&rng, 97, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    ck_assert_int_eq(ul_net_reserve(net, 5, &err), UL_OK);
+    check_infer("relu on the input", net, 5, false);
     ul_net_free(net);
 }
 END_TEST

@@ -58,7 +58,8 @@ UL_API const float *ul_net_forward(ul_net *net, const float *x, int N, bool trai
  * into that convolution's weights and bias (one pass over the activations
  * fewer; the logits differ from ul_net_forward's by rounding, about 1e-6
  * relative). It keeps nothing for backward: ul_net_backward after it does
- * nothing until the next ul_net_forward. */
+ * nothing until the next ul_net_forward. It may read x in place during the
+ * call instead of copying it, and never writes it. */
 UL_API const float *ul_net_infer(ul_net *net, const float *x, int N);
 /* Backpropagates dlogits (N, n_classes) of the last forward; ADDS into the
  * parameter gradients. After an eval-mode forward, BatchNorm is treated as
