@@ -727,7 +727,7 @@ static void conv_subsampled_backward(float *din, float *dw_acc, const float *dou
 /* Offsets (floats) of the parts of one thread's scratch; see the top of the
  * file. Each part starts on a 64-byte boundary. */
 typedef struct conv_scratch {
-    size_t col, tmp, dw, wp, rb, tbl, xs, sub, total; /* the Winograd path starts at wp */
+    size_t col, tmp, dw, wp, rb, tbl, xs, sub, small, total; /* Winograd starts at wp */
 } conv_scratch;
 
 static bool conv_subsampled_ok(const ul_conv_shape *s);
@@ -774,6 +774,9 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     L.sub = off;
     if (conv_subsampled_ok(s))
         off += a16(conv_subsampled_size(s));
+    L.small = off;
+    if (ul_conv_small_ok(s))
+        off += a16(ul_conv_small_scratch(s));
     L.total = off;
     return L;
 }
@@ -1215,6 +1218,10 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
         conv_subsampled_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).sub);
         return;
     }
+    if (ul_conv_small_ok(s)) {
+        ul_conv_small_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
+        return;
+    }
     if (conv_shifted_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
         pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, false);
@@ -1238,6 +1245,11 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
     if (conv_subsampled_ok(s)) {
         conv_subsampled_backward(din, dw_acc, dout, in, w, s,
                                  scratch + conv_scratch_layout(s).sub, din_overwrite);
+        return;
+    }
+    if (ul_conv_small_ok(s)) {
+        ul_conv_small_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).small,
+                               din_overwrite);
         return;
     }
     if (din && ul_wino_dx_ok(s)) {

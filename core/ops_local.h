@@ -23,6 +23,24 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
                               const float *in, const float *w, const ul_conv_shape *s,
                               float *scratch, bool din_overwrite);
 
+/* 3×3, stride-1, pad-1 convolutions with at most UL_SMALL_CONV_CH channels
+ * on one side and UL_SMALL_CONV_MAX on the other, computed directly on one
+ * thread (ops_conv_small.c); the local entry points above take them.
+ * Scratch: ul_conv_small_scratch floats, 64-byte aligned. Backward adds dX
+ * (or with din_overwrite writes it) and adds dW; either may be NULL. */
+#define UL_SMALL_CONV_CH 8
+#define UL_SMALL_CONV_MAX 32
+bool ul_conv_small_ok(const ul_conv_shape *s);
+size_t ul_conv_small_scratch(const ul_conv_shape *s);
+void ul_conv_small_forward(float *out, const float *in, const float *w, const float *b,
+                           const ul_conv_shape *s, float *scratch);
+void ul_conv_small_backward(float *din, float *dw_acc, const float *dout, const float *in,
+                            const float *w, const ul_conv_shape *s, float *scratch,
+                            bool din_overwrite);
+/* For the tests: run the baseline build of the direct path even where the
+ * AVX2+FMA one would be picked. */
+void ul_conv_small_force_baseline(bool on);
+
 /* ul_maxpool2d_backward on one thread; with overwrite, din is written
  * (zero where no window took its maximum) instead of added to. */
 void ul_maxpool2d_backward_local(float *din, const float *dout, const int32_t *argmax, int N,

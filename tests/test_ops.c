@@ -251,6 +251,14 @@ static const conv_case conv_cases[] = {
     /* 3×3 stride 2 with output rows of 16 and 32 (the packer's stride-2
      * copies), the second clipped by the right edge (63 columns). */
     {2, 3, 32, 32, 5, 3, 3, 2, 1, 1}, {1, 2, 5, 63, 4, 3, 3, 2, 1, 0},
+    /* The direct path for few channels (ops_conv_small.c): one output
+     * channel (32-column passes, a ragged 8-column tail), a 1-channel 28×28
+     * stem into 16, and 32 outputs (groups of 4) on rows of 16 + 16 + 1. */
+    {2, 8, 5, 40, 1, 3, 3, 1, 1, 1}, {2, 1, 28, 28, 16, 3, 3, 1, 1, 0},
+    {2, 3, 9, 33, 32, 3, 3, 1, 1, 1},
+    /* The shifted path in the one-thread entry points too: 12 channels each
+     * way, too many for the direct path and too few for Winograd's. */
+    {2, 12, 10, 10, 12, 3, 3, 1, 1, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
     /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
@@ -629,6 +637,22 @@ static void conv_vs_ref(int _i);
 START_TEST(test_conv_vs_ref)
 {
     conv_vs_ref(_i);
+}
+END_TEST
+
+/* The cases the direct path for few channels takes, through its baseline
+ * build (the one a CPU without AVX2+FMA runs). */
+START_TEST(test_conv_small_baseline)
+{
+    ul_conv_shape s;
+    const conv_case *k = &conv_cases[_i];
+    ck_assert(ul_conv_shape_init(&s, k->N, k->C, k->H, k->W, k->K, k->R, k->S, k->stride,
+                                 k->pad));
+    if (!ul_conv_small_ok(&s))
+        return;
+    ul_conv_small_force_baseline(true);
+    conv_vs_ref(_i);
+    ul_conv_small_force_baseline(false);
 }
 END_TEST
 
@@ -1404,6 +1428,7 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_conv_shape_init);
     tcase_add_test(t, test_conv_hand);
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
+    tcase_add_loop_test(t, test_conv_small_baseline, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, 2 * (N_CONV_CASES - FIRST_WINO_CASE));
     tcase_add_test(t, test_wino_thresholds);
