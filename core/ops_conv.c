@@ -18,6 +18,12 @@
  * interleaved copies (conv_shifted_dw, below); every other weight gradient
  * goes through im2col and bli_sgemm, one product per unit (below) so that
  * its depth is a whole image or more.
+ * The one-thread entry points (ul_conv2d_*_local, which the nets' passes
+ * use) also take two shapes their own way:
+ *  - 3×3, stride 1, pad 1 with at most UL_SMALL_CONV_CH channels on one
+ *    side: computed directly (ops_conv_small.c), no GEMM;
+ *  - 1×1 unpadded with stride > 1: the pointwise path on a subsampled copy
+ *    (below).
  *
  * The work is cut into column blocks of about UL_CONV_COLS output positions:
  * a few output rows of one image when P·Q is large, or nb whole images when
@@ -1247,7 +1253,7 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
                                  scratch + conv_scratch_layout(s).sub, din_overwrite);
         return;
     }
-    if (ul_conv_small_ok(s)) {
+    if (ul_conv_small_ok(s) && !ul_wino_dx_ok(s) && !ul_wino_ok(s, true)) {
         ul_conv_small_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).small,
                                din_overwrite);
         return;

@@ -38,7 +38,9 @@ static int choose_arch(void) { return -1; }
 
 /* The CPU quota of a cgroup, rounded up to whole CPUs, or 0 for none:
  * cgroup v2's cpu.max ("max 100000" or "200000 100000") of the process's
- * group, else cgroup v1's cpu.cfs_quota_us / cpu.cfs_period_us. */
+ * group, else cgroup v1's cpu.cfs_quota_us / cpu.cfs_period_us at the
+ * hierarchy's root, which is the process's own group inside a container
+ * (docker --cpus), the case this is for. */
 static int cgroup_cpus(void)
 {
     char path[600] = "", line[512];
