@@ -7,15 +7,17 @@
  * tiles are a few rows deep, the shifted weight gradient pads 6 output
  * channels to 16 lanes, and the copies cost more than the arithmetic. Here
  * the image is copied once into a zero-bordered plane per channel (so
- * every tap is an unaligned 8-lane load, with no edge cases), and each
- * output row is up to 32 values in four 8-lane accumulators:
+ * every tap is an unaligned 8-lane load, with no edge cases), and a pass
+ * accumulates 16 output columns (32 for one or two channels) of up to 8
+ * output channels in registers, each input load feeding every channel:
  *   forward  y[k][p][q]  = b[k] + Σ_c Σ_rs w[k][c][r][s] · xp[c][p+r][q+s]
  *   dX       the same on the padded dY with the kernel turned (w[k][c][2−r][2−s],
  *            channels swapped),
  *   dW       nine accumulators per (c, k): Σ_pq dY[k][p][q] · xp[c][p+r][q+s],
  *            reading dY from its padded copy.
- * One load per multiply-add, as many as the FMA units take. The bodies
- * are compiled for AVX2+FMA and for the baseline, picked at run time. */
+ * The bodies are compiled for AVX2+FMA and for the baseline, picked at run
+ * time. Sums run in a fixed order, so results repeat run to run; the two
+ * builds round differently (fused multiply-adds). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
