@@ -112,8 +112,14 @@ static void init_once(void)
         char *end;
         long v = strtol(t, &end, 10);
         if (*end == '\0' && v >= 1 && v <= 1024) {
+            const int cpus = n_threads;
             n_threads = (int)v;
             threads_from_env = true;
+            if (n_threads > cpus)
+                fprintf(stderr,
+                        "unlearn: UNLEARN_THREADS=%d is more than the %d CPU(s) this process "
+                        "may use; threads that wait by spinning will slow each other down\n",
+                        n_threads, cpus);
         } else
             fprintf(stderr,
                     "unlearn: UNLEARN_THREADS=%s is not a whole number from 1 to 1024; "

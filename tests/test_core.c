@@ -572,8 +572,9 @@ END_TEST
 
 /* The default thread count is the number of CPUs the process may run on,
  * not the machine's: a CLI started with its affinity narrowed to one CPU
- * (as by taskset) runs one thread, and a malformed UNLEARN_THREADS is
- * reported, not silently replaced. */
+ * (as by taskset) runs one thread; a malformed UNLEARN_THREADS is
+ * reported, not silently replaced, and one above the CPU count is taken
+ * with a warning. */
 START_TEST(cli_threads_follow_affinity)
 {
     /* The suites run with UNLEARN_THREADS=2; the CLI runs without it. */
@@ -600,6 +601,16 @@ START_TEST(cli_threads_follow_affinity)
     ck_assert_msg(strstr(out, "UNLEARN_THREADS=two is not a whole number"), "%s", out);
     snprintf(want, sizeof want, "threads %d (the CPUs this process may use)", n);
     ck_assert_msg(strstr(out, want), "%s", out);
+    /* More threads than CPUs: taken, with a warning. */
+    char env[64];
+    snprintf(env, sizeof env, "UNLEARN_THREADS=%d", n + 1);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, env), 0);
+    snprintf(want, sizeof want, "threads %d (set by UNLEARN_THREADS)", n + 1);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    snprintf(want, sizeof want, "more than the %d CPU(s)", n);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, "UNLEARN_THREADS=1"), 0);
+    ck_assert_msg(!strstr(out, "more than the"), "%s", out);
 }
 END_TEST
 
