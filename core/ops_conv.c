@@ -6,7 +6,8 @@
  * 3×3) (ul_wino_ok decides, forward and backward separately). Otherwise, three ways to the same products,
  * chosen per shape:
  *  - 3×3, stride 1, pad 1 (every such layer of ResNet-18 and the CNN,
- *    stems included): forward and dX from three shifted copies of each
+ *    stems included, except where the one-thread entry points take the
+ *    direct path for few channels, below): forward and dX from three shifted copies of each
  *    image, read in place by BLIS's micro-kernel (see "shifted copies"
  *    below) — no im2col at all;
  *  - otherwise, when BLIS's micro-kernel is available (pack_gemm.h): the
