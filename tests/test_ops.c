@@ -251,6 +251,9 @@ static const conv_case conv_cases[] = {
     /* 3×3 stride 2 with output rows of 16 and 32 (the packer's stride-2
      * copies), the second clipped by the right edge (63 columns). */
     {2, 3, 32, 32, 5, 3, 3, 2, 1, 1}, {1, 2, 5, 63, 4, 3, 3, 2, 1, 0},
+    /* A row of 550 outputs, more than the packed GEMM packs at once (512):
+     * the second call starts inside the row. */
+    {1, 2, 3, 1100, 3, 3, 3, 2, 1, 0},
     /* The direct path for few channels (ops_conv_small.c): one output
      * channel (32-column passes, a ragged 8-column tail), a 1-channel 28×28
      * stem into 16, and 32 outputs (groups of 4) on rows of 16 + 16 + 1. */
