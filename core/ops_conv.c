@@ -9,7 +9,9 @@
  *    stems included, except where the one-thread entry points take the
  *    direct path for few channels, below): forward and dX from three shifted copies of each
  *    image, read in place by BLIS's micro-kernel (see "shifted copies"
- *    below) — no im2col at all;
+ *    below) — no im2col at all; the forward pass of 3×3, stride-2, pad-1
+ *    layers with output rows of more than half a panel too, from copies
+ *    of every other column (conv_shifted_fwd_ok);
  *  - otherwise, when BLIS's micro-kernel is available (pack_gemm.h): the
  *    packed GEMM, with the im2col matrix packed straight from the image
  *    into micro-panels and the weights packed once per call;
@@ -253,6 +255,25 @@ static bool conv_shifted_ok(const ul_conv_shape *s)
     return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1;
 }
 
+/* The forward pass takes stride 2 as well (ResNet-18's downsampling 3×3
+ * layers): copies of every other input column, and output row p reading
+ * from copy row 2p. Only where it measured faster than the packed GEMM,
+ * in the net (µs per image, shifted against packed): at most 16 input
+ * channels (ResNet-18 width 0.1, 6 → 13 channels at 16×16 outputs: 9 against
+ * 15; width 0.25, 16 → 32: 0.11–0.14 s against 0.13–0.16 s of a run; width
+ * 0.5, 32 → 64: 170–200 against 125–130; width 1: 160 against 130) and
+ * output rows of more than half a panel (with several images side by
+ * side, conv_shifted_group, the packed GEMM over blocks of whole images
+ * stayed faster: width 0.25, 8×8 and 4×4 outputs, 0.12 s against 0.10 s).
+ * dX and dW of those layers go the general way. */
+static bool conv_shifted_fwd_ok(const ul_conv_shape *s)
+{
+    const ul_pk *pk = ul_pk_get();
+    if (!pk || !ul_pk_native(pk) || s->R != 3 || s->S != 3 || s->pad != 1)
+        return false;
+    return s->stride == 1 || (s->stride == 2 && s->C <= 16 && 2 * s->Q > pk->wr);
+}
+
 /* Images per lane group: rows narrower than a panel (Q < nr) put
  * G = nr / Q images side by side in the lanes (8×8 images two at a time,
  * 4×4 four at a time, 7×7 two with two lanes idle); wider rows take one
@@ -266,7 +287,7 @@ static int conv_shifted_group(const ul_conv_shape *s, const ul_pk *pk)
 static size_t conv_shifted_xs(const ul_conv_shape *s, const ul_pk *pk)
 {
     const size_t ch = (size_t)(s->C > s->K ? s->C : s->K), nr = (size_t)pk->wr;
-    const size_t qb = ((size_t)s->W + nr - 1) / nr;
+    const size_t qb = ((size_t)s->Q + nr - 1) / nr;
     if (s->Q >= pk->wr)
         return 3 * qb * (size_t)(s->H + 2) * ch * nr;
     /* One column block, plus the group's result (ch, H, nr) before it is
@@ -318,17 +339,24 @@ static void shifted_tile(const ul_pk *pk, int mm, int nn, int Ci, const float *a
     }
 }
 
-/* y (Ko, H·W) = beta·y + the convolution of x (Ci, H, W) with the shifted
- * weights wp; xs is scratch for the copies. */
+/* y (Ko, P·Q) = beta·y + the convolution (3×3, pad 1, stride st of 1 or
+ * 2) of x (Ci, H, W) with the shifted weights wp; xs is scratch for the
+ * copies. Copy row hp holds input row hp − 1, lane j of column block qb
+ * its column st·(qb·nr + j) + sx − 1 (zero off the image), so the 9·Ci
+ * values output row p needs lie in one run from copy row st·p on. */
 static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko, int Ci, int H,
-                               int W, float beta, float *xs, const ul_pk *pk)
+                               int W, int st, float beta, float *xs, const ul_pk *pk)
 {
-    const int nr = pk->wr, wl = pk->wl, QB = (W + nr - 1) / nr, Hp = H + 2, kd = 9 * Ci;
-    const size_t HW = (size_t)H * W, panel = (size_t)Ci * nr;
+    const int P = (H - 1) / st + 1, Q = (W - 1) / st + 1;
+    const int nr = pk->wr, wl = pk->wl, QB = (Q + nr - 1) / nr, Hp = H + 2, kd = 9 * Ci;
+    const size_t HW = (size_t)H * W, PQ = (size_t)P * Q, panel = (size_t)Ci * nr;
     for (int sx = 0; sx < 3; sx++)
         for (int qb = 0; qb < QB; qb++) {
-            const int q0 = qb * nr + sx - 1; /* input column of lane 0 */
-            const int jlo = q0 < 0 ? -q0 : 0, jhi = W - q0 < nr ? W - q0 : nr;
+            const int q0 = st * qb * nr + sx - 1; /* input column of lane 0 */
+            /* Lanes [jlo, jhi) lie inside the image. */
+            const int jlo = q0 < 0 ? (-q0 + st - 1) / st : 0;
+            int jhi = W - q0 <= 0 ? 0 : (W - q0 + st - 1) / st;
+            jhi = jhi < nr ? jhi : nr;
             for (int hp = 0; hp < Hp; hp++) {
                 float *d = xs + (((size_t)qb * Hp + hp) * 3 + sx) * panel;
                 const int h = hp - 1;
@@ -342,8 +370,12 @@ static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko
                     for (int c = 0; c < Ci; c++) {
                         const float *xr = xh + (size_t)c * HW;
                         float *dc = d + (size_t)c * 16;
-                        for (int j = 0; j < 16; j++)
-                            dc[j] = xr[j];
+                        if (st == 1)
+                            for (int j = 0; j < 16; j++)
+                                dc[j] = xr[j];
+                        else
+                            for (int j = 0; j < 16; j++)
+                                dc[j] = xr[2 * j];
                     }
                     continue;
                 }
@@ -353,7 +385,7 @@ static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko
                     for (int j = 0; j < jlo; j++)
                         dc[j] = 0.0f;
                     for (int j = jlo; j < jhi; j++)
-                        dc[j] = xr[j];
+                        dc[j] = xr[(size_t)j * st];
                     for (int j = jhi > jlo ? jhi : jlo; j < nr; j++)
                         dc[j] = 0.0f;
                 }
@@ -363,15 +395,15 @@ static void conv_shifted_image(float *y, const float *x, const float *wp, int Ko
      * group rather than once per output row. */
     enum { SHIFT_ROWS = 4 };
     for (int qb = 0; qb < QB; qb++) {
-        const int nn = W - qb * nr < nr ? W - qb * nr : nr;
-        for (int pg = 0; pg < H; pg += SHIFT_ROWS) {
-            const int pe = H - pg < SHIFT_ROWS ? H : pg + SHIFT_ROWS;
+        const int nn = Q - qb * nr < nr ? Q - qb * nr : nr;
+        for (int pg = 0; pg < P; pg += SHIFT_ROWS) {
+            const int pe = P - pg < SHIFT_ROWS ? P : pg + SHIFT_ROWS;
             for (int ip = 0; ip < Ko; ip += wl) {
                 const int mm = Ko - ip < wl ? Ko - ip : wl;
                 for (int p = pg; p < pe; p++)
                     shifted_tile(pk, mm, nn, Ci, wp + (size_t)ip * kd,
-                                 xs + ((size_t)qb * Hp + p) * 3 * panel, beta,
-                                 y + (size_t)ip * HW + (size_t)p * W + (size_t)qb * nr, (int)HW);
+                                 xs + ((size_t)qb * Hp + (size_t)st * p) * 3 * panel, beta,
+                                 y + (size_t)ip * PQ + (size_t)p * Q + (size_t)qb * nr, (int)PQ);
             }
         }
     }
@@ -439,7 +471,8 @@ static void conv_shifted_lanes(float *y, size_t y_img, const float *x, size_t x_
 }
 
 /* Forward of images [0, N) of s through the shifted path; wp already
- * packed, xs one thread's copies. */
+ * packed, xs one thread's copies. Lane groups (G > 1) only come with
+ * stride 1 (conv_shifted_fwd_ok). */
 static void conv_shifted_forward_images(float *out, const float *in, const float *wp,
                                         const float *b, const ul_conv_shape *s, int n0, int n1,
                                         float *xs)
@@ -463,7 +496,8 @@ static void conv_shifted_forward_images(float *out, const float *in, const float
                     y[(size_t)k * PQ + j] = b[k];
             beta = 1.0f;
         }
-        conv_shifted_image(y, in + n * in_img, wp, K, s->C, s->H, s->W, beta, xs, pk);
+        conv_shifted_image(y, in + n * in_img, wp, K, s->C, s->H, s->W, s->stride, beta, xs,
+                           pk);
     }
 }
 
@@ -484,7 +518,7 @@ static void conv_shifted_dx_images(float *din, const float *dout, const float *w
         return;
     }
     for (int n = n0; n < n1; n++)
-        conv_shifted_image(din + n * in_img, dout + n * out_img, wp, s->C, s->K, s->P, s->Q,
+        conv_shifted_image(din + n * in_img, dout + n * out_img, wp, s->C, s->K, s->P, s->Q, 1,
                            overwrite ? 0.0f : 1.0f, xs, pk);
 }
 
@@ -762,7 +796,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     const ul_pk *pk = ul_pk_get();
     if (pk) {
         size_t fw = ul_pk_l_size(pk, s->K, (int)crs), bw = ul_pk_l_size(pk, (int)crs, s->K);
-        size_t sw = conv_shifted_ok(s) ? conv_shifted_wp(s, pk) : 0;
+        size_t sw = conv_shifted_fwd_ok(s) ? conv_shifted_wp(s, pk) : 0;
         fw = fw > bw ? fw : bw;
         off += a16(fw > sw ? fw : sw);
         L.rb = off;
@@ -771,7 +805,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
         L.tbl = off;
         off += a16((size_t)s->R * s->S * cols); /* int32 entries */
         L.xs = off;
-        off += a16(conv_shifted_ok(s) ? conv_shifted_xs(s, pk) : 0);
+        off += a16(conv_shifted_fwd_ok(s) ? conv_shifted_xs(s, pk) : 0);
         /* The Winograd path's buffers share the space from wp on. */
         if (ul_wino_ok(s, false) || ul_wino_ok(s, true) || ul_wino_dx_ok(s)) {
             const size_t end = L.wp + a16(ul_wino_scratch(s));
@@ -1085,7 +1119,7 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
         conv_wino_images(out, in, w, b, s, scratch, false);
         return;
     }
-    if (conv_shifted_ok(s)) {
+    if (conv_shifted_fwd_ok(s)) {
         /* Packed once into thread 0's scratch, shared; copies per thread. */
         float *wp = scratch + L.wp;
         pack_w_shifted(ul_pk_get(), wp, w, s->K, s->C, false);
@@ -1229,7 +1263,7 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
         ul_conv_small_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
         return;
     }
-    if (conv_shifted_ok(s)) {
+    if (conv_shifted_fwd_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
         pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, false);
         conv_shifted_forward_images(out, in, scratch + L.wp, b, s, 0, s->N, scratch + L.xs);

@@ -248,9 +248,12 @@ static const conv_case conv_cases[] = {
      * unread, and groups of 4 images for 64 channels at 16×16 outputs with
      * a ragged last group (6 = 4 + 2). */
     {3, 5, 7, 9, 4, 1, 1, 3, 0, 1}, {6, 64, 32, 32, 40, 1, 1, 2, 0, 1},
-    /* 3×3 stride 2 with output rows of 16 and 32 (the packer's stride-2
-     * copies), the second clipped by the right edge (63 columns). */
+    /* 3×3 stride 2, pad 1 (the shifted path's stride-2 copies) with
+     * output rows of 16 and 32, the second clipped by the right edge (63
+     * columns); of 14 (one image in a lane group, odd sizes) and of 23 (a
+     * whole and a partial column block). */
     {2, 3, 32, 32, 5, 3, 3, 2, 1, 1}, {1, 2, 5, 63, 4, 3, 3, 2, 1, 0},
+    {2, 3, 7, 27, 5, 3, 3, 2, 1, 1},  {1, 4, 9, 45, 6, 3, 3, 2, 1, 1},
     /* A row of 550 outputs, more than the packed GEMM packs at once (512):
      * the second call starts inside the row. */
     {1, 2, 3, 1100, 3, 3, 3, 2, 1, 0},
