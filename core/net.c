@@ -762,6 +762,8 @@ static size_t net_layout_act(ul_net *net, int B, float *base, int32_t *base_i32,
         if (nd->op == NET_BN) {
             NET_TAKE(nd->mean, (size_t)nd->C);
             NET_TAKE(nd->rstd, (size_t)nd->C);
+            NET_TAKE(nd->bn_scale, (size_t)nd->C);
+            NET_TAKE(nd->bn_shift, (size_t)nd->C);
         }
         if (nd->op == NET_MAXPOOL) {
             if (base_i32)
@@ -1071,6 +1073,7 @@ static const float *net_run(ul_net *net, const float *x, int N, bool train, bool
      * there is nothing for backward to run on. */
     net->last_N = fold ? 0 : N;
     net->last_train = train;
+    net->last_team = T >= 1;
     return net->nodes[net->n_nodes - 1].out;
 }
 

@@ -67,6 +67,10 @@ typedef struct net_node {
     float *out, *dout;
     size_t dout_ld;      /* floats per example in dout's gradient slot (≥ C·H·W) */
     float *mean, *rstd;  /* BN batch statistics saved for backward */
+    /* BN: the per-channel map y = x·scale + shift the last batch-parallel
+     * training forward applied, so that backward can tell where its fused
+     * ReLU passed from x alone (net_team.c). */
+    float *bn_scale, *bn_shift;
     int32_t *argmax;     /* maxpool */
 } net_node;
 
@@ -104,6 +108,7 @@ struct ul_net {
 
     int last_N;              /* batch of the last forward, 0 when none */
     bool last_train;
+    bool last_team;          /* ... and whether it ran batch-parallel */
 
     /* UNLEARN_PROFILE: seconds and calls per op kind, forward [0] and
      * backward [1], printed to stderr when the net is freed. */

@@ -178,6 +178,63 @@ static void sum_dy(const float *dy, const float *x, int n, float mu, float rs, d
     *sdyx += t2;
 }
 
+/* sum_dy of the gradient behind a fused ReLU whose input was
+ * x·scale + shift: dy counts where that was positive (y = net_relu1(...)
+ * > 0, the same float operations as bn_affine), so neither the ReLU's
+ * output is read nor the masked gradient written. */
+typedef float bn_v8 __attribute__((vector_size(32), aligned(4)));
+typedef int bn_m8 __attribute__((vector_size(32), aligned(4)));
+
+static void sum_dy_relu(const float *dy, const float *x, int n, float mu, float rs, float scale,
+                        float shift, double *sdy, double *sdyx)
+{
+    /* The lanes as in sum_dy, in vector types: GCC leaves the select of a
+     * plain loop as a branch. */
+    const bn_v8 zero = {0}, vs = zero + scale, vh = zero + shift, vm = zero + mu, vr = zero + rs;
+    bn_v8 a = zero, b = zero;
+    int j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        const bn_v8 xv = *(const bn_v8 *)(x + j), dv = *(const bn_v8 *)(dy + j);
+        const bn_v8 g = (bn_v8)((bn_m8)dv & (xv * vs + vh > zero));
+        a += g;
+        b += g * ((xv - vm) * vr);
+    }
+    double t1 = 0.0, t2 = 0.0;
+    for (int l = 0; l < LANES; l++) {
+        t1 += a[l];
+        t2 += b[l];
+    }
+    for (; j < n; j++) {
+        const float g = x[j] * scale + shift > 0.0f ? dy[j] : 0.0f;
+        t1 += g;
+        t2 += (double)g * ((x[j] - mu) * rs);
+    }
+    *sdy += t1;
+    *sdyx += t2;
+}
+
+/* ul_bn_dx_channel with sum_dy_relu's mask on dy. */
+static void bn_dx_relu_channel(float *dx, const float *x, const float *dy, int n, size_t img,
+                               int HW, float mu, float rs, float g, float m_dy, float m_dyx,
+                               float scale, float shift, bool overwrite)
+{
+    for (int i = 0; i < n; i++) {
+        float *d = dx + i * img;
+        const float *yi = dy + i * img, *xi = x + i * img;
+        /* Every load unconditional, so that the select vectorises. */
+        if (overwrite)
+            for (int j = 0; j < HW; j++) {
+                const float xj = xi[j], yj = yi[j], gj = xj * scale + shift > 0.0f ? yj : 0.0f;
+                d[j] = g * (gj - m_dy - (xj - mu) * rs * m_dyx);
+            }
+        else
+            for (int j = 0; j < HW; j++) {
+                const float xj = xi[j], yj = yi[j], gj = xj * scale + shift > 0.0f ? yj : 0.0f;
+                d[j] += g * (gj - m_dy - (xj - mu) * rs * m_dyx);
+            }
+    }
+}
+
 /* Backward of an in-place ReLU: the gradient shares the input's buffer. */
 static void relu_mask(float *g, const float *out, size_t n)
 {
@@ -187,8 +244,10 @@ static void relu_mask(float *g, const float *out, size_t n)
 
 /* Whether node i is a BatchNorm whose only consumer is an in-place ReLU
  * right after it. The pair then runs as one op: forward writes
- * max(0, BN(x)) in the normalising pass, and backward masks dy one
- * channel-plane at a time just before summing it, while it is in cache. */
+ * max(0, BN(x)) in the normalising pass, and backward takes the ReLU's
+ * mask from x through the map forward saved (after a training pass; else
+ * it masks dy one channel plane at a time just before summing it, while it
+ * is in cache). */
 static bool bn_relu_fused(const ul_net *net, int i)
 {
     if (i < 0 || i + 1 >= net->n_nodes)
@@ -254,6 +313,8 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a, bool rel
         if (tm->t == 0) {
             nd->mean[c] = (float)mu;
             nd->rstd[c] = (float)rs;
+            nd->bn_scale[c] = scale;
+            nd->bn_shift[c] = shift;
             double unbiased = M > 1 ? var * M / (M - 1) : var;
             nd->running_mean[c] =
                 (1.0f - BN_MOMENTUM) * nd->running_mean[c] + BN_MOMENTUM * (float)mu;
@@ -297,12 +358,21 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
     float *dy0 = grad_rows(tm, nd);
     float *dx0 = din;
     double *mine = red_buf(tm, parity, tm->t);
+    /* After a batch-parallel training forward the ReLU's mask comes from x
+     * and the map that forward saved: two passes over x and dy, against
+     * the ReLU's output read and dy masked in place besides. */
+    const bool mask_x = relu && train && tm->net->last_team;
     for (int c = 0; c < C; c++) {
         const float mu = train ? nd->mean[c] : nd->running_mean[c];
         const float rs = train ? nd->rstd[c] : 1.0f / sqrtf(nd->running_var[c] + BN_EPS);
         double sdy = 0.0, sdyx = 0.0;
         for (int i = 0; i < n; i++) {
             const size_t off = i * img + (size_t)c * HW;
+            if (mask_x) {
+                sum_dy_relu(dy0 + off, x0 + off, HW, mu, rs, nd->bn_scale[c], nd->bn_shift[c],
+                            &sdy, &sdyx);
+                continue;
+            }
             /* The fused ReLU's mask, applied where the values are still in
              * L1 from the pass that reads them next. */
             if (relu)
@@ -342,8 +412,13 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
             continue;
         const float mu = nd->mean[c], rs = nd->rstd[c], g = nd->w[c] * rs;
         const float m_dy = (float)(sdy / M), m_dyx = (float)(sdyx / M);
-        ul_bn_dx_channel(dx0 + (size_t)c * HW, x0 + (size_t)c * HW, dy0 + (size_t)c * HW, n, img,
-                         HW, mu, rs, g, m_dy, m_dyx, overwrite);
+        if (mask_x)
+            bn_dx_relu_channel(dx0 + (size_t)c * HW, x0 + (size_t)c * HW, dy0 + (size_t)c * HW,
+                               n, img, HW, mu, rs, g, m_dy, m_dyx, nd->bn_scale[c],
+                               nd->bn_shift[c], overwrite);
+        else
+            ul_bn_dx_channel(dx0 + (size_t)c * HW, x0 + (size_t)c * HW, dy0 + (size_t)c * HW, n,
+                             img, HW, mu, rs, g, m_dy, m_dyx, overwrite);
     }
 }
 

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "net_internal.h"
 #include "ops_wino.h"
 #include "plugin_loader.h"
 #include "runtime.h"
@@ -708,6 +709,58 @@ static size_t torchvision_resnet18_names(char names[][64])
     return n;
 }
 
+/* After a batch-parallel training pass, backward takes a fused ReLU's
+ * mask from the BatchNorm's input and the map forward saved (net_team.c),
+ * instead of from the output: the two must agree everywhere, bit for bit
+ * — x·scale + shift > 0 exactly where the output is positive. */
+START_TEST(test_bn_relu_mask_from_x)
+{
+    ul_net *net = make_model("resnet18", 0.25, NULL, 3, 16, 16, 4, 97);
+    size_t np;
+    float *p = ul_net_params(net, &np);
+    ul_rng r;
+    ul_rng_seed(&r, 98, 0);
+    for (size_t i = 0; i < np; i++) /* BatchNorm shifts away from 0 too */
+        p[i] += (float)(0.4 * ul_rng_uniform(&r) - 0.2);
+    const int N = 8;
+    float *x = rand_floats(&r, (size_t)N * 3 * 16 * 16, -1, 2);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_reserve(net, N, &err) == UL_OK, "%s", err.msg);
+    ck_assert_ptr_nonnull(ul_net_forward(net, x, N, true));
+    ck_assert(net->last_team && net->last_train);
+    int fused = 0;
+    long pos = 0, nonpos = 0;
+    for (int i = 0; i + 1 < net->n_nodes; i++) {
+        const net_node *bn = &net->nodes[i], *relu = &net->nodes[i + 1];
+        if (bn->op != NET_BN || relu->op != NET_RELU || relu->in[0] != i || relu->inplace != 0 ||
+            bn->n_consumers != 1)
+            continue;
+        fused++;
+        const net_node *a = &net->nodes[bn->in[0]];
+        const size_t HW = (size_t)bn->H * bn->W;
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < bn->C; c++)
+                for (size_t j = 0; j < HW; j++) {
+                    const size_t o = ((size_t)n * bn->C + c) * HW + j;
+                    const bool from_x = a->out[o] * bn->bn_scale[c] + bn->bn_shift[c] > 0.0f;
+                    ck_assert_msg(from_x == (bn->out[o] > 0.0f),
+                                  "node %d, example %d, channel %d, position %zu: mask from x "
+                                  "%d, output %g",
+                                  i, n, c, j, (int)from_x, (double)bn->out[o]);
+                    if (from_x)
+                        pos++;
+                    else
+                        nonpos++;
+                }
+    }
+    /* ResNet-18: the stem's and each block's first BatchNorm. */
+    ck_assert_int_eq(fused, 9);
+    ck_assert(pos > 30000 && nonpos > 30000);
+    free(x);
+    ul_net_free(net);
+}
+END_TEST
+
 START_TEST(test_resnet18_torchvision_names)
 {
     ul_net *net = make_model("resnet18", 1.0, NULL, 3, 32, 32, 10, 81);
@@ -1151,6 +1204,7 @@ static Suite *net_suite(void)
     tcase_add_test(t, test_infer_folds_bn);
     tcase_add_test(t, test_grad_one_thread);
     tcase_add_test(t, test_grad_inside_parallel_region);
+    tcase_add_test(t, test_bn_relu_mask_from_x);
     tcase_add_loop_test(t, test_winograd_net, 0, 4);
     suite_add_tcase(s, t);
 
