@@ -257,6 +257,26 @@ static bool bn_relu_fused(const ul_net *net, int i)
            bn->n_consumers == 1;
 }
 
+/* Whether node i is an addition whose only consumer is an in-place ReLU
+ * right after it (a residual block's end): forward then writes
+ * max(0, a + b) in one pass. Backward is unchanged, the ReLU's mask read
+ * from the shared output. */
+static bool add_relu_fused(const ul_net *net, int i)
+{
+    if (i < 0 || i + 1 >= net->n_nodes)
+        return false;
+    const net_node *add = &net->nodes[i], *r = &net->nodes[i + 1];
+    return add->op == NET_ADD && r->op == NET_RELU && r->in[0] == i && r->inplace == 0 &&
+           add->n_consumers == 1;
+}
+
+/* y = max(0, a + b) (y may be a or b). */
+static void add_relu(float *y, const float *a, const float *b, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        y[j] = net_relu1(a[j] + b[j]);
+}
+
 /* y = x·scale + shift over one channel plane, then the fused ReLU. */
 static void bn_affine(float *y, const float *x, int n, float scale, float shift, bool relu)
 {
@@ -507,14 +527,21 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
     case NET_GAP:
         ul_global_avgpool_forward(y, rows(tm, a->out, a), n, a->C, a->H * a->W);
         break;
-    case NET_ADD:
+    case NET_ADD: {
+        const float *xa = y, *xb;
         if (nd->inplace >= 0) {
             const net_node *o = nd->inplace == 0 ? b : a;
-            ul_add_forward(y, y, rows(tm, o->out, o), count);
+            xb = rows(tm, o->out, o);
         } else {
-            ul_add_forward(y, rows(tm, a->out, a), rows(tm, b->out, b), count);
+            xa = rows(tm, a->out, a);
+            xb = rows(tm, b->out, b);
         }
+        if (add_relu_fused(net, (int)(nd - net->nodes)))
+            add_relu(y, xa, xb, count);
+        else
+            ul_add_forward(y, xa, xb, count);
         break;
+    }
     case NET_LINEAR:
         ul_linear_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, n, a->C, nd->C,
                                 team_scratch(tm), net->scratch_per);
@@ -547,8 +574,8 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold,
         }
         for (int i = 0; i < net->n_nodes; i++) {
             net_node *nd = &net->nodes[i];
-            if (nd->op == NET_RELU && bn_relu_fused(net, i - 1))
-                continue; /* done by the BatchNorm before it */
+            if (nd->op == NET_RELU && (bn_relu_fused(net, i - 1) || add_relu_fused(net, i - 1)))
+                continue; /* done by the BatchNorm or addition before it */
             double t0 = prof && tm.t == 0 ? team_clock() : 0.0;
             team_node_forward(&tm, nd, x, train, fold);
             if (prof && tm.t == 0)
