@@ -46,12 +46,16 @@
  * direct paths of ops_conv.c). 4×4 tiles, whose transforms keep 8 or 16
  * channels in vector lanes: forward 1.3–3.8× and backward (dX as a
  * convolution, dW by the adjoint) 1.1–2.9× from 16 channels on, every
- * image size of ResNet-18. 2×2 tiles (UNLEARN_WINOGRAD_F4=0): forward from
+ * image size of ResNet-18; forward from 12 channels (13: 1.25–1.70× on
+ * 32×32 down to 7×7 images, 12: 1.1–1.6× but for one size; 10: 0.93–1.5×),
+ * while backward with 12–13 channels came out even (0.7–1.4×), so it keeps
+ * 16. 2×2 tiles (UNLEARN_WINOGRAD_F4=0): forward from
  * 32 channels (16: slower than direct); backward (dX and dW in one pass)
  * from 32 channels on 32×32 images, from 64 on images of 12×12 and more and
  * from 128 on smaller ones, below which the transforms and transposes cost
  * about as much as the products they save. */
-#define UL_WINO4_MIN_C 16
+#define UL_WINO4_MIN_C_FWD 12
+#define UL_WINO4_MIN_C_BWD 16
 #define UL_WINO_MIN_C_FWD 32
 #define UL_WINO_MIN_C_BWD 64
 #define UL_WINO_LARGE_HW 1024 /* from here on backward from half the channels */
@@ -82,7 +86,7 @@ static int wino_min(bool backward)
         const char *e = getenv("UNLEARN_WINOGRAD");
         const char *t = getenv(backward ? "UNLEARN_WINOGRAD_MIN_BWD" : "UNLEARN_WINOGRAD_MIN_FWD");
         m = t && atoi(t) > 0         ? atoi(t)
-            : wino_default_tile() == 4 ? UL_WINO4_MIN_C
+            : wino_default_tile() == 4 ? (backward ? UL_WINO4_MIN_C_BWD : UL_WINO4_MIN_C_FWD)
             : backward                 ? UL_WINO_MIN_C_BWD
                                        : UL_WINO_MIN_C_FWD;
         if (e && strcmp(e, "0") == 0)
@@ -170,7 +174,13 @@ bool ul_wino_dx_ok(const ul_conv_shape *s)
     if (s->R != 3 || s->S != 3 || s->stride != 1 || s->pad != 1)
         return false;
     const ul_conv_shape d = wino_dx_shape(s);
-    return ul_wino_tile(&d) == 4;
+    if (ul_wino_tile(&d) != 4)
+        return false;
+    /* dX is a forward convolution of dY, but part of the backward pass:
+     * it keeps the backward threshold, unless a test forces the path. */
+    const int mode = __atomic_load_n(&wino_forced, __ATOMIC_RELAXED);
+    const int m = mode > 0 ? 1 : wino_min(true);
+    return m > 0 && s->C >= m && s->K >= m;
 }
 
 /* ---- geometry and scratch ------------------------------------------------------ */

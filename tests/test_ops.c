@@ -262,9 +262,11 @@ static const conv_case conv_cases[] = {
      * stem into 16, and 32 outputs (groups of 4) on rows of 16 + 16 + 1. */
     {2, 8, 5, 40, 1, 3, 3, 1, 1, 1}, {2, 1, 28, 28, 16, 3, 3, 1, 1, 0},
     {2, 3, 9, 33, 32, 3, 3, 1, 1, 1},
-    /* The shifted path in the one-thread entry points too: 12 channels each
-     * way, too many for the direct path and too few for Winograd's. */
-    {2, 12, 10, 10, 12, 3, 3, 1, 1, 1},
+    /* The shifted path in the one-thread entry points too: 11 channels each
+     * way, too many for the direct path and too few for Winograd's; then
+     * 13 and 14, where the forward pass takes Winograd's path and the
+     * backward pass the shifted one. */
+    {2, 11, 10, 10, 11, 3, 3, 1, 1, 1}, {2, 13, 9, 11, 14, 3, 3, 1, 1, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
     /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
@@ -784,9 +786,9 @@ END_TEST
  * backward against the double-precision reference, through the public and
  * the one-thread entry points, each with a canary after its scratch. */
 /* The default thresholds (no UNLEARN_WINOGRAD* in the environment, a
- * micro-kernel of at most 8 rows): 4×4 tiles from 16 input and output
- * channels, forward and backward alike, whatever the image size; none
- * below. */
+ * micro-kernel of at most 8 rows): 4×4 tiles forward from 12 input and
+ * output channels, backward (dX and dW) from 16, whatever the image size;
+ * none below. */
 START_TEST(test_wino_thresholds)
 {
     const ul_pk *pk = ul_pk_get();
@@ -795,21 +797,22 @@ START_TEST(test_wino_thresholds)
         getenv("UNLEARN_WINOGRAD_MIN_BWD"))
         return;
     ul_wino_force(0);
-    static const int sizes[] = {4, 7, 14, 32}, chans[] = {6, 15, 16, 32};
+    static const int sizes[] = {4, 7, 14, 32}, chans[] = {6, 11, 12, 15, 16, 32};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (size_t j = 0; j < sizeof chans / sizeof chans[0]; j++) {
             const int ch = chans[j];
             ul_conv_shape s;
             ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], ch, 3, 3, 1, 1));
-            const bool want = ch >= 16;
-            ck_assert_msg(ul_wino_ok(&s, false) == want && ul_wino_ok(&s, true) == want &&
-                              ul_wino_tile(&s) == (want ? 4 : 0) &&
-                              ul_wino_dw_tile(&s) == (want ? 4 : 0),
-                          "%d channels on %dx%d: Winograd %s expected", ch, sizes[i], sizes[i],
-                          want ? "with 4x4 tiles" : "not");
+            const bool fwd = ch >= 12, bwd = ch >= 16;
+            ck_assert_msg(ul_wino_ok(&s, false) == fwd && ul_wino_tile(&s) == (fwd ? 4 : 0) &&
+                              ul_wino_ok(&s, true) == bwd && ul_wino_dx_ok(&s) == bwd &&
+                              ul_wino_dw_tile(&s) == (bwd ? 4 : 0),
+                          "%d channels on %dx%d: Winograd %s forward and %s backward expected",
+                          ch, sizes[i], sizes[i], fwd ? "with 4x4 tiles" : "not",
+                          bwd ? "with 4x4 tiles" : "not");
             /* One side under the threshold is enough to stay direct. */
             ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], 8, 3, 3, 1, 1));
-            ck_assert(!ul_wino_ok(&s, false) && !ul_wino_ok(&s, true));
+            ck_assert(!ul_wino_ok(&s, false) && !ul_wino_ok(&s, true) && !ul_wino_dx_ok(&s));
         }
 }
 END_TEST
