@@ -41,6 +41,7 @@ typedef struct team {
     ul_net *net;
     int N, T, t, n0, n;  /* batch, threads, this thread and its examples */
     int bn_k;            /* BatchNorm nodes visited in this pass (parity) */
+    bool bn_stats;       /* the convolution before the next BatchNorm summed its output */
 } team;
 
 int net_team_size(const ul_net *net, int N)
@@ -93,7 +94,7 @@ static float *team_scratch(const team *tm)
  * threads the region really has. */
 static team team_member(ul_net *net, int N)
 {
-    team tm = {net, N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0};
+    team tm = {net, N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0, false};
     tm.n0 = (int)((long)tm.t * N / tm.T);
     tm.n = (int)((long)(tm.t + 1) * N / tm.T) - tm.n0;
     return tm;
@@ -304,7 +305,9 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a, bool rel
     float *y0 = rows(tm, nd->out, nd);
     double *mine = red_buf(tm, parity, tm->t);
     const double m = (double)n * HW;
-    for (int c = 0; c < C; c++) {
+    /* The convolution before may have left this thread's mean and sum of
+     * squared deviations in mine already (team_node_forward). */
+    for (int c = 0; c < C && !tm->bn_stats; c++) {
         const float k = n > 0 ? x0[(size_t)c * HW] : 0.0f;
         double s1 = 0.0, s2 = 0.0;
         for (int i = 0; i < n; i++)
@@ -312,6 +315,7 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a, bool rel
         mine[c] = m > 0 ? k + s1 / m : 0.0;
         mine[rc + c] = m > 0 ? s2 - s1 * s1 / m : 0.0;
     }
+    tm->bn_stats = false;
 #pragma omp barrier
     for (int c = 0; c < C; c++) {
         double mu = 0.0, m2 = 0.0;
@@ -486,10 +490,22 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
     case NET_CONV: {
         ul_conv_shape s = nd->conv;
         s.N = n;
+        const int i = (int)(nd - net->nodes);
         if (fold && nd->fold_bn >= 0) {
             const net_node *bn = &net->nodes[nd->fold_bn];
             ul_conv2d_forward_local(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
                                     nd->fold_b, &s, team_scratch(tm));
+        } else if (train && i + 1 < net->n_nodes && net->nodes[i + 1].op == NET_BN &&
+                   net->nodes[i + 1].in[0] == i) {
+            /* The training BatchNorm right after takes its statistics from
+             * the output stage where the path can sum them (Winograd's):
+             * one read of the output fewer. Its sums go where
+             * bn_forward_train would put them, this thread's part of the
+             * BatchNorm's reduction buffer. */
+            double *mine = red_buf(tm, tm->bn_k & 1, tm->t);
+            tm->bn_stats = ul_conv2d_forward_local_stats(y, rows(tm, a->out, a), nd->w, nd->b, &s,
+                                                         team_scratch(tm), mine,
+                                                         mine + net->red_c);
         } else {
             ul_conv2d_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, &s,
                                     team_scratch(tm));

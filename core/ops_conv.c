@@ -1274,6 +1274,18 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
         conv_forward_unit(out, in, w, b, s, u, scratch, 1, wp);
 }
 
+bool ul_conv2d_forward_local_stats(float *out, const float *in, const float *w, const float *b,
+                                   const ul_conv_shape *s, float *scratch, double *mean,
+                                   double *m2)
+{
+    if (!ul_wino_ok(s, false)) {
+        ul_conv2d_forward_local(out, in, w, b, s, scratch);
+        return false;
+    }
+    ul_wino_forward_stats(out, in, w, b, s, scratch + conv_scratch_layout(s).wp, mean, m2);
+    return true;
+}
+
 void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
                               const float *in, const float *w, const ul_conv_shape *s,
                               float *scratch, bool din_overwrite)

@@ -15,6 +15,14 @@ size_t ul_conv2d_local_scratch(const ul_conv_shape *s);
 void ul_conv2d_forward_local(float *out, const float *in, const float *w, const float *b,
                              const ul_conv_shape *s, float *scratch);
 
+/* ul_conv2d_forward_local; where the layer takes the Winograd path, also
+ * each output channel's mean and sum of squared deviations over the s->N
+ * images, summed as the values are stored (ul_wino_forward_stats), and
+ * true. Elsewhere false, mean and m2 untouched. */
+bool ul_conv2d_forward_local_stats(float *out, const float *in, const float *w, const float *b,
+                                   const ul_conv_shape *s, float *scratch, double *mean,
+                                   double *m2);
+
 /* ul_conv2d_backward on one thread: adds dX into din and the weight and bias
  * gradients into dw_acc and db_acc (any of the three may be NULL). With
  * din_overwrite, din is written instead of added to (its old contents are

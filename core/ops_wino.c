@@ -1130,12 +1130,67 @@ static void wino_products(const ul_pk *pk, int nxi, int rows, int nb, int depth,
 
 /* ---- forward ---------------------------------------------------------------------- */
 
+/* The output statistics of a forward pass (wino_forward with st): per
+ * output channel, Σ(x − k) and Σ(x − k)² over the stored values x, around
+ * k, the channel's first value (image 0, position (0, 0)), which the first
+ * panel stores before any sum needs it. msk[q·16 + lane] is 1 for the
+ * values q of the panel's tiles that lie inside the image, else 0. */
+typedef struct {
+    double *s1, *s2;
+    float msk[36 * WR];
+    bool full; /* every value of the panel is inside the image */
+} wino_stats;
+
+static void wino_stats_mask(wino_stats *st, const wino_geom *g, int m, int H, int W, int t,
+                            int nl)
+{
+    st->full = true;
+    for (int l = 0; l < WR; l++, t++) {
+        const int r = t % g->tpi, ty = r / g->TW, tx = r % g->TW;
+        for (int q = 0; q < m * m; q++) {
+            const int h = m * ty + q / m, x = m * tx + q % m;
+            st->msk[q * WR + l] = l < nl && h < H && x < W ? 1.0f : 0.0f;
+            st->full = st->full && st->msk[q * WR + l] != 0.0f;
+        }
+    }
+}
+
+/* Adds one panel's values y[q·16 + lane] + bias (nq per tile) of channel
+ * k, whose first value is k0. */
+WINO_CLONES static void wino_stats_add(wino_stats *st, int k, const float *restrict y, int nq,
+                                       float bias, float k0)
+{
+    float a[WR] = {0}, b2[WR] = {0};
+    if (st->full)
+        for (int q = 0; q < nq; q++)
+            for (int l = 0; l < WR; l++) {
+                const float d = y[q * WR + l] + bias - k0;
+                a[l] += d;
+                b2[l] += d * d;
+            }
+    else
+        for (int q = 0; q < nq; q++)
+            for (int l = 0; l < WR; l++) {
+                const float d = (y[q * WR + l] + bias - k0) * st->msk[q * WR + l];
+                a[l] += d;
+                b2[l] += d * d;
+            }
+    double t1 = 0.0, t2 = 0.0;
+    for (int l = 0; l < WR; l++) {
+        t1 += a[l];
+        t2 += b2[l];
+    }
+    st->s1[k] += t1;
+    st->s2[k] += t2;
+}
+
 /* out (N,K,H,W) = conv(in, w) + b with tiles of side m, for shape s.
  * With dx (m = 4 only), w is the (K', C') = (C, K) weight tensor of the
  * layer whose input gradient this is: the kernels are taken transposed and
  * turned by 180°, and the results are added to out. */
 static void wino_forward(float *out, const float *in, const float *w, const float *b,
-                         const ul_conv_shape *s, float *scratch, int m, bool dx, bool add)
+                         const ul_conv_shape *s, float *scratch, int m, bool dx, bool add,
+                         wino_stats *st)
 {
     const ul_pk *pk = ul_pk_get();
     const int nxi = wino_xi(m);
@@ -1193,6 +1248,8 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
          * segment by segment. */
         for (int p = 0; p * WR < nb; p++) {
             const int pe = t0 + (nb - p * WR < WR ? nb : (p + 1) * WR);
+            if (st)
+                wino_stats_mask(st, &g, m, H, W, t0 + p * WR, pe - t0 - p * WR);
             for (int k = 0; k < K; k++) {
                 const float *mk = mb + ((size_t)p * K + k) * nxi * WR;
                 if (m == 4)
@@ -1210,6 +1267,8 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
                         wino_store_rows(o, H, W, sg.ty, sg.tx0, sg.len, y, bk);
                     t += sg.len;
                 }
+                if (st)
+                    wino_stats_add(st, k, tmp, m * m, b ? b[k] : 0.0f, out[k * HW]);
             }
         }
     }
@@ -1218,14 +1277,29 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
 void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
                      const ul_conv_shape *s, float *scratch)
 {
-    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false);
+    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, NULL);
+}
+
+void ul_wino_forward_stats(float *out, const float *in, const float *w, const float *b,
+                           const ul_conv_shape *s, float *scratch, double *mean, double *m2)
+{
+    wino_stats st = {mean, m2, {0}, false};
+    for (int k = 0; k < s->K; k++)
+        mean[k] = m2[k] = 0.0;
+    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, &st);
+    const double M = (double)s->N * s->H * s->W;
+    for (int k = 0; k < s->K && M > 0; k++) {
+        const double s1 = mean[k], k0 = out[(size_t)k * s->H * s->W];
+        mean[k] = k0 + s1 / M;
+        m2[k] -= s1 * s1 / M;
+    }
 }
 
 void ul_wino_dx(float *din, const float *dout, const float *w, const ul_conv_shape *s,
                 float *scratch, bool add)
 {
     const ul_conv_shape d = wino_dx_shape(s);
-    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add);
+    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add, NULL);
 }
 
 /* ---- backward --------------------------------------------------------------------- */

@@ -39,6 +39,15 @@ size_t ul_wino_scratch(const ul_conv_shape *s);
 void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
                      const ul_conv_shape *s, float *scratch);
 
+/* ul_wino_forward, and per output channel k the mean of its N·H·W output
+ * values (mean[k]) and the sum of their squared deviations from it
+ * (m2[k]), summed as the values are stored (around the channel's first
+ * value, so that the sums stay accurate when the mean is large): what a
+ * BatchNorm after the layer would otherwise read the output again for.
+ * Both 0 when s->N is 0. */
+void ul_wino_forward_stats(float *out, const float *in, const float *w, const float *b,
+                           const ul_conv_shape *s, float *scratch, double *mean, double *m2);
+
 /* The tile side of the 2×2 tiles' backward path (ul_wino_ok(s, true))
  * when it computes dW alone (dX by ul_wino_dx): 4 for F(4×4, 3×3) (unless
  * UNLEARN_WINOGRAD_F4=0), else 2; 0 when that path is not taken. */

@@ -817,6 +817,66 @@ START_TEST(test_wino_thresholds)
 }
 END_TEST
 
+/* ul_conv2d_forward_local_stats against the mean and the sum of squared
+ * deviations of its own output, in double: the Winograd cases with 2×2 and
+ * 4×4 tiles (forced; edge tiles clipped, blocks across images), with a
+ * bias near 100 that puts each channel's mean far from zero (the sums run
+ * around the channel's first value, or they would lose the spread to
+ * cancellation). A layer off the path returns false and leaves the sums
+ * alone. */
+START_TEST(test_conv_forward_stats)
+{
+    for (int mode = 1; mode <= 2; mode++)
+        for (int ci = FIRST_WINO_CASE; ci < N_CONV_CASES; ci++) {
+            const conv_case *k = &conv_cases[ci];
+            ul_wino_force(mode);
+            conv_ctx c;
+            conv_ctx_init(&c, k, 700 + (uint64_t)ci);
+            float *bias = falloc((size_t)k->K), *local;
+            for (int j = 0; j < k->K; j++)
+                bias[j] = 100.0f + 0.25f * (float)j;
+            const size_t nlocal = ul_conv2d_local_scratch(&c.s);
+            ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + 16) * sizeof(float)),
+                             0);
+            double *mean = calloc((size_t)k->K, sizeof(double));
+            double *m2 = calloc((size_t)k->K, sizeof(double));
+            /* Without the micro-kernel (UNLEARN_PACKED_GEMM=0) there is no
+             * Winograd path, and only the second half applies. */
+            const bool on = ul_wino_ok(&c.s, false);
+            ck_assert(ul_conv2d_forward_local_stats(c.out, c.in, c.w, bias, &c.s, local, mean,
+                                                    m2) == on);
+            const size_t HW = (size_t)c.s.P * c.s.Q, M = (size_t)k->N * HW;
+            for (int j = 0; j < k->K && on; j++) {
+                double mu = 0.0, dev = 0.0;
+                for (int n = 0; n < k->N; n++)
+                    for (size_t i = 0; i < HW; i++)
+                        mu += c.out[((size_t)n * k->K + j) * HW + i];
+                mu /= (double)M;
+                for (int n = 0; n < k->N; n++)
+                    for (size_t i = 0; i < HW; i++) {
+                        const double d = c.out[((size_t)n * k->K + j) * HW + i] - mu;
+                        dev += d * d;
+                    }
+                ck_assert_msg(fabs(mean[j] - mu) <= 1e-6 * fabs(mu) &&
+                                  fabs(m2[j] - dev) <= 1e-4 * dev + 1e-6 * (double)M,
+                              "case %d (%dx%d, C %d, K %d), mode %d, channel %d: mean %.9g, "
+                              "m2 %.9g; from the output %.9g and %.9g",
+                              ci, k->H, k->W, k->C, k->K, mode, j, mean[j], m2[j], mu, dev);
+                ck_assert(dev > 0.01 * (double)M); /* a spread to lose */
+            }
+            /* Off the path: no sums. */
+            ul_wino_force(-1);
+            mean[0] = m2[0] = -7.0;
+            ck_assert(!ul_conv2d_forward_local_stats(c.out, c.in, c.w, bias, &c.s, local, mean,
+                                                     m2));
+            ck_assert(mean[0] == -7.0 && m2[0] == -7.0);
+            ul_wino_force(0);
+            free(mean), free(m2), free(bias), free(local);
+            conv_ctx_free(&c);
+        }
+}
+END_TEST
+
 START_TEST(test_conv_wino4_vs_ref)
 {
     /* Each case twice: dW by 2×2 tiles (mode 2), then by 4×4 tiles (4). */
@@ -1440,6 +1500,7 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(t, test_conv_small_baseline, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, 2 * (N_CONV_CASES - FIRST_WINO_CASE));
+    tcase_add_test(t, test_conv_forward_stats);
     tcase_add_test(t, test_wino_thresholds);
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_transpose_vs_naive);
