@@ -43,6 +43,7 @@
 #include "gemm.h"
 #include "net_internal.h"
 #include "ops_local.h"
+#include "ops_wino.h"
 
 static const char *const net_op_names[] = {
     "input", "conv2d", "batchnorm", "relu",    "maxpool",
@@ -808,13 +809,16 @@ static int net_team_alloc(ul_net *net, ul_error *err)
     if (net->team_cap)
         return UL_OK;
     int cap = omp_get_num_procs();
-    size_t part = 0;
+    size_t part = 0, wino = 0;
     int red_c = 0;
     for (int i = 0; i < net->n_nodes; i++) {
         const net_node *nd = &net->nodes[i];
         size_t need = 0;
-        if (nd->op == NET_CONV)
+        if (nd->op == NET_CONV) {
             need = (size_t)nd->conv.K * nd->conv.C * nd->conv.R * nd->conv.S + (size_t)nd->C;
+            const size_t w = ul_wino_shared_floats(&nd->conv);
+            wino = w > wino ? w : wino;
+        }
         if (need > part)
             part = need;
         if (nd->op == NET_BN && nd->C > red_c)
@@ -823,18 +827,25 @@ static int net_team_alloc(ul_net *net, ul_error *err)
     if (cap < 1)
         cap = 1;
     /* One thread adds its weight gradients straight into the net's. */
-    if (cap > 1)
+    /* Threads share the transformed kernels: two buffers, used in turn. */
+    if (cap > 1) {
         net->part = net_alloc_aligned(((size_t)cap * align_floats(part) + 1) * sizeof(float));
+        if (wino)
+            net->wino_shared = net_alloc_aligned((2 * align_floats(wino) + 1) * sizeof(float));
+    }
     net->red = malloc(((size_t)4 * cap * red_c + 1) * sizeof(double));
-    if ((cap > 1 && !net->part) || !net->red) {
+    if ((cap > 1 && (!net->part || (wino && !net->wino_shared))) || !net->red) {
         free(net->part);
         free(net->red);
+        free(net->wino_shared);
         net->part = NULL;
         net->red = NULL;
+        net->wino_shared = NULL;
         return ul_errorf(err, UL_ENOMEM, "out of memory: per-thread gradient buffers need "
                                          "%.1f MiB",
-                         (double)cap * part * 4 / (1024.0 * 1024.0));
+                         ((double)cap * part + 2.0 * wino) * 4 / (1024.0 * 1024.0));
     }
+    net->wino_per = net->wino_shared ? align_floats(wino) : 0;
     net->part_per = align_floats(part);
     net->red_c = red_c;
     net->team_cap = cap;
@@ -1216,6 +1227,7 @@ void ul_net_free(ul_net *net)
     free(net->fold);
     free(net->part);
     free(net->red);
+    free(net->wino_shared);
     free(net);
 }
 

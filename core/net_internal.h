@@ -123,6 +123,8 @@ struct ul_net {
     size_t part_per;         /* floats per thread: the largest conv's w + b */
     double *red;             /* BatchNorm partial sums: [2 parities][team_cap][2·red_c] */
     int red_c;               /* the widest BatchNorm */
+    float *wino_shared;      /* the team's two buffers of transformed kernels (ul_wino_team) */
+    size_t wino_per;         /* floats of each */
 };
 
 static inline size_t node_numel(const net_node *n)

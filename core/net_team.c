@@ -36,12 +36,14 @@
 #include "gemm.h"
 #include "net_internal.h"
 #include "ops_local.h"
+#include "ops_wino.h"
 
 typedef struct team {
     ul_net *net;
     int N, T, t, n0, n;  /* batch, threads, this thread and its examples */
     int bn_k;            /* BatchNorm nodes visited in this pass (parity) */
     bool bn_stats;       /* the convolution before the next BatchNorm summed its output */
+    ul_wino_team wt;     /* the convolutions' shared kernel transforms */
 } team;
 
 int net_team_size(const ul_net *net, int N)
@@ -83,6 +85,17 @@ static float *part_buf(const team *tm, int t)
     return tm->net->part + (size_t)t * tm->net->part_per;
 }
 
+/* The team a convolution's Winograd kernel transforms are shared with,
+ * or NULL: one thread, or a shape the shared buffers were not sized for
+ * (thresholds moved by ul_wino_force after ul_net_reserve). The answer
+ * is the same on every thread. */
+static ul_wino_team *team_wino(team *tm, const ul_conv_shape *s)
+{
+    if (tm->T < 2 || !tm->net->wino_shared || ul_wino_shared_floats(s) > tm->net->wino_per)
+        return NULL;
+    return &tm->wt;
+}
+
 /* This thread's part of the scratch (NULL when the net has none). */
 static float *team_scratch(const team *tm)
 {
@@ -94,7 +107,8 @@ static float *team_scratch(const team *tm)
  * threads the region really has. */
 static team team_member(ul_net *net, int N)
 {
-    team tm = {net, N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0, false};
+    team tm = {net, N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0, false, {{0}, 0, 0, 0}};
+    tm.wt = (ul_wino_team){{net->wino_shared, net->wino_shared + net->wino_per}, tm.t, tm.T, 0};
     tm.n0 = (int)((long)tm.t * N / tm.T);
     tm.n = (int)((long)(tm.t + 1) * N / tm.T) - tm.n0;
     return tm;
@@ -493,8 +507,9 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
         const int i = (int)(nd - net->nodes);
         if (fold && nd->fold_bn >= 0) {
             const net_node *bn = &net->nodes[nd->fold_bn];
-            ul_conv2d_forward_local(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
-                                    nd->fold_b, &s, team_scratch(tm));
+            ul_conv2d_forward_team(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
+                                   nd->fold_b, &s, team_scratch(tm), team_wino(tm, &s), NULL,
+                                   NULL);
         } else if (train && i + 1 < net->n_nodes && net->nodes[i + 1].op == NET_BN &&
                    net->nodes[i + 1].in[0] == i) {
             /* The training BatchNorm right after takes its statistics from
@@ -503,12 +518,12 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
              * bn_forward_train would put them, this thread's part of the
              * BatchNorm's reduction buffer. */
             double *mine = red_buf(tm, tm->bn_k & 1, tm->t);
-            tm->bn_stats = ul_conv2d_forward_local_stats(y, rows(tm, a->out, a), nd->w, nd->b, &s,
-                                                         team_scratch(tm), mine,
-                                                         mine + net->red_c);
+            tm->bn_stats = ul_conv2d_forward_team(y, rows(tm, a->out, a), nd->w, nd->b, &s,
+                                                  team_scratch(tm), team_wino(tm, &s), mine,
+                                                  mine + net->red_c);
         } else {
-            ul_conv2d_forward_local(y, rows(tm, a->out, a), nd->w, nd->b, &s,
-                                    team_scratch(tm));
+            ul_conv2d_forward_team(y, rows(tm, a->out, a), nd->w, nd->b, &s, team_scratch(tm),
+                                   team_wino(tm, &s), NULL, NULL);
         }
         break;
     }
@@ -633,8 +648,9 @@ static void team_node_backward(team *tm, net_node *nd)
         float *part = nd->dw ? part_buf(tm, tm->t) : NULL;
         if (part)
             memset(part, 0, (wsize + bsize) * sizeof(float));
-        ul_conv2d_backward_local(din, part, part && nd->db ? part + wsize : NULL, dy,
-                                 rows(tm, a->out, a), nd->w, &s, team_scratch(tm), wf);
+        ul_conv2d_backward_team(din, part, part && nd->db ? part + wsize : NULL, dy,
+                                rows(tm, a->out, a), nd->w, &s, team_scratch(tm), wf,
+                                team_wino(tm, &s));
         if (part) {
             reduce_parts(tm, nd->dw, 0, wsize);
             if (nd->db)

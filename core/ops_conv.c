@@ -1062,9 +1062,9 @@ static void conv_wino_images(float *out, const float *in, const float *w, const 
         sub.N = n1 - n0;
         float *mine = scratch + L.total * (size_t)t + L.wp;
         if (sub.N > 0 && dx)
-            ul_wino_dx(out + n0 * out_img, in + n0 * in_img, w, &sub, mine, true);
+            ul_wino_dx(out + n0 * out_img, in + n0 * in_img, w, &sub, mine, true, NULL);
         else if (sub.N > 0)
-            ul_wino_forward(out + n0 * out_img, in + n0 * in_img, w, b, &sub, mine);
+            ul_wino_forward(out + n0 * out_img, in + n0 * in_img, w, b, &sub, mine, NULL);
     }
 }
 
@@ -1245,6 +1245,22 @@ static float conv_bias_grad(const float *dout, const ul_conv_shape *s, int k)
     return (float)acc;
 }
 
+bool ul_conv2d_forward_team(float *out, const float *in, const float *w, const float *b,
+                            const ul_conv_shape *s, float *scratch, ul_wino_team *team,
+                            double *mean, double *m2)
+{
+    if (!ul_wino_ok(s, false)) {
+        ul_conv2d_forward_local(out, in, w, b, s, scratch);
+        return false;
+    }
+    float *ws = scratch + conv_scratch_layout(s).wp;
+    if (mean && m2)
+        ul_wino_forward_stats(out, in, w, b, s, ws, mean, m2, team);
+    else
+        ul_wino_forward(out, in, w, b, s, ws, team);
+    return mean && m2;
+}
+
 void ul_conv2d_forward_local(float *out, const float *in, const float *w, const float *b,
                              const ul_conv_shape *s, float *scratch)
 {
@@ -1252,7 +1268,7 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
     if (ul_wino_ok(s, false)) {
-        ul_wino_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).wp);
+        ul_wino_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).wp, NULL);
         return;
     }
     if (conv_subsampled_ok(s)) {
@@ -1274,21 +1290,16 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
         conv_forward_unit(out, in, w, b, s, u, scratch, 1, wp);
 }
 
-bool ul_conv2d_forward_local_stats(float *out, const float *in, const float *w, const float *b,
-                                   const ul_conv_shape *s, float *scratch, double *mean,
-                                   double *m2)
-{
-    if (!ul_wino_ok(s, false)) {
-        ul_conv2d_forward_local(out, in, w, b, s, scratch);
-        return false;
-    }
-    ul_wino_forward_stats(out, in, w, b, s, scratch + conv_scratch_layout(s).wp, mean, m2);
-    return true;
-}
-
 void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
                               const float *in, const float *w, const ul_conv_shape *s,
                               float *scratch, bool din_overwrite)
+{
+    ul_conv2d_backward_team(din, dw_acc, db_acc, dout, in, w, s, scratch, din_overwrite, NULL);
+}
+
+void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const float *dout,
+                             const float *in, const float *w, const ul_conv_shape *s,
+                             float *scratch, bool din_overwrite, ul_wino_team *team)
 {
     if (db_acc)
         for (int k = 0; k < s->K; k++)
@@ -1306,7 +1317,7 @@ void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const fl
         return;
     }
     if (din && ul_wino_dx_ok(s)) {
-        ul_wino_dx(din, dout, w, s, scratch + conv_scratch_layout(s).wp, !din_overwrite);
+        ul_wino_dx(din, dout, w, s, scratch + conv_scratch_layout(s).wp, !din_overwrite, team);
         din = NULL;
         if (!dw_acc)
             return;

@@ -5,6 +5,8 @@
 
 #include "unlearn/ops.h"
 
+struct ul_wino_team;
+
 /* Scratch floats one thread needs for shape s (ul_conv2d_scratch is this
  * times the number of processors, plus alignment slack). The local
  * functions take scratch that starts on a 64-byte boundary; this size is a
@@ -15,13 +17,15 @@ size_t ul_conv2d_local_scratch(const ul_conv_shape *s);
 void ul_conv2d_forward_local(float *out, const float *in, const float *w, const float *b,
                              const ul_conv_shape *s, float *scratch);
 
-/* ul_conv2d_forward_local; where the layer takes the Winograd path, also
- * each output channel's mean and sum of squared deviations over the s->N
- * images, summed as the values are stored (ul_wino_forward_stats), and
- * true. Elsewhere false, mean and m2 untouched. */
-bool ul_conv2d_forward_local_stats(float *out, const float *in, const float *w, const float *b,
-                                   const ul_conv_shape *s, float *scratch, double *mean,
-                                   double *m2);
+/* ul_conv2d_forward_local for one thread of a team that runs the layer in
+ * step (ul_wino_team, ops_wino.h; NULL: alone). With mean and m2, where
+ * the layer takes the Winograd path, also each output channel's mean and
+ * sum of squared deviations over the s->N images, summed as the values
+ * are stored (ul_wino_forward_stats), and true; elsewhere false, mean and
+ * m2 untouched. */
+bool ul_conv2d_forward_team(float *out, const float *in, const float *w, const float *b,
+                            const ul_conv_shape *s, float *scratch, struct ul_wino_team *team,
+                            double *mean, double *m2);
 
 /* ul_conv2d_backward on one thread: adds dX into din and the weight and bias
  * gradients into dw_acc and db_acc (any of the three may be NULL). With
@@ -30,6 +34,12 @@ bool ul_conv2d_forward_local_stats(float *out, const float *in, const float *w, 
 void ul_conv2d_backward_local(float *din, float *dw_acc, float *db_acc, const float *dout,
                               const float *in, const float *w, const ul_conv_shape *s,
                               float *scratch, bool din_overwrite);
+
+/* ul_conv2d_backward_local for one thread of a team (as
+ * ul_conv2d_forward_team). */
+void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const float *dout,
+                             const float *in, const float *w, const ul_conv_shape *s,
+                             float *scratch, bool din_overwrite, struct ul_wino_team *team);
 
 /* 3×3, stride-1, pad-1 convolutions with at most UL_SMALL_CONV_CH channels
  * on one side and UL_SMALL_CONV_MAX on the other, computed directly on one

@@ -1035,13 +1035,13 @@ static inline __attribute__((always_inline)) void wino_g(int m, float g0, float 
  * inlined into each of its callers' builds. */
 static inline __attribute__((always_inline)) void
 wino_pack_kernels_m(float *dst, size_t stride, const float *w, int K, int C, bool transposed,
-                    bool flip, int wl, const int m, const int LN)
+                    bool flip, int wl, int o_lo, int o_hi, const int m, const int LN)
 {
     const int Ko = transposed ? C : K, Ki = transposed ? K : C, n = m + 2;
     /* One panel row group at a time: the wl kernels of rows o0 .. o0+wl−1
      * at depth i, transformed side by side (lane l = row o0 + l, zero past
      * Ko) and stored as wl consecutive floats per ξ. */
-    for (int o0 = 0; o0 < Ko; o0 += wl) {
+    for (int o0 = o_lo; o0 < Ko && o0 < o_hi; o0 += wl) {
         const int on = Ko - o0 < wl ? Ko - o0 : wl;
         for (int i = 0; i < Ki; i++) {
             float g[9][16], t[6][3][16], u[6][6][16];
@@ -1088,17 +1088,45 @@ wino_pack_kernels_m(float *dst, size_t stride, const float *w, int K, int C, boo
  * Forward (Ko, Ki) = (K, C); with transposed, (Ko, Ki) = (C, K) and the
  * value is U[ξ][i][o]; with flip, of the kernel turned by 180°. Rows past
  * Ko are zero. wl ≤ 16. */
-WINO_CLONES static void wino_pack_kernels(float *dst, size_t stride, const float *w, int K,
-                                          int C, bool transposed, bool flip, int wl, int m)
+WINO_CLONES static void wino_pack_kernels_rows(float *dst, size_t stride, const float *w,
+                                               int K, int C, bool transposed, bool flip,
+                                               int wl, int m, int o_lo, int o_hi)
 {
     if (m == 4 && wl <= 8)
-        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, 4, 8);
+        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, o_lo, o_hi, 4, 8);
     else if (m == 4)
-        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, 4, 16);
+        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, o_lo, o_hi, 4, 16);
     else if (wl <= 8)
-        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, 2, 8);
+        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, o_lo, o_hi, 2, 8);
     else
-        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, 2, 16);
+        wino_pack_kernels_m(dst, stride, w, K, C, transposed, flip, wl, o_lo, o_hi, 2, 16);
+}
+
+/* All the rows. */
+static void wino_pack_kernels(float *dst, size_t stride, const float *w, int K, int C,
+                              bool transposed, bool flip, int wl, int m)
+{
+    wino_pack_kernels_rows(dst, stride, w, K, C, transposed, flip, wl, m, 0, transposed ? C : K);
+}
+
+/* The packed kernels a forward pass reads: packed here into up, or with a
+ * team, this thread's share of the row groups packed into the team's
+ * buffer of this turn and, after a barrier, that buffer. */
+static const float *wino_team_kernels(float *up, size_t up_x, const float *w, int K, int C,
+                                      bool dx, int wl, int m, ul_wino_team *team)
+{
+    const int Ko = dx ? C : K;
+    if (!team || team->T < 2) {
+        wino_pack_kernels(up, up_x, w, K, C, dx, dx, wl, m);
+        return up;
+    }
+    float *buf = team->buf[team->turn++ & 1u];
+    const int groups = (Ko + wl - 1) / wl;
+    const int g0 = (int)((long)groups * team->t / team->T);
+    const int g1 = (int)((long)groups * (team->t + 1) / team->T);
+    wino_pack_kernels_rows(buf, up_x, w, K, C, dx, dx, wl, m, g0 * wl, g1 * wl);
+#pragma omp barrier
+    return buf;
 }
 
 /* The nxi products of a block (16, or 36 for 4×4 tiles), O[ξ] (rows × nb)
@@ -1190,7 +1218,7 @@ WINO_CLONES static void wino_stats_add(wino_stats *st, int k, const float *restr
  * turned by 180°, and the results are added to out. */
 static void wino_forward(float *out, const float *in, const float *w, const float *b,
                          const ul_conv_shape *s, float *scratch, int m, bool dx, bool add,
-                         wino_stats *st)
+                         wino_stats *st, ul_wino_team *team)
 {
     const ul_pk *pk = ul_pk_get();
     const int nxi = wino_xi(m);
@@ -1199,16 +1227,15 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     const int C = s->C, K = s->K, H = s->H, W = s->W, wl = pk->wl, wr = pk->wr, nt = g.ntf;
     const int ld = g.TW;
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
-    float *up = scratch + L.up, *vp = scratch + L.vp, *mb = scratch + L.mb;
+    float *vp = scratch + L.vp, *mb = scratch + L.mb;
     const size_t vps = panel_stride((size_t)C);
     float *seg = scratch + L.rows, *hb = seg + (size_t)nxi * ld;
     float *tmp = hb + wino_rows_floats(ld, m);
     wino_rows rc;
     wino_rows_init(&rc, hb, ld, m);
-    if (dx)
-        wino_pack_kernels(up, L.up_x, w, C, K, true, true, wl, m);
-    else
-        wino_pack_kernels(up, L.up_x, w, K, C, false, false, wl, m);
+    /* (K, C) of this convolution are (C, K) of the layer whose dX it is. */
+    const float *up = dx ? wino_team_kernels(scratch + L.up, L.up_x, w, C, K, true, wl, m, team)
+                         : wino_team_kernels(scratch + L.up, L.up_x, w, K, C, false, wl, m, team);
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
         /* V of the block as R panels: vp[ξ][(tl/16)·vps + c·16 + tl%16].
@@ -1274,19 +1301,38 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     }
 }
 
-void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
-                     const ul_conv_shape *s, float *scratch)
+size_t ul_wino_shared_floats(const ul_conv_shape *s)
 {
-    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, NULL);
+    const ul_pk *pk = ul_pk_get();
+    size_t n = 0;
+    if (pk && ul_wino_ok(s, false)) {
+        const int m = ul_wino_tile(s) == 4 ? 4 : 2;
+        n = (size_t)wino_xi(m) * wino_scratch_layout(s, pk, m).up_x;
+    }
+    if (pk && ul_wino_dx_ok(s)) {
+        const ul_conv_shape d = wino_dx_shape(s);
+        const size_t x = (size_t)wino_xi(4) * wino_scratch_layout(&d, pk, 4).up_x;
+        n = x > n ? x : n;
+    }
+    return n;
+}
+
+void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
+                     const ul_conv_shape *s, float *scratch, ul_wino_team *team)
+{
+    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, NULL,
+                 team);
 }
 
 void ul_wino_forward_stats(float *out, const float *in, const float *w, const float *b,
-                           const ul_conv_shape *s, float *scratch, double *mean, double *m2)
+                           const ul_conv_shape *s, float *scratch, double *mean, double *m2,
+                           ul_wino_team *team)
 {
     wino_stats st = {mean, m2, {0}, false};
     for (int k = 0; k < s->K; k++)
         mean[k] = m2[k] = 0.0;
-    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, &st);
+    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, &st,
+                 team);
     const double M = (double)s->N * s->H * s->W;
     for (int k = 0; k < s->K && M > 0; k++) {
         const double s1 = mean[k], k0 = out[(size_t)k * s->H * s->W];
@@ -1296,10 +1342,10 @@ void ul_wino_forward_stats(float *out, const float *in, const float *w, const fl
 }
 
 void ul_wino_dx(float *din, const float *dout, const float *w, const ul_conv_shape *s,
-                float *scratch, bool add)
+                float *scratch, bool add, ul_wino_team *team)
 {
     const ul_conv_shape d = wino_dx_shape(s);
-    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add, NULL);
+    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add, NULL, team);
 }
 
 /* ---- backward --------------------------------------------------------------------- */

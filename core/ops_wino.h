@@ -35,9 +35,30 @@ void ul_wino_force(int mode);
  * batch size does not matter). The scratch starts on a 64-byte boundary. */
 size_t ul_wino_scratch(const ul_conv_shape *s);
 
-/* out (N,K,H,W) = conv(in, w) + b, for the s->N images, on this thread. */
+/* Threads of one parallel region that run the same layers in step, each
+ * on its own images (net_team.c): every thread calls the same function
+ * with the same shape and weights at the same time. The kernels are then
+ * transformed once, a share of them on each thread, into one of two
+ * shared buffers taken in turn, with one barrier per call (a thread only
+ * overwrites a buffer after every thread has passed the barrier of the
+ * call in between). turn counts those calls and stays the same on every
+ * thread; each buffer holds ul_wino_shared_floats() floats for every shape
+ * the team runs. A NULL team: one thread alone. */
+typedef struct ul_wino_team {
+    float *buf[2];
+    int t, T;
+    unsigned turn;
+} ul_wino_team;
+
+/* Floats of one shared buffer for shape s: the transformed kernels of its
+ * forward pass or of its input gradient, whichever is larger; 0 when
+ * neither takes the path. */
+size_t ul_wino_shared_floats(const ul_conv_shape *s);
+
+/* out (N,K,H,W) = conv(in, w) + b, for the s->N images, on this thread
+ * (with team, the team's threads share the kernel transforms). */
 void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
-                     const ul_conv_shape *s, float *scratch);
+                     const ul_conv_shape *s, float *scratch, ul_wino_team *team);
 
 /* ul_wino_forward, and per output channel k the mean of its N·H·W output
  * values (mean[k]) and the sum of their squared deviations from it
@@ -46,7 +67,8 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
  * BatchNorm after the layer would otherwise read the output again for.
  * Both 0 when s->N is 0. */
 void ul_wino_forward_stats(float *out, const float *in, const float *w, const float *b,
-                           const ul_conv_shape *s, float *scratch, double *mean, double *m2);
+                           const ul_conv_shape *s, float *scratch, double *mean, double *m2,
+                           ul_wino_team *team);
 
 /* The tile side of the 2×2 tiles' backward path (ul_wino_ok(s, true))
  * when it computes dW alone (dX by ul_wino_dx): 4 for F(4×4, 3×3) (unless
@@ -62,7 +84,7 @@ bool ul_wino_dx_ok(const ul_conv_shape *s);
 /* din (N,C,H,W) = (or with add, +=) the input gradient of layer s from
  * dout (N,K,H,W) and the layer's weights w (K,C,3,3), on this thread. */
 void ul_wino_dx(float *din, const float *dout, const float *w, const ul_conv_shape *s,
-                float *scratch, bool add);
+                float *scratch, bool add, ul_wino_team *team);
 
 /* Adds dX into din and dW into dw_acc (either may be NULL), on this
  * thread, with 2×2 tiles; dW alone (din NULL) with ul_wino_dw_tile(s)'s. */

@@ -817,7 +817,7 @@ START_TEST(test_wino_thresholds)
 }
 END_TEST
 
-/* ul_conv2d_forward_local_stats against the mean and the sum of squared
+/* ul_conv2d_forward_team's statistics against the mean and the sum of squared
  * deviations of its own output, in double: the Winograd cases with 2×2 and
  * 4×4 tiles (forced; edge tiles clipped, blocks across images), with a
  * bias near 100 that puts each channel's mean far from zero (the sums run
@@ -843,8 +843,8 @@ START_TEST(test_conv_forward_stats)
             /* Without the micro-kernel (UNLEARN_PACKED_GEMM=0) there is no
              * Winograd path, and only the second half applies. */
             const bool on = ul_wino_ok(&c.s, false);
-            ck_assert(ul_conv2d_forward_local_stats(c.out, c.in, c.w, bias, &c.s, local, mean,
-                                                    m2) == on);
+            ck_assert(ul_conv2d_forward_team(c.out, c.in, c.w, bias, &c.s, local, NULL, mean,
+                                             m2) == on);
             const size_t HW = (size_t)c.s.P * c.s.Q, M = (size_t)k->N * HW;
             for (int j = 0; j < k->K && on; j++) {
                 double mu = 0.0, dev = 0.0;
@@ -867,8 +867,8 @@ START_TEST(test_conv_forward_stats)
             /* Off the path: no sums. */
             ul_wino_force(-1);
             mean[0] = m2[0] = -7.0;
-            ck_assert(!ul_conv2d_forward_local_stats(c.out, c.in, c.w, bias, &c.s, local, mean,
-                                                     m2));
+            ck_assert(!ul_conv2d_forward_team(c.out, c.in, c.w, bias, &c.s, local, NULL, mean,
+                                              m2));
             ck_assert(mean[0] == -7.0 && m2[0] == -7.0);
             ul_wino_force(0);
             free(mean), free(m2), free(bias), free(local);
