@@ -193,13 +193,13 @@ static void sum_dy(const float *dy, const float *x, int n, float mu, float rs, d
     *sdyx += t2;
 }
 
+typedef float bn_v8 __attribute__((vector_size(32), aligned(4)));
+typedef int bn_m8 __attribute__((vector_size(32), aligned(4)));
+
 /* sum_dy of the gradient behind a fused ReLU whose input was
  * x·scale + shift: dy counts where that was positive (y = net_relu1(...)
  * > 0, the same float operations as bn_affine), so neither the ReLU's
  * output is read nor the masked gradient written. */
-typedef float bn_v8 __attribute__((vector_size(32), aligned(4)));
-typedef int bn_m8 __attribute__((vector_size(32), aligned(4)));
-
 static void sum_dy_relu(const float *dy, const float *x, int n, float mu, float rs, float scale,
                         float shift, double *sdy, double *sdyx)
 {
