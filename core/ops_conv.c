@@ -10,8 +10,9 @@
  *    direct path for few channels, below): forward and dX from three shifted copies of each
  *    image, read in place by BLIS's micro-kernel (see "shifted copies"
  *    below) — no im2col at all; the forward pass of 3×3, stride-2, pad-1
- *    layers with output rows of more than half a panel too, from copies
- *    of every other column (conv_shifted_fwd_ok);
+ *    layers with at most 16 input channels and output rows of more than
+ *    half a panel too, from copies of every other column
+ *    (conv_shifted_fwd_ok);
  *  - otherwise, when BLIS's micro-kernel is available (pack_gemm.h): the
  *    packed GEMM, with the im2col matrix packed straight from the image
  *    into micro-panels and the weights packed once per call;

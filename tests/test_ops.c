@@ -254,6 +254,9 @@ static const conv_case conv_cases[] = {
      * whole and a partial column block). */
     {2, 3, 32, 32, 5, 3, 3, 2, 1, 1}, {1, 2, 5, 63, 4, 3, 3, 2, 1, 0},
     {2, 3, 7, 27, 5, 3, 3, 2, 1, 1},  {1, 4, 9, 45, 6, 3, 3, 2, 1, 1},
+    /* ... and with 17 input channels, too many for those copies: the
+     * packed GEMM's stride-2 packer, output rows of 16. */
+    {2, 17, 32, 32, 5, 3, 3, 2, 1, 1},
     /* A row of 550 outputs, more than the packed GEMM packs at once (512):
      * the second call starts inside the row. */
     {1, 2, 3, 1100, 3, 3, 3, 2, 1, 0},
