@@ -87,8 +87,10 @@ static void net_profile_print(const ul_net *net)
         total += net->prof_s[op][0] + net->prof_s[op][1];
     if (total <= 0.0)
         return;
-    fprintf(stderr, "unlearn profile (UNLEARN_PROFILE): %.3f s in %d-node net\n", total,
-            net->n_nodes);
+    fprintf(stderr,
+            "unlearn profile (UNLEARN_PROFILE): %.3f s in %d-node net, %ld forward and %ld "
+            "backward passes\n",
+            total, net->n_nodes, net->prof_passes[0], net->prof_passes[1]);
     fprintf(stderr, "  %-15s %10s %7s %10s %7s\n", "op", "forward s", "%", "backward s", "%");
     for (int op = 0; op < NET_OP_COUNT; op++) {
         if (!net->prof_n[op][0] && !net->prof_n[op][1])
@@ -1085,6 +1087,8 @@ static const float *net_run(ul_net *net, const float *x, int N, bool train, bool
     net->last_N = fold ? 0 : N;
     net->last_train = train;
     net->last_team = T >= 1;
+    if (net_profiling())
+        net->prof_passes[0]++;
     return net->nodes[net->n_nodes - 1].out;
 }
 
@@ -1171,6 +1175,8 @@ void ul_net_backward(ul_net *net, const float *dlogits)
     /* grad_order lists stores by first write, latest first: the logits'
      * store (written by dlogits) leads. */
     const int T = net_team_size(net, N);
+    if (net_profiling())
+        net->prof_passes[1]++;
     if (T >= 1) {
         net_backward_team(net, dlogits, N, T);
         return;

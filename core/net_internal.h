@@ -114,6 +114,7 @@ struct ul_net {
      * backward [1], printed to stderr when the net is freed. */
     double prof_s[NET_OP_COUNT][2];
     long prof_n[NET_OP_COUNT][2];
+    long prof_passes[2];     /* forward and backward passes profiled */
 
     /* Batch-parallel passes (net_team.c), sized by ul_net_reserve for up
      * to team_cap threads. */

@@ -553,6 +553,20 @@ START_TEST(cli_pipeline_end_to_end)
     ck_assert_msg(st == 0, "%s", out);
     ck_assert_double_eq_tol(json_number_after(out, "\"accuracy\""), val_acc, 1e-6);
     ck_assert_int_eq((int)json_number_after(out, "\"n\""), 80);
+
+    /* UNLEARN_PROFILE=2: the profile counts the passes it timed (eval runs
+     * forward passes only) and lists the nodes. */
+    st = run_cli("eval run1/checkpoints/original_w0.25_s1.safetensors --dataset synthetic --json",
+                 out, sizeof out, "UNLEARN_PROFILE=2");
+    ck_assert_msg(st == 0, "%s", out);
+    const char *prof = strstr(out, "unlearn profile (UNLEARN_PROFILE): ");
+    ck_assert_msg(prof != NULL, "no profile in: %s", out);
+    long fwd = -1, bwd = -1;
+    ck_assert_msg(sscanf(strstr(prof, "-node net, "), "-node net, %ld forward and %ld backward",
+                         &fwd, &bwd) == 2,
+                  "%s", prof);
+    ck_assert_msg(fwd >= 1 && bwd == 0, "%ld forward, %ld backward passes: %s", fwd, bwd, prof);
+    ck_assert_msg(strstr(prof, "node op") && strstr(prof, " linear "), "%s", prof);
 }
 END_TEST
 
