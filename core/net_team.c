@@ -257,33 +257,26 @@ static void relu_mask(float *g, const float *out, size_t n)
         g[i] = out[i] > 0.0f ? g[i] : 0.0f;
 }
 
-/* Whether node i is a BatchNorm whose only consumer is an in-place ReLU
- * right after it. The pair then runs as one op: forward writes
- * max(0, BN(x)) in the normalising pass, and backward takes the ReLU's
- * mask from x through the map forward saved (after a training pass; else
- * it masks dy one channel plane at a time just before summing it, while it
- * is in cache). */
-static bool bn_relu_fused(const ul_net *net, int i)
+/* Whether node i is a `op` whose only consumer is an in-place ReLU right
+ * after it. */
+static bool relu_follows(const ul_net *net, int i, net_op op)
 {
     if (i < 0 || i + 1 >= net->n_nodes)
         return false;
-    const net_node *bn = &net->nodes[i], *r = &net->nodes[i + 1];
-    return bn->op == NET_BN && r->op == NET_RELU && r->in[0] == i && r->inplace == 0 &&
-           bn->n_consumers == 1;
+    const net_node *nd = &net->nodes[i], *r = &net->nodes[i + 1];
+    return nd->op == op && r->op == NET_RELU && r->in[0] == i && r->inplace == 0 &&
+           nd->n_consumers == 1;
 }
 
-/* Whether node i is an addition whose only consumer is an in-place ReLU
- * right after it (a residual block's end): forward then writes
- * max(0, a + b) in one pass. Backward is unchanged, the ReLU's mask read
- * from the shared output. */
-static bool add_relu_fused(const ul_net *net, int i)
-{
-    if (i < 0 || i + 1 >= net->n_nodes)
-        return false;
-    const net_node *add = &net->nodes[i], *r = &net->nodes[i + 1];
-    return add->op == NET_ADD && r->op == NET_RELU && r->in[0] == i && r->inplace == 0 &&
-           add->n_consumers == 1;
-}
+/* A BatchNorm and its ReLU run as one op: forward writes max(0, BN(x)) in
+ * the normalising pass, and backward takes the ReLU's mask from x through
+ * the map forward saved (after a training pass; else it masks dy one
+ * channel plane at a time just before summing it, while it is in cache). */
+static bool bn_relu_fused(const ul_net *net, int i) { return relu_follows(net, i, NET_BN); }
+
+/* At a residual block's end, forward writes max(0, a + b) in one pass.
+ * Backward is unchanged, the ReLU's mask read from the shared output. */
+static bool add_relu_fused(const ul_net *net, int i) { return relu_follows(net, i, NET_ADD); }
 
 /* y = max(0, a + b) (y may be a or b). */
 static void add_relu(float *y, const float *a, const float *b, size_t n)
