@@ -828,8 +828,9 @@ static int net_team_alloc(ul_net *net, ul_error *err)
     }
     if (cap < 1)
         cap = 1;
-    /* One thread adds its weight gradients straight into the net's. */
-    /* Threads share the transformed kernels: two buffers, used in turn. */
+    /* One thread adds its weight gradients straight into the net's and
+     * transforms its kernels alone; several share the transformed kernels,
+     * two buffers used in turn (ul_wino_team). */
     if (cap > 1) {
         net->part = net_alloc_aligned(((size_t)cap * align_floats(part) + 1) * sizeof(float));
         if (wino)
@@ -843,8 +844,8 @@ static int net_team_alloc(ul_net *net, ul_error *err)
         net->part = NULL;
         net->red = NULL;
         net->wino_shared = NULL;
-        return ul_errorf(err, UL_ENOMEM, "out of memory: per-thread gradient buffers need "
-                                         "%.1f MiB",
+        return ul_errorf(err, UL_ENOMEM, "out of memory: the threads' gradient and kernel "
+                                         "buffers need %.1f MiB",
                          ((double)cap * part + 2.0 * wino) * 4 / (1024.0 * 1024.0));
     }
     net->wino_per = net->wino_shared ? align_floats(wino) : 0;
