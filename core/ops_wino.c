@@ -1161,11 +1161,14 @@ static void wino_products(const ul_pk *pk, int nxi, int rows, int nb, int depth,
 /* The output statistics of a forward pass (wino_forward with st): per
  * output channel, Σ(x − k) and Σ(x − k)² over the stored values x, around
  * k, the channel's first value (image 0, position (0, 0)), which the first
- * panel stores before any sum needs it. msk[q·16 + lane] is 1 for the
- * values q of the panel's tiles that lie inside the image, else 0. */
+ * panel stores before any sum needs it. msk[q·16 + lane] has all bits set
+ * for the values q of the panel's tiles that lie inside the image, else
+ * none: the others are and-ed away rather than multiplied by 0, since the
+ * lanes past the last tile hold whatever the scratch held (an infinity
+ * there times 0 would be NaN). */
 typedef struct {
     double *s1, *s2;
-    float msk[36 * WR];
+    uint32_t msk[36 * WR];
     bool full; /* every value of the panel is inside the image */
 } wino_stats;
 
@@ -1177,8 +1180,8 @@ static void wino_stats_mask(wino_stats *st, const wino_geom *g, int m, int H, in
         const int r = t % g->tpi, ty = r / g->TW, tx = r % g->TW;
         for (int q = 0; q < m * m; q++) {
             const int h = m * ty + q / m, x = m * tx + q % m;
-            st->msk[q * WR + l] = l < nl && h < H && x < W ? 1.0f : 0.0f;
-            st->full = st->full && st->msk[q * WR + l] != 0.0f;
+            st->msk[q * WR + l] = l < nl && h < H && x < W ? UINT32_MAX : 0u;
+            st->full = st->full && st->msk[q * WR + l] != 0u;
         }
     }
 }
@@ -1199,7 +1202,11 @@ WINO_CLONES static void wino_stats_add(wino_stats *st, int k, const float *restr
     else
         for (int q = 0; q < nq; q++)
             for (int l = 0; l < WR; l++) {
-                const float d = (y[q * WR + l] + bias - k0) * st->msk[q * WR + l];
+                float d = y[q * WR + l] + bias - k0;
+                uint32_t u;
+                memcpy(&u, &d, sizeof u);
+                u &= st->msk[q * WR + l];
+                memcpy(&d, &u, sizeof d);
                 a[l] += d;
                 b2[l] += d * d;
             }

@@ -825,8 +825,8 @@ END_TEST
  * 4×4 tiles (forced; edge tiles clipped, blocks across images), with a
  * bias near 100 that puts each channel's mean far from zero (the sums run
  * around the channel's first value, or they would lose the spread to
- * cancellation). A layer off the path returns false and leaves the sums
- * alone. */
+ * cancellation), and a scratch filled with NaN beforehand. A layer off
+ * the path returns false and leaves the sums alone. */
 START_TEST(test_conv_forward_stats)
 {
     for (int mode = 1; mode <= 2; mode++)
@@ -841,6 +841,10 @@ START_TEST(test_conv_forward_stats)
             const size_t nlocal = ul_conv2d_local_scratch(&c.s);
             ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + 16) * sizeof(float)),
                              0);
+            /* Scratch the pass has not written is NaN: the lanes of a
+             * panel past the last tile must not reach the sums. */
+            for (size_t i = 0; i < nlocal + 16; i++)
+                local[i] = NAN;
             double *mean = calloc((size_t)k->K, sizeof(double));
             double *m2 = calloc((size_t)k->K, sizeof(double));
             /* Without the micro-kernel (UNLEARN_PACKED_GEMM=0) there is no
