@@ -37,6 +37,15 @@ static float *falloc(size_t n)
     return p;
 }
 
+/* n floats on a 64-byte boundary, plus 16 past the end (the packed
+ * kernels may read a vector beyond a buffer's last value). */
+static float *falloc64(size_t n)
+{
+    float *p = NULL;
+    ck_assert_int_eq(posix_memalign((void **)&p, 64, (n + 16) * sizeof(float)), 0);
+    return p;
+}
+
 static void fill_uniform(ul_rng *r, float *x, size_t n, double lo, double hi)
 {
     for (size_t i = 0; i < n; i++)
@@ -428,10 +437,8 @@ START_TEST(test_pk_gemm_vs_naive)
                     for (int i = 0; i < m; i++)
                         for (int kk = 0; kk < k; kk++)
                             at[(size_t)kk * m + i] = a[(size_t)i * k + kk];
-                    float *lp = aligned_alloc(64, (ul_pk_l_size(pk, m, k) + 16) * 4);
-                    ck_assert_ptr_nonnull(lp);
-                    float *rb = aligned_alloc(64, (ul_pk_r_size(pk, n, k) + 16) * 4);
-                    ck_assert_ptr_nonnull(rb);
+                    float *lp = falloc64(ul_pk_l_size(pk, m, k));
+                    float *rb = falloc64(ul_pk_r_size(pk, n, k));
                     if (trans)
                         ul_pk_pack_l(pk, lp, at, m, k, m, true);
                     else
@@ -553,8 +560,7 @@ START_TEST(test_sgemm_local_vs_naive)
                 ck_assert_msg(need % 16 == 0, "scratch of %zu floats is not a multiple of 16",
                               need);
                 const size_t give = short_scratch && need ? need - 16 : need;
-                float *scr = aligned_alloc(64, (give + 16) * sizeof(float));
-                ck_assert_ptr_nonnull(scr);
+                float *scr = falloc64(give);
                 for (int i = 0; i < 16; i++)
                     scr[give + i] = 12345.0f;
                 ul_sgemm_local(ta, tb, m, n, k, g.a, lda, g.b, ldb, beta, g.c, ldc, scr, give);
@@ -623,8 +629,7 @@ START_TEST(test_linear_forward_local)
             out[(size_t)n * O + o] = NAN;
         }
     const size_t need = ul_sgemm_local_scratch(N, O, I);
-    float *scr = aligned_alloc(64, (need + 16) * sizeof(float));
-    ck_assert_ptr_nonnull(scr);
+    float *scr = falloc64(need);
     ul_linear_forward_local(out, in, w, b, N, I, O, scr, need);
     assert_close("linear_forward_local", out, want, (size_t)N * O, REF_RTOL);
     free(in), free(w), free(b), free(out), free(want), free(scr);
@@ -839,8 +844,7 @@ START_TEST(test_conv_forward_stats)
             for (int j = 0; j < k->K; j++)
                 bias[j] = 100.0f + 0.25f * (float)j;
             const size_t nlocal = ul_conv2d_local_scratch(&c.s);
-            ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + 16) * sizeof(float)),
-                             0);
+            local = falloc64(nlocal);
             /* Scratch the pass has not written is NaN: the lanes of a
              * panel past the last tile must not reach the sums. */
             for (size_t i = 0; i < nlocal + 16; i++)
