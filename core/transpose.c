@@ -84,9 +84,15 @@ void ul_transpose(const float *src, size_t ss, float *dst, size_t ds, int rows, 
         float *d = dst + i0;
         int j = 0;
 #ifdef TR_X86
-        if (__builtin_cpu_supports("avx2")) {
+        if (__builtin_cpu_supports("avx2") && cols >= 8) {
             j = cols / 8 * 8;
             tr_avx2(s, ss, d, ds, ri, j);
+            /* A ragged end: the last eight columns once more, which
+             * rewrites some of the rows just stored with the same
+             * values (the copy is out of place). */
+            if (j < cols)
+                tr_avx2(s + cols - 8, ss, d + (size_t)(cols - 8) * ds, ds, ri, 8);
+            j = cols;
         }
 #endif
         for (; j < cols; j += 8)
