@@ -467,12 +467,15 @@ START_TEST(test_pk_gemm_vs_naive)
 END_TEST
 
 /* Every shape class of the transpose: whole 8×8 blocks, 6-row L panels,
- * ragged rows and columns, single rows and columns, inside strided
- * buffers whose other values must stay as they were. */
+ * ragged rows and columns (a ragged end of 8 columns or more is done as
+ * the last eight again), fewer than 8 columns (masked loads), single rows
+ * and columns, inside strided buffers whose other values must stay as they
+ * were. */
 START_TEST(test_transpose_vs_naive)
 {
-    static const int dims[][2] = {{8, 8}, {6, 16}, {16, 784}, {6, 37}, {3, 9},
-                                  {1, 20}, {20, 1}, {13, 27}, {7, 8}, {17, 300}};
+    static const int dims[][2] = {{8, 8},  {6, 16}, {16, 784}, {6, 37}, {3, 9},  {1, 20},
+                                  {20, 1}, {13, 27}, {7, 8},   {17, 300}, {8, 7}, {8, 2},
+                                  {6, 4},  {13, 5}, {3, 6},   {16, 28}, {8, 14}};
     ul_rng r;
     ul_rng_seed(&r, 43, 0);
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
