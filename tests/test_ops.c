@@ -329,6 +329,10 @@ static void conv_ctx_init(conv_ctx *c, const conv_case *k, uint64_t seed)
     c->G = rand_buf(&r, c->nout, -1, 1);
     /* A canary after the declared scratch size catches overruns. */
     c->scratch = falloc(c->nscratch + CANARY);
+    /* Scratch starts as NaN: a path that lets values it did not write
+     * reach a result (even times 0) fails. */
+    for (size_t i = 0; i < c->nscratch; i++)
+        c->scratch[i] = NAN;
     for (int i = 0; i < CANARY; i++)
         c->scratch[c->nscratch + i] = 12345.0f;
 }
@@ -740,6 +744,8 @@ static void conv_vs_ref(int _i)
     float *local = NULL;
     const size_t nlocal = ul_conv2d_local_scratch(&c.s);
     ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + CANARY) * sizeof(float)), 0);
+    for (size_t i = 0; i < nlocal; i++)
+        local[i] = NAN;
     for (int i = 0; i < CANARY; i++)
         local[nlocal + i] = 12345.0f;
     float *out_local = falloc(c.nout);
@@ -915,6 +921,8 @@ START_TEST(test_conv_wino4_vs_ref)
     const size_t nlocal = ul_conv2d_local_scratch(&c.s);
     float *local = NULL;
     ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + CANARY) * sizeof(float)), 0);
+    for (size_t i = 0; i < nlocal; i++)
+        local[i] = NAN;
     for (int i = 0; i < CANARY; i++)
         local[nlocal + i] = 12345.0f;
     memset(c.out, 0, c.nout * sizeof(float));
