@@ -46,6 +46,14 @@ static float *falloc64(size_t n)
     return p;
 }
 
+/* Scratch a kernel has not written yet: NaN, so that a value it lets into
+ * a result without writing it first (even times 0) shows. */
+static void fill_nan(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+}
+
 static void fill_uniform(ul_rng *r, float *x, size_t n, double lo, double hi)
 {
     for (size_t i = 0; i < n; i++)
@@ -329,10 +337,7 @@ static void conv_ctx_init(conv_ctx *c, const conv_case *k, uint64_t seed)
     c->G = rand_buf(&r, c->nout, -1, 1);
     /* A canary after the declared scratch size catches overruns. */
     c->scratch = falloc(c->nscratch + CANARY);
-    /* Scratch starts as NaN: a path that lets values it did not write
-     * reach a result (even times 0) fails. */
-    for (size_t i = 0; i < c->nscratch; i++)
-        c->scratch[i] = NAN;
+    fill_nan(c->scratch, c->nscratch);
     for (int i = 0; i < CANARY; i++)
         c->scratch[c->nscratch + i] = 12345.0f;
 }
@@ -744,8 +749,7 @@ static void conv_vs_ref(int _i)
     float *local = NULL;
     const size_t nlocal = ul_conv2d_local_scratch(&c.s);
     ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + CANARY) * sizeof(float)), 0);
-    for (size_t i = 0; i < nlocal; i++)
-        local[i] = NAN;
+    fill_nan(local, nlocal);
     for (int i = 0; i < CANARY; i++)
         local[nlocal + i] = 12345.0f;
     float *out_local = falloc(c.nout);
@@ -854,10 +858,9 @@ START_TEST(test_conv_forward_stats)
                 bias[j] = 100.0f + 0.25f * (float)j;
             const size_t nlocal = ul_conv2d_local_scratch(&c.s);
             local = falloc64(nlocal);
-            /* Scratch the pass has not written is NaN: the lanes of a
-             * panel past the last tile must not reach the sums. */
-            for (size_t i = 0; i < nlocal + 16; i++)
-                local[i] = NAN;
+            /* The lanes of a panel past the last tile must not reach the
+             * sums. */
+            fill_nan(local, nlocal + 16);
             double *mean = calloc((size_t)k->K, sizeof(double));
             double *m2 = calloc((size_t)k->K, sizeof(double));
             /* Without the micro-kernel (UNLEARN_PACKED_GEMM=0) there is no
@@ -921,8 +924,7 @@ START_TEST(test_conv_wino4_vs_ref)
     const size_t nlocal = ul_conv2d_local_scratch(&c.s);
     float *local = NULL;
     ck_assert_int_eq(posix_memalign((void **)&local, 64, (nlocal + CANARY) * sizeof(float)), 0);
-    for (size_t i = 0; i < nlocal; i++)
-        local[i] = NAN;
+    fill_nan(local, nlocal);
     for (int i = 0; i < CANARY; i++)
         local[nlocal + i] = 12345.0f;
     memset(c.out, 0, c.nout * sizeof(float));
