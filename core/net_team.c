@@ -137,101 +137,106 @@ static void reduce_parts(const team *tm, float *dst, size_t off, size_t n)
 
 /* ---- BatchNorm ----------------------------------------------------------------- */
 
-/* Per-channel sums over one example's HW values. A single double
- * accumulator is latency-bound (one add per 4 cycles), so each runs in 8
- * float lanes — vectorised, and short enough (HW/8 terms) to stay accurate —
- * and the lanes are added in double. */
+/* The elementwise loops below run over one channel's planes in all of a
+ * thread's examples (n planes of HW values, img apart), so that a call
+ * covers a channel even where a plane is 16 values. They are built for
+ * AVX2 and for the baseline (UL_VEC_CLONES): the baseline's 4-lane SSE
+ * did every pass of a training step at half the width.
+ *
+ * Per-channel sums run in 8 float lanes (one double accumulator is
+ * latency-bound) that are added into double sums after at most
+ * BN_FLUSH terms per lane — once per plane from 32×32 up — and the
+ * plane's last HW mod 8 values go into the double sums directly. */
 #define LANES 8
+#define BN_FLUSH 128
 
-/* s1 += Σ(x − k), s2 += Σ(x − k)². */
-static void sum_dev(const float *x, int n, float k, double *s1, double *s2)
+typedef float bn_v8 __attribute__((vector_size(32), aligned(4)));
+typedef int bn_m8 __attribute__((vector_size(32), aligned(4)));
+
+/* Adds the lanes of a and b to t1 and t2, in lane order, and clears them. */
+static inline void bn_flush(bn_v8 *a, bn_v8 *b, double *t1, double *t2)
 {
-    float a[LANES] = {0}, b[LANES] = {0};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            const float d = x[j + l] - k;
-            a[l] += d;
-            b[l] += d * d;
-        }
-    double t1 = 0.0, t2 = 0.0;
     for (int l = 0; l < LANES; l++) {
-        t1 += a[l];
-        t2 += b[l];
+        *t1 += (*a)[l];
+        *t2 += (*b)[l];
     }
-    for (; j < n; j++) {
-        const double d = x[j] - k;
-        t1 += d;
-        t2 += d * d;
+    *a = *a - *a;
+    *b = *b - *b;
+}
+
+/* s1 += Σ(x − k), s2 += Σ(x − k)² over the channel's planes. */
+UL_VEC_CLONES static void sum_dev(const float *x, int n, size_t img, int HW, float k, double *s1,
+                                  double *s2)
+{
+    const bn_v8 zero = {0}, vk = zero + k;
+    const int hv = HW - HW % LANES;
+    bn_v8 a = zero, b = zero;
+    double t1 = 0.0, t2 = 0.0;
+    for (int i = 0, terms = 0; i < n; i++) {
+        const float *p = x + i * img;
+        for (int j = 0; j < hv; j += LANES) {
+            const bn_v8 d = *(const bn_v8 *)(p + j) - vk;
+            a += d;
+            b += d * d;
+        }
+        for (int j = hv; j < HW; j++) {
+            const double d = p[j] - k;
+            t1 += d;
+            t2 += d * d;
+        }
+        terms += hv / LANES;
+        if (terms >= BN_FLUSH || i == n - 1) {
+            bn_flush(&a, &b, &t1, &t2);
+            terms = 0;
+        }
     }
     *s1 += t1;
     *s2 += t2;
 }
 
-/* sdy += Σ dy, sdyx += Σ dy·(x − mu)·rs. */
-static void sum_dy(const float *dy, const float *x, int n, float mu, float rs, double *sdy,
-                   double *sdyx)
+/* sdy += Σ g, sdyx += Σ g·(x − mu)·rs over the channel's planes, where g
+ * is dy, or with relu the gradient behind a fused ReLU whose input was
+ * x·scale + shift: dy where that was positive (the same float operations
+ * as bn_affine's), so neither the ReLU's output is read nor the masked
+ * gradient written. */
+UL_VEC_CLONES static void sum_dy(const float *dy, const float *x, int n, size_t img, int HW,
+                                 float mu, float rs, bool relu, float scale, float shift,
+                                 double *sdy, double *sdyx)
 {
-    float a[LANES] = {0}, b[LANES] = {0};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            const float g = dy[j + l];
-            a[l] += g;
-            b[l] += g * ((x[j + l] - mu) * rs);
-        }
-    double t1 = 0.0, t2 = 0.0;
-    for (int l = 0; l < LANES; l++) {
-        t1 += a[l];
-        t2 += b[l];
-    }
-    for (; j < n; j++) {
-        t1 += dy[j];
-        t2 += (double)dy[j] * ((x[j] - mu) * rs);
-    }
-    *sdy += t1;
-    *sdyx += t2;
-}
-
-typedef float bn_v8 __attribute__((vector_size(32), aligned(4)));
-typedef int bn_m8 __attribute__((vector_size(32), aligned(4)));
-
-/* sum_dy of the gradient behind a fused ReLU whose input was
- * x·scale + shift: dy counts where that was positive (y = net_relu1(...)
- * > 0, the same float operations as bn_affine), so neither the ReLU's
- * output is read nor the masked gradient written. */
-static void sum_dy_relu(const float *dy, const float *x, int n, float mu, float rs, float scale,
-                        float shift, double *sdy, double *sdyx)
-{
-    /* The lanes as in sum_dy, in vector types: GCC leaves the select of a
-     * plain loop as a branch. */
     const bn_v8 zero = {0}, vs = zero + scale, vh = zero + shift, vm = zero + mu, vr = zero + rs;
+    const int hv = HW - HW % LANES;
     bn_v8 a = zero, b = zero;
-    int j = 0;
-    for (; j + LANES <= n; j += LANES) {
-        const bn_v8 xv = *(const bn_v8 *)(x + j), dv = *(const bn_v8 *)(dy + j);
-        const bn_v8 g = (bn_v8)((bn_m8)dv & (xv * vs + vh > zero));
-        a += g;
-        b += g * ((xv - vm) * vr);
-    }
     double t1 = 0.0, t2 = 0.0;
-    for (int l = 0; l < LANES; l++) {
-        t1 += a[l];
-        t2 += b[l];
-    }
-    for (; j < n; j++) {
-        const float g = x[j] * scale + shift > 0.0f ? dy[j] : 0.0f;
-        t1 += g;
-        t2 += (double)g * ((x[j] - mu) * rs);
+    for (int i = 0, terms = 0; i < n; i++) {
+        const float *xp = x + i * img, *dp = dy + i * img;
+        for (int j = 0; j < hv; j += LANES) {
+            const bn_v8 xv = *(const bn_v8 *)(xp + j);
+            bn_v8 g = *(const bn_v8 *)(dp + j);
+            if (relu) /* a select: GCC leaves that of a plain loop as a branch */
+                g = (bn_v8)((bn_m8)g & (xv * vs + vh > zero));
+            a += g;
+            b += g * ((xv - vm) * vr);
+        }
+        for (int j = hv; j < HW; j++) {
+            const float g = !relu || xp[j] * scale + shift > 0.0f ? dp[j] : 0.0f;
+            t1 += g;
+            t2 += (double)g * ((xp[j] - mu) * rs);
+        }
+        terms += hv / LANES;
+        if (terms >= BN_FLUSH || i == n - 1) {
+            bn_flush(&a, &b, &t1, &t2);
+            terms = 0;
+        }
     }
     *sdy += t1;
     *sdyx += t2;
 }
 
-/* ul_bn_dx_channel with sum_dy_relu's mask on dy. */
-static void bn_dx_relu_channel(float *dx, const float *x, const float *dy, int n, size_t img,
-                               int HW, float mu, float rs, float g, float m_dy, float m_dyx,
-                               float scale, float shift, bool overwrite)
+/* ul_bn_dx_channel with sum_dy's ReLU mask on dy. */
+UL_VEC_CLONES static void bn_dx_relu_channel(float *dx, const float *x, const float *dy, int n,
+                                             size_t img, int HW, float mu, float rs, float g,
+                                             float m_dy, float m_dyx, float scale, float shift,
+                                             bool overwrite)
 {
     for (int i = 0; i < n; i++) {
         float *d = dx + i * img;
@@ -251,7 +256,7 @@ static void bn_dx_relu_channel(float *dx, const float *x, const float *dy, int n
 }
 
 /* Backward of an in-place ReLU: the gradient shares the input's buffer. */
-static void relu_mask(float *g, const float *out, size_t n)
+UL_VEC_CLONES static void relu_mask(float *g, const float *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         g[i] = out[i] > 0.0f ? g[i] : 0.0f;
@@ -270,8 +275,8 @@ static bool relu_follows(const ul_net *net, int i, net_op op)
 
 /* A BatchNorm and its ReLU run as one op: forward writes max(0, BN(x)) in
  * the normalising pass, and backward takes the ReLU's mask from x through
- * the map forward saved (after a training pass; else it masks dy one
- * channel plane at a time just before summing it, while it is in cache). */
+ * the map forward saved (after a training pass; else it masks dy in place,
+ * a channel at a time just before summing it, while it is in cache). */
 static bool bn_relu_fused(const ul_net *net, int i) { return relu_follows(net, i, NET_BN); }
 
 /* At a residual block's end, forward writes max(0, a + b) in one pass.
@@ -279,21 +284,40 @@ static bool bn_relu_fused(const ul_net *net, int i) { return relu_follows(net, i
 static bool add_relu_fused(const ul_net *net, int i) { return relu_follows(net, i, NET_ADD); }
 
 /* y = max(0, a + b) (y may be a or b). */
-static void add_relu(float *y, const float *a, const float *b, size_t n)
+UL_VEC_CLONES static void add_relu(float *y, const float *a, const float *b, size_t n)
 {
     for (size_t j = 0; j < n; j++)
         y[j] = net_relu1(a[j] + b[j]);
 }
 
-/* y = x·scale + shift over one channel plane, then the fused ReLU. */
-static void bn_affine(float *y, const float *x, int n, float scale, float shift, bool relu)
+/* y = x·scale + shift over the channel's planes, then the fused ReLU. */
+UL_VEC_CLONES static void bn_affine(float *y, const float *x, int n, size_t img, int HW,
+                                    float scale, float shift, bool relu)
 {
-    if (relu)
-        for (int j = 0; j < n; j++)
-            y[j] = net_relu1(x[j] * scale + shift);
-    else
-        for (int j = 0; j < n; j++)
-            y[j] = x[j] * scale + shift;
+    for (int i = 0; i < n; i++) {
+        float *yi = y + i * img;
+        const float *xi = x + i * img;
+        if (relu)
+            for (int j = 0; j < HW; j++)
+                yi[j] = net_relu1(xi[j] * scale + shift);
+        else
+            for (int j = 0; j < HW; j++)
+                yi[j] = xi[j] * scale + shift;
+    }
+}
+
+/* dst += src (the residual's gradient on its second path). */
+UL_VEC_CLONES static void add_to(float *dst, const float *src, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        dst[j] += src[j];
+}
+
+/* An in-place ReLU. */
+UL_VEC_CLONES static void relu_inplace(float *y, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        y[j] = net_relu1(y[j]);
 }
 
 /* Training-mode forward. Each thread sums its examples around a shift k
@@ -317,8 +341,7 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a, bool rel
     for (int c = 0; c < C && !tm->bn_stats; c++) {
         const float k = n > 0 ? x0[(size_t)c * HW] : 0.0f;
         double s1 = 0.0, s2 = 0.0;
-        for (int i = 0; i < n; i++)
-            sum_dev(x0 + i * img + (size_t)c * HW, HW, (float)k, &s1, &s2);
+        sum_dev(x0 + (size_t)c * HW, n, img, HW, k, &s1, &s2);
         mine[c] = m > 0 ? k + s1 / m : 0.0;
         mine[rc + c] = m > 0 ? s2 - s1 * s1 / m : 0.0;
     }
@@ -337,10 +360,7 @@ static void bn_forward_train(team *tm, net_node *nd, const net_node *a, bool rel
         }
         const double var = m2 > 0.0 ? m2 / M : 0.0, rs = 1.0 / sqrt(var + BN_EPS);
         const float scale = (float)(nd->w[c] * rs), shift = (float)(nd->b[c] - mu * nd->w[c] * rs);
-        for (int i = 0; i < n; i++) {
-            const size_t off = i * img + (size_t)c * HW;
-            bn_affine(y0 + off, x0 + off, HW, scale, shift, relu);
-        }
+        bn_affine(y0 + (size_t)c * HW, x0 + (size_t)c * HW, n, img, HW, scale, shift, relu);
         if (tm->t == 0) {
             nd->mean[c] = (float)mu;
             nd->rstd[c] = (float)rs;
@@ -364,13 +384,11 @@ static void bn_forward_eval(team *tm, net_node *nd, const net_node *a, bool relu
     const size_t img = (size_t)C * HW;
     const float *x0 = rows(tm, a->out, a);
     float *y0 = rows(tm, nd->out, nd);
-    for (int i = 0; i < tm->n; i++)
-        for (int c = 0; c < C; c++) {
-            const float scale = nd->w[c] / sqrtf(nd->running_var[c] + BN_EPS);
-            const float shift = nd->b[c] - nd->running_mean[c] * scale;
-            const size_t off = i * img + (size_t)c * HW;
-            bn_affine(y0 + off, x0 + off, HW, scale, shift, relu);
-        }
+    for (int c = 0; c < C; c++) {
+        const float scale = nd->w[c] / sqrtf(nd->running_var[c] + BN_EPS);
+        const float shift = nd->b[c] - nd->running_mean[c] * scale;
+        bn_affine(y0 + (size_t)c * HW, x0 + (size_t)c * HW, tm->n, img, HW, scale, shift, relu);
+    }
 }
 
 /* Backward of BatchNorm; train selects batch statistics (saved by forward)
@@ -397,19 +415,14 @@ static void bn_backward(team *tm, net_node *nd, const net_node *a, float *din, b
         const float mu = train ? nd->mean[c] : nd->running_mean[c];
         const float rs = train ? nd->rstd[c] : 1.0f / sqrtf(nd->running_var[c] + BN_EPS);
         double sdy = 0.0, sdyx = 0.0;
-        for (int i = 0; i < n; i++) {
-            const size_t off = i * img + (size_t)c * HW;
-            if (mask_x) {
-                sum_dy_relu(dy0 + off, x0 + off, HW, mu, rs, nd->bn_scale[c], nd->bn_shift[c],
-                            &sdy, &sdyx);
-                continue;
-            }
-            /* The fused ReLU's mask, applied where the values are still in
-             * L1 from the pass that reads them next. */
-            if (relu)
-                relu_mask(dy0 + off, o0 + off, (size_t)HW);
-            sum_dy(dy0 + off, x0 + off, HW, mu, rs, &sdy, &sdyx);
-        }
+        const size_t cc = (size_t)c * HW;
+        /* Else the fused ReLU's mask is applied in place, a plane at a
+         * time, while the channel's planes (a few hundred KiB) are in L2
+         * for the sums next. */
+        for (int i = 0; relu && !mask_x && i < n; i++)
+            relu_mask(dy0 + i * img + cc, o0 + i * img + cc, (size_t)HW);
+        sum_dy(dy0 + cc, x0 + cc, n, img, HW, mu, rs, mask_x,
+               mask_x ? nd->bn_scale[c] : 0.0f, mask_x ? nd->bn_shift[c] : 0.0f, &sdy, &sdyx);
         mine[c] = sdy;
         mine[rc + c] = sdyx;
         if (!train && dx0) {
@@ -525,8 +538,7 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
         if (fold && nd->fold_conv >= 0) {
             /* The convolution wrote the normalised values. */
             if (relu)
-                for (size_t j = 0; j < count; j++)
-                    y[j] = net_relu1(y[j]);
+                relu_inplace(y, count);
         } else if (train)
             bn_forward_train(tm, nd, a, relu);
         else
@@ -686,7 +698,7 @@ static void team_node_backward(team *tm, net_node *nd)
             if (writes_first_in(net, (int)(nd - net->nodes), k))
                 memcpy(dk, dy, count * sizeof(float));
             else
-                ul_add_forward(dk, dk, dy, count);
+                add_to(dk, dy, count);
         }
         break;
     case NET_LINEAR: {

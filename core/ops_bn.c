@@ -108,8 +108,9 @@ void ul_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float 
     }
 }
 
-void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n, size_t img, int HW,
-                      float mu, float rs, float g, float m_dy, float m_dyx, bool overwrite)
+UL_VEC_CLONES void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n,
+                                    size_t img, int HW, float mu, float rs, float g, float m_dy,
+                                    float m_dyx, bool overwrite)
 {
     for (int i = 0; i < n; i++) {
         float *d = dx + i * img;

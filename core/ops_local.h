@@ -7,6 +7,15 @@
 
 struct ul_wino_team;
 
+/* Loops built twice, with AVX2 and for the baseline, the one the CPU can
+ * run picked when the library loads. Neither build uses FMA, so both
+ * round alike. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define UL_VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define UL_VEC_CLONES
+#endif
+
 /* Scratch floats one thread needs for shape s (ul_conv2d_scratch is this
  * times the number of processors, plus alignment slack). The local
  * functions take scratch that starts on a 64-byte boundary; this size is a

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_local.h"
 #include "ops_wino.h"
 #include "pack_gemm.h"
 #include "transpose.h"
@@ -66,14 +67,9 @@ static int wino_default_tile(void);
 enum { XI = 16 }; /* values of one transformed tile */
 enum { WR = 16 }; /* lanes of an R panel: the path needs a kernel with NR = 16 */
 
-/* The transforms are elementwise adds along the tiles: an AVX2 build of
- * them, picked at load time where the CPU has it, does twice the work per
- * instruction of the baseline SSE2 one, and rounds identically. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define WINO_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define WINO_CLONES
-#endif
+/* The transforms are elementwise adds along the tiles: their AVX2 builds
+ * (UL_VEC_CLONES) do twice the work per instruction of the baseline SSE2
+ * ones. */
 
 /* The least number of input and output channels for the path, forward
  * and backward; 0 turns it off. UNLEARN_WINOGRAD=0 turns it off,
@@ -404,7 +400,7 @@ wino_grad_kernels_m(float *dw, const float *du, size_t du_x, int K, int C, const
         }
 }
 
-WINO_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_x, int K, int C,
+UL_VEC_CLONES static void wino_grad_kernels(float *dw, const float *du, size_t du_x, int K, int C,
                                           int m)
 {
     if (m == 4)
@@ -452,7 +448,7 @@ static inline __attribute__((always_inline)) void wino_edge_vals(float *d, const
         h3[t] = b_ - e_;                                                                       \
     } while (0)
 
-WINO_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int W,
+UL_VEC_CLONES static void wino_hrow(float *restrict hr, int ld, const float *x, int h, int W,
                                   int tx0, int len)
 {
     float *restrict h0 = hr, *restrict h1 = hr + ld, *restrict h2 = hr + 2 * (size_t)ld,
@@ -521,7 +517,7 @@ static int wino_rows_reuse(wino_rows *rc, const float *x, int ty, int tx0, int l
 
 /* V = Bᵀ·d·B for the segment: v[ξ·vs + t]. ld ≥ len is the row buffers'
  * stride. */
-WINO_CLONES static void wino_in_rows(float *restrict v, size_t vs, int ld, const float *x, int H,
+UL_VEC_CLONES static void wino_in_rows(float *restrict v, size_t vs, int ld, const float *x, int H,
                                      int W, int ty, int tx0, int len, wino_rows *rc)
 {
     for (int r = wino_rows_reuse(rc, x, ty, tx0, len); r < 4; r++) {
@@ -548,7 +544,7 @@ WINO_CLONES static void wino_in_rows(float *restrict v, size_t vs, int ld, const
 
 /* Y = Aᵀ·M·A for the 16 tiles of a panel, m[ξ·16 + lane]: y[q·16 + lane]
  * for the tile's values q = (0,0), (0,1), (1,0), (1,1). */
-WINO_CLONES static void wino_out_panel(float *restrict y, const float *restrict m)
+UL_VEC_CLONES static void wino_out_panel(float *restrict y, const float *restrict m)
 {
     for (int l = 0; l < WR; l++) {
         /* Rows of Aᵀ·M, then columns. */
@@ -624,7 +620,7 @@ static void wino_store_rows(float *out, int H, int W, int ty, int tx0, int len,
 
 /* Y = Aᵀ·M·A for the 16 tiles of a panel, m[ξ·16 + lane]: y[q·16 + lane],
  * q = 4·row + column of the tile's 4×4 values. */
-WINO_CLONES static void wino4_out_panel(float *restrict y, const float *restrict m)
+UL_VEC_CLONES static void wino4_out_panel(float *restrict y, const float *restrict m)
 {
     float t[4][6][WR];
     for (int j = 0; j < 6; j++)
@@ -691,7 +687,7 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
 
 /* dM = A·dY·Aᵀ for the segment of output plane dy: m[ξ·ld + t]; tmp
  * holds 4·len floats. */
-WINO_CLONES static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H,
+UL_VEC_CLONES static void wino_out_adj_rows(float *restrict m, int ld, const float *dy, int H,
                                           int W, int ty, int tx0, int len, float *restrict tmp)
 {
     float *restrict e0 = tmp, *restrict o0 = tmp + len, *restrict e1 = tmp + 2 * (size_t)len,
@@ -730,7 +726,7 @@ WINO_CLONES static void wino_out_adj_rows(float *restrict m, int ld, const float
 }
 
 /* B·dV·Bᵀ for the 16 tiles of a panel, v[ξ·16 + lane]: d[ξ·16 + lane]. */
-WINO_CLONES static void wino_in_adj_panel(float *restrict d, const float *restrict v)
+UL_VEC_CLONES static void wino_in_adj_panel(float *restrict d, const float *restrict v)
 {
     float t[XI][WR];
     for (int j = 0; j < 4; j++)
@@ -897,7 +893,7 @@ static inline __attribute__((always_inline)) void wino4_tile8(const float *r8, s
 /* The forward input transform of tiles [t0, t0 + nb) into the R panels,
  * vp[ξ·vp_x + (tl/16)·vps + c·16 + tl%16]: a panel's 16 tiles gather in
  * st8 (ξ, lane, channel) until one transpose per ξ puts them in place. */
-WINO_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, const float *in,
+UL_VEC_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, const float *in,
                                         size_t in_img, int C, int H, int W, const wino_geom *g,
                                         int t0, int nb, float *buf)
 {
@@ -931,7 +927,7 @@ WINO_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, cons
  * panels, channels along their wl ≤ 8 lanes and the tiles along the depth,
  * vl[ξ·vl_x + (c/wl)·nt·wl + tl·wl + c%wl]: each tile's values go straight
  * to their place; channels past C are zero. */
-WINO_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int wl, const float *in,
+UL_VEC_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int wl, const float *in,
                                          size_t in_img, int C, int H, int W,
                                          const wino_geom *g, int t0, int nb, float *buf)
 {
@@ -964,7 +960,7 @@ WINO_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int wl,
  * (k/16)·nt·16 + tl·16 + k%16]: 16 channels at a time, two 8-lane vectors,
  * each tile's values straight to their place; channels past K are zero.
  * A down each column of the 4×4 tile, then along each of the six rows. */
-WINO_CLONES static void wino4_out_adj_block16(float *r2, size_t r2_x, int nt, const float *dout,
+UL_VEC_CLONES static void wino4_out_adj_block16(float *r2, size_t r2_x, int nt, const float *dout,
                                               size_t out_img, int K, int H, int W,
                                               const wino_geom *g, int t0, int nb, float *buf)
 {
@@ -1088,7 +1084,7 @@ wino_pack_kernels_m(float *dst, size_t stride, const float *w, int K, int C, boo
  * Forward (Ko, Ki) = (K, C); with transposed, (Ko, Ki) = (C, K) and the
  * value is U[ξ][i][o]; with flip, of the kernel turned by 180°. Rows past
  * Ko are zero. wl ≤ 16. */
-WINO_CLONES static void wino_pack_kernels_rows(float *dst, size_t stride, const float *w,
+UL_VEC_CLONES static void wino_pack_kernels_rows(float *dst, size_t stride, const float *w,
                                                int K, int C, bool transposed, bool flip,
                                                int wl, int m, int o_lo, int o_hi)
 {
@@ -1208,7 +1204,7 @@ static inline __attribute__((always_inline)) wino_sd4 wino_sd4_of(wino_sv8 a, wi
            (__builtin_convertvector(b_lo, wino_sd4) + __builtin_convertvector(b_hi, wino_sd4));
 }
 
-WINO_CLONES static void wino_stats_add(wino_stats *st, int k, const float *restrict y, int nq,
+UL_VEC_CLONES static void wino_stats_add(wino_stats *st, int k, const float *restrict y, int nq,
                                        float bias, float k0)
 {
     wino_sv8 a0 = {0}, a1 = {0}, q0 = {0}, q1 = {0};

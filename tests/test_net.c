@@ -984,6 +984,122 @@ START_TEST(test_bn_large_mean)
 }
 END_TEST
 
+/* A training step through conv 1×1 → BatchNorm → ReLU → global average →
+ * linear, against the same step worked out in double from the
+ * definitions: the BatchNorm's γ and β gradients and, through its input
+ * gradient, the convolution's. 150 examples of 4×4 and 7×7 planes, so that
+ * the per-channel sums run over many short planes (and, for 7×7, a
+ * ragged end in each), with one thread and split over two. */
+START_TEST(test_bn_grads_by_hand)
+{
+    static const int hw[2] = {4, 7};
+    const int H = hw[_i], W = hw[_i], HW = H * W, C = 3, K = 4, O = 2, N = 150;
+    ul_net *net = ul_net_new(C, H, W, O);
+    ul_node h = ul_net_batchnorm(net, "bn", ul_net_conv2d(net, "c", ul_net_input(net), K, 1, 1, 0,
+                                                          false));
+    ul_net_linear(net, "fc", ul_net_flatten(net, ul_net_global_avgpool(net, ul_net_relu(net, h))),
+                  O, true);
+    ul_rng rng;
+    ul_rng_seed(&rng, 40 + _i, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    ck_assert_int_eq(ul_net_reserve(net, N, &err), UL_OK);
+    size_t np, ng;
+    float *params = ul_net_params(net, &np);
+    float *wc = ul_net_find_tensor(net, "c.weight")->data;
+    float *gamma = ul_net_find_tensor(net, "bn.weight")->data;
+    float *beta = ul_net_find_tensor(net, "bn.bias")->data;
+    float *wl = ul_net_find_tensor(net, "fc.weight")->data;
+    for (int k = 0; k < K; k++) { /* shifts that leave some channels mostly cut */
+        gamma[k] = (float)(0.5 + ul_rng_uniform(&rng));
+        beta[k] = (float)(ul_rng_uniform(&rng) - 0.5);
+    }
+    float *x = rand_floats(&rng, (size_t)N * C * HW, -1, 2);
+    float *G = rand_floats(&rng, (size_t)N * O, -1, 1);
+
+    /* The step in double. */
+    const size_t M = (size_t)N * HW;
+    double *hd = calloc((size_t)N * K * HW, sizeof(double));
+    double *dh = calloc((size_t)N * K * HW, sizeof(double));
+    double want_dg[4], want_db[4], want_dwc[4 * 3] = {0};
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < HW; j++)
+                for (int c = 0; c < C; c++)
+                    hd[((size_t)n * K + k) * HW + j] +=
+                        (double)wc[k * C + c] * x[((size_t)n * C + c) * HW + j];
+    for (int k = 0; k < K; k++) {
+        double mu = 0.0, var = 0.0, sdy = 0.0, sdyx = 0.0;
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < HW; j++)
+                mu += hd[((size_t)n * K + k) * HW + j];
+        mu /= (double)M;
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < HW; j++) {
+                const double d = hd[((size_t)n * K + k) * HW + j] - mu;
+                var += d * d;
+            }
+        const double rs = 1.0 / sqrt(var / (double)M + 1e-5);
+        /* dy at the BatchNorm's output: the linear layer's gradient spread
+         * over the plane by the average, where the ReLU passed it. */
+        for (int n = 0; n < N; n++) {
+            double dg = 0.0;
+            for (int o = 0; o < O; o++)
+                dg += (double)wl[o * K + k] * G[n * O + o];
+            for (int j = 0; j < HW; j++) {
+                const size_t at = ((size_t)n * K + k) * HW + j;
+                const double xh = (hd[at] - mu) * rs, dy = xh * gamma[k] + beta[k] > 0.0 ? dg / HW : 0.0;
+                dh[at] = dy;
+                sdy += dy;
+                sdyx += dy * xh;
+            }
+        }
+        want_db[k] = sdy;
+        want_dg[k] = sdyx;
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < HW; j++) {
+                const size_t at = ((size_t)n * K + k) * HW + j;
+                const double xh = (hd[at] - mu) * rs;
+                dh[at] = gamma[k] * rs * (dh[at] - sdy / (double)M - xh * sdyx / (double)M);
+                for (int c = 0; c < C; c++)
+                    want_dwc[k * C + c] += dh[at] * x[((size_t)n * C + c) * HW + j];
+            }
+    }
+
+    const int prev = ul_runtime_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        ul_runtime_set_threads(threads);
+        ul_net_zero_grad(net);
+        ck_assert_ptr_nonnull(ul_net_forward(net, x, N, true));
+        ul_net_backward(net, G);
+        const float *g = ul_net_grads(net, &ng);
+        ck_assert_uint_eq(ng, np);
+        const float *gg = g + (gamma - params), *gb = g + (beta - params), *gw = g + (wc - params);
+        /* float sums of 150·HW terms of either sign: 1e-4 of the largest
+         * term's scale, far below a wrong mask or a lost plane. */
+        for (int k = 0; k < K; k++) {
+            ck_assert_msg(fabs(gb[k] - want_db[k]) <= 1e-4 * (1 + fabs(want_db[k])),
+                          "%dx%d, %d thread(s): dβ[%d] %.7g, expected %.7g", H, W, threads, k,
+                          gb[k], want_db[k]);
+            ck_assert_msg(fabs(gg[k] - want_dg[k]) <= 1e-4 * (1 + fabs(want_dg[k])),
+                          "%dx%d, %d thread(s): dγ[%d] %.7g, expected %.7g", H, W, threads, k,
+                          gg[k], want_dg[k]);
+            for (int c = 0; c < C; c++)
+                ck_assert_msg(fabs(gw[k * C + c] - want_dwc[k * C + c]) <=
+                                  1e-4 * (1 + fabs(want_dwc[k * C + c])),
+                              "%dx%d, %d thread(s): dW[%d,%d] %.7g, expected %.7g", H, W,
+                              threads, k, c, gw[k * C + c], want_dwc[k * C + c]);
+        }
+    }
+    ul_runtime_set_threads(prev);
+    free(hd);
+    free(dh);
+    free(x);
+    free(G);
+    ul_net_free(net);
+}
+END_TEST
+
 START_TEST(test_bn_modes_by_hand)
 {
     /* input (2,1,1) → bn → flatten: logits are the BN output itself. */
@@ -1218,6 +1334,7 @@ static Suite *net_suite(void)
 
     t = tcase_create("net");
     tcase_add_test(t, test_bn_modes_by_hand);
+    tcase_add_loop_test(t, test_bn_grads_by_hand, 0, 2);
     tcase_add_test(t, test_bn_large_mean);
     tcase_add_test(t, test_clone_identical);
     tcase_add_test(t, test_reinit);
