@@ -1048,7 +1048,8 @@ START_TEST(test_bn_grads_by_hand)
                 dg += (double)wl[o * K + k] * G[n * O + o];
             for (int j = 0; j < HW; j++) {
                 const size_t at = ((size_t)n * K + k) * HW + j;
-                const double xh = (hd[at] - mu) * rs, dy = xh * gamma[k] + beta[k] > 0.0 ? dg / HW : 0.0;
+                const double xh = (hd[at] - mu) * rs;
+                const double dy = xh * gamma[k] + beta[k] > 0.0 ? dg / HW : 0.0;
                 dh[at] = dy;
                 sdy += dy;
                 sdyx += dy * xh;
