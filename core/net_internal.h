@@ -72,6 +72,7 @@ typedef struct net_node {
      * ReLU passed from x alone (net_team.c). */
     float *bn_scale, *bn_shift;
     int32_t *argmax;     /* maxpool */
+    size_t part_off;     /* conv, with ul_net.part_whole: its partials' place in a thread's */
 } net_node;
 
 struct ul_net {
@@ -121,7 +122,9 @@ struct ul_net {
     int team_cap;
     size_t scratch_per;      /* conv scratch floats per thread */
     float *part;             /* per-thread conv weight-gradient partials */
-    size_t part_per;         /* floats per thread: the largest conv's w + b */
+    size_t part_per;         /* floats per thread: the largest conv's w + b, or
+                              * with part_whole every conv's (threads 1, 2, …) */
+    bool part_whole;         /* the partials are summed once, after the pass */
     double *red;             /* BatchNorm partial sums: [2 parities][team_cap][2·red_c] */
     int red_c;               /* the widest BatchNorm */
     float *wino_shared;      /* the team's two buffers of transformed kernels (ul_wino_team) */
@@ -137,6 +140,11 @@ static inline size_t node_numel(const net_node *n)
 void net_fold_conv(ul_net *net, int cv);
 /* max(0, v), as ul_relu_forward computes it (NaN passes through). */
 static inline float net_relu1(float v) { return v < 0.0f ? 0.0f : v; }
+
+/* For the tests: the most bytes the threads' whole-pass weight-gradient
+ * partials may take (net.c, net_team_alloc; default 64 MiB); a net
+ * reserved under a smaller limit sums them after every convolution. */
+void net_part_whole_limit(size_t bytes);
 
 /* Batch-parallel forward and backward with up to T threads (net_team.c);
  * fold: the eval-mode forward of ul_net_infer. */

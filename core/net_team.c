@@ -85,6 +85,12 @@ static float *part_buf(const team *tm, int t)
     return tm->net->part + (size_t)t * tm->net->part_per;
 }
 
+/* With part_whole: thread t's (t ≥ 1) partials of convolution nd. */
+static float *part_whole_buf(const team *tm, const net_node *nd, int t)
+{
+    return tm->net->part + (size_t)(t - 1) * tm->net->part_per + nd->part_off;
+}
+
 /* The team a convolution's Winograd kernel transforms are shared with,
  * or NULL: one thread, or a shape the shared buffers were not sized for
  * (thresholds moved by ul_wino_force after ul_net_reserve). The answer
@@ -650,6 +656,18 @@ static void team_node_backward(team *tm, net_node *nd)
                                      team_scratch(tm), wf);
             break;
         }
+        if (net->part_whole) {
+            /* Thread 0 adds into the net's gradients, the others into
+             * this convolution's partials, summed after the pass
+             * (team_sum_partials). */
+            float *pw = tm->t == 0 ? nd->dw : nd->dw ? part_whole_buf(tm, nd, tm->t) : NULL;
+            float *pb = tm->t == 0 ? nd->db : nd->db ? pw + wsize : NULL;
+            if (tm->t > 0 && pw)
+                memset(pw, 0, (wsize + bsize) * sizeof(float));
+            ul_conv2d_backward_team(din, pw, pb, dy, rows(tm, a->out, a), nd->w, &s,
+                                    team_scratch(tm), wf, team_wino(tm, &s));
+            break;
+        }
         float *part = nd->dw ? part_buf(tm, tm->t) : NULL;
         if (part)
             memset(part, 0, (wsize + bsize) * sizeof(float));
@@ -742,6 +760,32 @@ static void team_node_backward(team *tm, net_node *nd)
     }
 }
 
+/* With part_whole, after a backward pass: adds threads 1, 2, …'s partials
+ * of every convolution that computed them into the net's gradients, in
+ * thread order, each thread taking a share of every one. */
+static void team_sum_partials(const team *tm)
+{
+    const ul_net *net = tm->net;
+#pragma omp barrier
+    for (int i = 0; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        if (nd->op != NET_CONV || !nd->needs_grad || !nd->dw)
+            continue;
+        const size_t wsize = (size_t)nd->conv.K * nd->conv.C * nd->conv.R * nd->conv.S;
+        const size_t n = wsize + (nd->db ? (size_t)nd->conv.K : 0);
+#pragma omp for schedule(static) nowait
+        for (size_t j = 0; j < n; j++) {
+            float sum = 0.0f;
+            for (int t = 1; t < tm->T; t++)
+                sum += part_whole_buf(tm, nd, t)[j];
+            if (j < wsize)
+                nd->dw[j] += sum;
+            else
+                nd->db[j - wsize] += sum;
+        }
+    }
+}
+
 void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
 {
     const bool prof = net_profiling();
@@ -774,5 +818,7 @@ void net_backward_team(ul_net *net, const float *dlogits, int N, int T)
             if (prof && tm.t == 0)
                 net_prof_add(net, i, 1, team_clock() - t0);
         }
+        if (net->part_whole && tm.T > 1)
+            team_sum_partials(&tm);
     }
 }

@@ -308,11 +308,16 @@ START_TEST(test_grad_tricky_graph)
 }
 END_TEST
 
+/* _i = 1: with the weight-gradient partials summed after every
+ * convolution (net_part_whole_limit) instead of once after the pass. */
 START_TEST(test_backward_accumulates)
 {
+    net_part_whole_limit(_i ? 0 : (size_t)64 << 20);
     ul_net *net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 71);
     ul_error err = {0};
     ck_assert_msg(ul_net_reserve(net, 3, &err) == UL_OK, "%s", err.msg);
+    net_part_whole_limit((size_t)64 << 20);
+    ck_assert(net->team_cap < 2 || net->part_whole == !_i);
     ul_rng r;
     ul_rng_seed(&r, 72, 0);
     float *x = rand_floats(&r, 3 * 64, -1, 1), *G = rand_floats(&r, 9, -1, 1);
@@ -473,7 +478,19 @@ START_TEST(test_threads_agree)
     ul_net_free(net);
     net = make_tricky_net(84);
     check_threads_agree("tricky graph", net, 5, true);
+    ck_assert(net->team_cap < 2 || net->part_whole);
     ul_net_free(net);
+    /* The weight-gradient partials summed after every convolution, as in
+     * nets too large for whole-pass buffers (net_part_whole_limit). */
+    net_part_whole_limit(0);
+    net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 83);
+    check_threads_agree("cnn train, partials per convolution", net, 5, true);
+    ck_assert(net->team_cap < 2 || !net->part_whole);
+    ul_net_free(net);
+    net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 81);
+    check_threads_agree("resnet18 train, partials per convolution", net, 5, true);
+    ul_net_free(net);
+    net_part_whole_limit((size_t)64 << 20);
 }
 END_TEST
 
@@ -1313,7 +1330,7 @@ static Suite *net_suite(void)
     tcase_add_test(t, test_grad_resnet18_keep_stem);
     tcase_add_test(t, test_grad_eval_mode);
     tcase_add_test(t, test_grad_tricky_graph);
-    tcase_add_test(t, test_backward_accumulates);
+    tcase_add_loop_test(t, test_backward_accumulates, 0, 2);
     suite_add_tcase(s, t);
 
     t = tcase_create("threads");
