@@ -205,6 +205,93 @@ static void col2im_add(float *din, const float *col, const ul_conv_shape *s,
     }
 }
 
+/* ---- col2im of 3×3, stride-2, pad-1 layers -----------------------------------
+ * ResNet-18's downsampling 3×3 layers. Input row h = 2i + a takes kernel
+ * row 1 of output row i (a = 0), or rows 0 and 2 of output rows i + 1 and
+ * i (a = 1); likewise the columns, so every input value is the sum of one,
+ * two or four columns' values. col2im_s2 gathers those sums and stores
+ * each input row once, even and odd columns together, where col2im_add
+ * adds nine stride-2 scatters into it. */
+static bool conv_s2(const ul_conv_shape *s)
+{
+    return s->R == 3 && s->S == 3 && s->stride == 2 && s->pad == 1;
+}
+
+/* Whether conv_backward_unit's blocks hold whole images, so that with
+ * col2im_s2 each writes its images' dX outright (no zeroed din needed). */
+static bool conv_s2_writes(const ul_conv_shape *s)
+{
+    int nb, pb;
+    conv_blocking(s, &nb, &pb);
+    return conv_s2(s) && pb == s->P;
+}
+
+/* Plane x (one image and channel) from its nine col rows (src0, ld apart),
+ * output rows [p0, p1) of them: added, or with write (p0 = 0, p1 = P)
+ * stored. */
+UL_VEC_CLONES static void col2im_s2_plane(float *x, const float *src0, size_t ld,
+                                          const ul_conv_shape *s, int p0, int p1, bool write)
+{
+    const int H = s->H, W = s->W, Q = s->Q, we = (W + 1) / 2, wo = W / 2;
+    /* Odd columns 2j + 1 read kernel column 0 at j + 1 too, up to Q − 1. */
+    const int jo = wo < Q - 1 ? wo : Q - 1;
+    for (int h = 0; h < H; h++) {
+        const int i = h >> 1;
+        /* The kernel rows r (and output rows p) that reach input row h:
+         * a[] points at (r, s = 0), a[] + ld at s = 1, a[] + 2·ld at s = 2. */
+        const float *a[2];
+        int nt = 0;
+        const int rr[2] = {h & 1 ? 0 : 1, 2}, pp[2] = {h & 1 ? i + 1 : i, i};
+        for (int k = 0; k < (h & 1 ? 2 : 1); k++)
+            if (pp[k] >= p0 && pp[k] < p1)
+                a[nt++] = src0 + (size_t)(3 * rr[k]) * ld + (size_t)(pp[k] - p0) * Q;
+        float *xr = x + (size_t)h * W;
+        if (nt == 0) {
+            if (write)
+                memset(xr, 0, (size_t)W * sizeof(float));
+            continue;
+        }
+        const float *a0 = a[0], *a1 = a[0] + ld, *a2 = a[0] + 2 * ld;
+        const float *b0 = nt > 1 ? a[1] : a0, *b1 = b0 + ld, *b2 = b0 + 2 * ld;
+        int j = 0;
+        /* Even column 2j, then odd column 2j + 1, stored (OP =) or added. */
+#define S2_COLS(OP, E, O)                                                                      \
+    for (; j < jo; j++) {                                                                      \
+        xr[2 * j] OP(E);                                                                       \
+        xr[2 * j + 1] OP(O);                                                                   \
+    }
+        if (nt == 1 && write)
+            S2_COLS(=, a1[j], a0[j + 1] + a2[j])
+        else if (nt == 1)
+            S2_COLS(+=, a1[j], a0[j + 1] + a2[j])
+        else if (write)
+            S2_COLS(=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
+        else
+            S2_COLS(+=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
+#undef S2_COLS
+        /* The last one or two columns: no kernel column 0 from j + 1. */
+        for (; j < we; j++) {
+            const float e = nt > 1 ? a1[j] + b1[j] : a1[j];
+            xr[2 * j] = write ? e : xr[2 * j] + e;
+            if (j < wo) {
+                const float o = nt > 1 ? a2[j] + b2[j] : a2[j];
+                xr[2 * j + 1] = write ? o : xr[2 * j + 1] + o;
+            }
+        }
+    }
+}
+
+static void col2im_s2(float *din, const float *col, const ul_conv_shape *s, const conv_block *b,
+                      bool write)
+{
+    const int C = s->C, H = s->H, W = s->W, Q = s->Q, p0 = b->p0, p1 = b->p1;
+    const size_t img_cols = (size_t)(p1 - p0) * Q, ld = (size_t)b->nbc * img_cols;
+    for (int n = 0; n < b->nbc; n++)
+        for (int c = 0; c < C; c++)
+            col2im_s2_plane(din + ((size_t)(b->n0 + n) * C + c) * H * W,
+                            col + (size_t)c * 9 * ld + n * img_cols, ld, s, p0, p1, write);
+}
+
 /* ---- threading --------------------------------------------------------------
  * With T > 1 threads the blocks are spread over the threads, each with its
  * own scratch and single-threaded GEMMs: one fork-join per convolution
@@ -1156,7 +1243,7 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
  * the packed wᵀ for dX, or NULL to use ul_sgemm_threads. */
 static void conv_backward_unit(float *din, float *dw_acc, const float *dout, const float *in,
                                const float *w, const ul_conv_shape *s, int unit,
-                               float *scratch, int threads, const float *wp)
+                               float *scratch, int threads, const float *wp, bool din_write)
 {
     const int N = s->N, C = s->C, K = s->K, CRS = C * s->R * s->S, P = s->P, Q = s->Q;
     const int PQ = P * Q;
@@ -1213,7 +1300,10 @@ static void conv_backward_unit(float *din, float *dw_acc, const float *dout, con
             else {
                 ul_sgemm_threads(threads, true, false, CRS, cols, K, 1.0f, w, CRS, dy, lddy_u,
                                  0.0f, col, cols);
-                col2im_add(din, col, s, &blk);
+                if (conv_s2(s))
+                    col2im_s2(din, col, s, &blk, din_write);
+                else
+                    col2im_add(din, col, s, &blk);
             }
             continue;
         }
@@ -1225,7 +1315,10 @@ static void conv_backward_unit(float *din, float *dw_acc, const float *dout, con
         } else {
             ul_pk_gemm(pk, CRS, cols, K, wp, ul_pk_pack_rows, &r, 0.0f, col, cols,
                        scratch + L.rb);
-            col2im_add(din, col, s, &blk);
+            if (conv_s2(s))
+                col2im_s2(din, col, s, &blk, din_write);
+            else
+                col2im_add(din, col, s, &blk);
         }
     }
 }
@@ -1323,9 +1416,10 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
         if (!dw_acc)
             return;
     }
-    /* Only the shifted dX writes its result outright; the other paths add
-     * into a zeroed din. */
-    if (din && din_overwrite && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
+    /* Only the shifted dX and col2im_s2 over whole images write their
+     * result outright; the other paths add into a zeroed din. */
+    const bool s2_write = din && din_overwrite && !ul_wino_ok(s, true) && conv_s2_writes(s);
+    if (din && din_overwrite && !s2_write && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
         memset(din, 0, (size_t)s->N * s->C * s->H * s->W * sizeof(float));
     if (ul_wino_ok(s, true)) {
         ul_wino_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).wp);
@@ -1348,7 +1442,7 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
     const int units = conv_units(s, nb);
     const float *wp = din ? conv_pack_weights(s, w, scratch, true) : NULL;
     for (int u = 0; u < units; u++)
-        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1, wp);
+        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1, wp, s2_write);
 }
 
 void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
@@ -1407,7 +1501,7 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
             conv_shifted_dw(dw, dout, in, s, 0, N, scratch + L.col);
         else
             for (int u = 0; u < units; u++)
-                conv_backward_unit(din, dw, dout, in, w, s, u, scratch, 0, wp);
+                conv_backward_unit(din, dw, dout, in, w, s, u, scratch, 0, wp, false);
         return;
     }
 #pragma omp parallel num_threads(T)
@@ -1423,7 +1517,7 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
                 conv_shifted_dw(acc, dout, in, s, u * ug, N - u * ug < ug ? N : u * ug + ug,
                                 mine + L.col);
             else
-                conv_backward_unit(din, acc, dout, in, w, s, u, mine, 1, wp);
+                conv_backward_unit(din, acc, dout, in, w, s, u, mine, 1, wp, false);
         }
         if (dw) {
             /* Implicit barrier above; each thread then sums a slice of dW
