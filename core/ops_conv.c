@@ -54,6 +54,9 @@
  * part, plus alignment slack); a 1×1 stride-1 unpadded conv within one
  * image needs no col: the image already is its own (C, H·W) matrix. */
 #include <omp.h>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -1012,6 +1015,25 @@ static void pack_im2col_rows16(float *dst, int k0, int kc, const im2col_ctx *x)
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* pack_im2col's table gather for whole 16-lane panels, eight lanes per
+ * AVX2 masked gather (offsets < 0, the padding, read as zero). */
+__attribute__((target("avx2"))) static void pack_tbl_avx2(float *dst, int kc, const float *base,
+                                                          const int32_t *t, int panels, int kk)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    for (int pn = 0; pn < panels; pn++) {
+        float *d = dst + (size_t)pn * 16 * kc + (size_t)kk * 16;
+        for (int h = 0; h < 2; h++) {
+            const __m256i o = _mm256_loadu_si256((const __m256i *)(t + pn * 16 + 8 * h));
+            const __m256 m = _mm256_castsi256_ps(_mm256_cmpgt_epi32(o, _mm256_set1_epi32(-1)));
+            _mm256_storeu_ps(d + 8 * h, _mm256_mask_i32gather_ps(zero, base, o, m, 4));
+        }
+    }
+}
+#define PACK_TBL_AVX2 1
+#endif
+
 static void pack_im2col(float *dst, int w, int j0, int nj, int k0, int kc, const void *ctx)
 {
     const im2col_ctx *x = ctx;
@@ -1024,11 +1046,21 @@ static void pack_im2col(float *dst, int w, int j0, int nj, int k0, int kc, const
     }
     const int cols = x->b.nbc * seg, RS = R * S;
     const float *in0 = x->in + (size_t)x->b.n0 * C * H * W;
+#ifdef PACK_TBL_AVX2
+    const bool pack_avx2 = __builtin_cpu_supports("avx2");
+#endif
     for (int kk = 0; kk < kc; kk++) {
         const int crs = k0 + kk, c = crs / RS;
         const int32_t *t = x->tbl + (size_t)(crs % RS) * cols + j0;
         const float *base = in0 + (size_t)c * H * W;
-        for (int jp = 0; jp < nj; jp += w) {
+        int jp = 0;
+#ifdef PACK_TBL_AVX2
+        if (w == 16 && pack_avx2) {
+            pack_tbl_avx2(dst, kc, base, t, nj / 16, kk);
+            jp = nj / 16 * 16;
+        }
+#endif
+        for (; jp < nj; jp += w) {
             float *d = dst + (size_t)jp * kc + (size_t)kk * w;
             const int cnt = nj - jp < w ? nj - jp : w;
             for (int l = 0; l < cnt; l++) {
