@@ -1031,6 +1031,36 @@ __attribute__((target("avx2"))) static void pack_tbl_avx2(float *dst, int kc, co
         }
     }
 }
+
+/* im2col of a block through its offset table (im2col_table), eight
+ * values per masked gather: rows of every other input value, a few to a
+ * gather at 8×8 and 4×4 outputs, which im2col copies a short run at a
+ * time. */
+__attribute__((target("avx2"))) static void im2col_gather(float *col, const float *in,
+                                                          const ul_conv_shape *s,
+                                                          const conv_block *b,
+                                                          const int32_t *tbl)
+{
+    const int RS = s->R * s->S, cols = conv_block_cols(s, b);
+    const size_t HW = (size_t)s->H * s->W;
+    const float *in0 = in + (size_t)b->n0 * s->C * HW;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int c = 0; c < s->C; c++)
+        for (int rs = 0; rs < RS; rs++) {
+            const int32_t *t = tbl + (size_t)rs * cols;
+            const float *base = in0 + (size_t)c * HW;
+            float *d = col + ((size_t)c * RS + rs) * cols;
+            int j = 0;
+            for (; j + 8 <= cols; j += 8) {
+                const __m256i o = _mm256_loadu_si256((const __m256i *)(t + j));
+                const __m256 m =
+                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(o, _mm256_set1_epi32(-1)));
+                _mm256_storeu_ps(d + j, _mm256_mask_i32gather_ps(zero, base, o, m, 4));
+            }
+            for (; j < cols; j++)
+                d[j] = t[j] >= 0 ? base[t[j]] : 0.0f;
+        }
+}
 #define PACK_TBL_AVX2 1
 #endif
 
@@ -1312,7 +1342,17 @@ static void conv_backward_unit(float *din, float *dw_acc, const float *dout, con
             cm = in + n0 * in_img;
             ldcol = PQ;
         } else {
-            im2col(col, in, s, &whole);
+#ifdef PACK_TBL_AVX2
+            /* Strided layers with output rows of at most 8 (longer rows
+             * copy as fast by runs), whose units are blocks (the table's
+             * size). */
+            if (pk && s->stride == 2 && Q <= 8 && pb == P && __builtin_cpu_supports("avx2")) {
+                int32_t *tbl = (int32_t *)(scratch + L.tbl);
+                im2col_table(tbl, s, &whole);
+                im2col_gather(col, in, s, &whole, tbl);
+            } else
+#endif
+                im2col(col, in, s, &whole);
         }
         ul_sgemm_threads(threads, false, true, K, CRS, cols_u, 1.0f, dy_u, lddy_u, cm, ldcol,
                          1.0f, dw_acc, CRS);
