@@ -166,8 +166,8 @@ static inline void bn_flush(bn_v8 *a, bn_v8 *b, double *t1, double *t2)
         *t1 += (*a)[l];
         *t2 += (*b)[l];
     }
-    *a = *a - *a;
-    *b = *b - *b;
+    *a = (bn_v8){0};
+    *b = (bn_v8){0};
 }
 
 /* s1 += Σ(x − k), s2 += Σ(x − k)² over the channel's planes. */
@@ -661,7 +661,7 @@ static void team_node_backward(team *tm, net_node *nd)
              * this convolution's partials, summed after the pass
              * (team_sum_partials). */
             float *pw = tm->t == 0 ? nd->dw : nd->dw ? part_whole_buf(tm, nd, tm->t) : NULL;
-            float *pb = tm->t == 0 ? nd->db : nd->db ? pw + wsize : NULL;
+            float *pb = tm->t == 0 ? nd->db : pw && nd->db ? pw + wsize : NULL;
             if (tm->t > 0 && pw)
                 memset(pw, 0, (wsize + bsize) * sizeof(float));
             ul_conv2d_backward_team(din, pw, pb, dy, rows(tm, a->out, a), nd->w, &s,
