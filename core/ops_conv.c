@@ -1016,19 +1016,25 @@ static void pack_im2col_rows16(float *dst, int k0, int kc, const im2col_ctx *x)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-/* pack_im2col's table gather for whole 16-lane panels, eight lanes per
- * AVX2 masked gather (offsets < 0, the padding, read as zero). */
+/* d[0..8) = base[t[l]], or 0 where the offset t[l] is negative (the
+ * padding): one AVX2 masked gather. */
+__attribute__((target("avx2"), always_inline)) static inline void tbl_gather8(float *d,
+                                                                              const float *base,
+                                                                              const int32_t *t)
+{
+    const __m256i o = _mm256_loadu_si256((const __m256i *)t);
+    const __m256 m = _mm256_castsi256_ps(_mm256_cmpgt_epi32(o, _mm256_set1_epi32(-1)));
+    _mm256_storeu_ps(d, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, o, m, 4));
+}
+
+/* pack_im2col's table gather for whole 16-lane panels, two gathers each. */
 __attribute__((target("avx2"))) static void pack_tbl_avx2(float *dst, int kc, const float *base,
                                                           const int32_t *t, int panels, int kk)
 {
-    const __m256 zero = _mm256_setzero_ps();
     for (int pn = 0; pn < panels; pn++) {
         float *d = dst + (size_t)pn * 16 * kc + (size_t)kk * 16;
-        for (int h = 0; h < 2; h++) {
-            const __m256i o = _mm256_loadu_si256((const __m256i *)(t + pn * 16 + 8 * h));
-            const __m256 m = _mm256_castsi256_ps(_mm256_cmpgt_epi32(o, _mm256_set1_epi32(-1)));
-            _mm256_storeu_ps(d + 8 * h, _mm256_mask_i32gather_ps(zero, base, o, m, 4));
-        }
+        tbl_gather8(d, base, t + pn * 16);
+        tbl_gather8(d + 8, base, t + pn * 16 + 8);
     }
 }
 
@@ -1044,19 +1050,14 @@ __attribute__((target("avx2"))) static void im2col_gather(float *col, const floa
     const int RS = s->R * s->S, cols = conv_block_cols(s, b);
     const size_t HW = (size_t)s->H * s->W;
     const float *in0 = in + (size_t)b->n0 * s->C * HW;
-    const __m256 zero = _mm256_setzero_ps();
     for (int c = 0; c < s->C; c++)
         for (int rs = 0; rs < RS; rs++) {
             const int32_t *t = tbl + (size_t)rs * cols;
             const float *base = in0 + (size_t)c * HW;
             float *d = col + ((size_t)c * RS + rs) * cols;
             int j = 0;
-            for (; j + 8 <= cols; j += 8) {
-                const __m256i o = _mm256_loadu_si256((const __m256i *)(t + j));
-                const __m256 m =
-                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(o, _mm256_set1_epi32(-1)));
-                _mm256_storeu_ps(d + j, _mm256_mask_i32gather_ps(zero, base, o, m, 4));
-            }
+            for (; j + 8 <= cols; j += 8)
+                tbl_gather8(d + j, base, t + j);
             for (; j < cols; j++)
                 d[j] = t[j] >= 0 ? base[t[j]] : 0.0f;
         }
