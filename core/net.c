@@ -816,11 +816,12 @@ void net_part_whole_limit(size_t bytes) { net_part_whole_max = bytes; }
  * The partials: where they fit in net_part_whole_max, every convolution
  * has its own place in the buffers of threads 1, 2, …, thread 0 adds into
  * the net's gradients directly, and the threads' sums are added once, at
- * the end of the backward pass (part_whole). Summed after every
- * convolution instead, each one's barrier made the threads wait for the
- * slower one ~60 times a step: at ResNet-18 width 0.25, about 6% of a
- * step's time on two threads was spent waiting there. Else each thread
- * has a buffer the size of the largest convolution's, summed after each. */
+ * the end of the backward pass (part_whole): one barrier a pass instead
+ * of one or two per convolution (about 60 a ResNet-18 step, where the
+ * faster thread waited each time; under perf the main thread is the
+ * slower one throughout, so much of that wait moves to the next barrier
+ * rather than going away). Else each thread has a buffer the size of the
+ * largest convolution's, summed after each. */
 static int net_team_alloc(ul_net *net, ul_error *err)
 {
     if (net->team_cap)
