@@ -21,7 +21,10 @@
  * The shifted layers' weight gradient is nine products over two
  * interleaved copies (conv_shifted_dw, below); every other weight gradient
  * goes through im2col and bli_sgemm, one product per unit (below) so that
- * its depth is a whole image or more.
+ * its depth is a whole image or more. The dX of 3×3, stride-2, pad-1
+ * layers gathers its columns (col2im_s2) instead of scattering them; the
+ * offset-table gathers of strided rows (the packer's, and dW's im2col of
+ * rows of at most 8) run as AVX2 masked gathers where the CPU has them.
  * The one-thread entry points (ul_conv2d_*_local, which the nets' passes
  * use) also take two shapes their own way:
  *  - 3×3, stride 1, pad 1 with at most UL_SMALL_CONV_CH channels on one
@@ -293,6 +296,17 @@ static void col2im_s2(float *din, const float *col, const ul_conv_shape *s, cons
         for (int c = 0; c < C; c++)
             col2im_s2_plane(din + ((size_t)(b->n0 + n) * C + c) * H * W,
                             col + (size_t)c * 9 * ld + n * img_cols, ld, s, p0, p1, write);
+}
+
+/* dX of a block from its columns: gathered for 3×3 stride-2 pad-1 layers
+ * (with write, stored outright), else added. */
+static void col2im_block(float *din, const float *col, const ul_conv_shape *s,
+                         const conv_block *b, bool write)
+{
+    if (conv_s2(s))
+        col2im_s2(din, col, s, b, write);
+    else
+        col2im_add(din, col, s, b);
 }
 
 /* ---- threading --------------------------------------------------------------
@@ -1373,10 +1387,7 @@ static void conv_backward_unit(float *din, float *dw_acc, const float *dout, con
             else {
                 ul_sgemm_threads(threads, true, false, CRS, cols, K, 1.0f, w, CRS, dy, lddy_u,
                                  0.0f, col, cols);
-                if (conv_s2(s))
-                    col2im_s2(din, col, s, &blk, din_write);
-                else
-                    col2im_add(din, col, s, &blk);
+                col2im_block(din, col, s, &blk, din_write);
             }
             continue;
         }
@@ -1388,10 +1399,7 @@ static void conv_backward_unit(float *din, float *dw_acc, const float *dout, con
         } else {
             ul_pk_gemm(pk, CRS, cols, K, wp, ul_pk_pack_rows, &r, 0.0f, col, cols,
                        scratch + L.rb);
-            if (conv_s2(s))
-                col2im_s2(din, col, s, &blk, din_write);
-            else
-                col2im_add(din, col, s, &blk);
+            col2im_block(din, col, s, &blk, din_write);
         }
     }
 }
