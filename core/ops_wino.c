@@ -370,8 +370,14 @@ wino_grad_kernels_m(float *dw, const float *du, size_t du_x, int K, int C, const
             float u[36][LN], t[3][6][LN], g[9][LN];
             for (int x = 0; x < n * n; x++) {
                 const float *src = du + x * du_x + (size_t)c * K + k0;
-                for (int l = 0; l < LN; l++)
-                    u[x][l] = l < kn ? src[l] : 0.0f;
+                /* n² streams, more than the hardware follows: each is
+                 * fetched twelve lines ahead. */
+                __builtin_prefetch(src + 12 * LN, 0, 3);
+                if (kn == LN)
+                    memcpy(u[x], src, sizeof u[x]);
+                else
+                    for (int l = 0; l < LN; l++)
+                        u[x][l] = l < kn ? src[l] : 0.0f;
             }
             /* Gᵀ down each column j, then along the three rows. */
             for (int j = 0; j < n; j++)
@@ -1050,6 +1056,23 @@ wino_pack_kernels_m(float *dst, size_t stride, const float *w, int K, int C, boo
                 for (int r = 0; r < 9; r++)
                     g[r][l] = src[flip ? 8 - r : r];
             }
+            /* The kernels' reads and the n² destination streams, more
+             * than the hardware prefetcher follows, are fetched ahead:
+             * the weights of depth i + 8 and the destinations' values of
+             * depth i + 16. */
+            if (i + 8 < Ki) {
+                if (transposed)
+                    for (int b = 0; b < 9 * on; b += 16)
+                        __builtin_prefetch(w + 9 * ((size_t)(i + 8) * C + o0) + b, 0, 3);
+                else
+                    for (int l = 0; l < on; l++)
+                        __builtin_prefetch(w + 9 * ((size_t)(o0 + l) * C + i + 8), 0, 3);
+            }
+            if (i + 16 < Ki)
+                for (int x = 0; x < n * n; x++)
+                    __builtin_prefetch(dst + (size_t)x * stride + (size_t)o0 * Ki +
+                                           (size_t)(i + 16) * wl,
+                                       1, 3);
             /* G·g column by column, then ·Gᵀ row by row. */
             for (int j = 0; j < 3; j++)
                 for (int l = 0; l < LN; l++) {
