@@ -871,6 +871,41 @@ wino_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W, in
     }
 }
 
+/* Prefetches what wino_gather8 would read of cn planes at x (HW apart):
+ * rows row0 .. row0 + nrows − 1, columns col0 .. col0 + ncol − 1, clipped
+ * to the image, as one range per plane from the first row's first column
+ * to the last row's last. */
+static inline __attribute__((always_inline)) void
+wino_prefetch8(const float *x, size_t HW, int H, int W, int row0, int nrows, int col0, int ncol,
+               int cn)
+{
+    const int h0 = row0 < 0 ? 0 : row0, h1 = row0 + nrows > H ? H : row0 + nrows;
+    const int k0 = col0 < 0 ? 0 : col0, k1 = col0 + ncol > W ? W : col0 + ncol;
+    if (h0 >= h1 || k0 >= k1)
+        return;
+    for (int c = 0; c < cn; c++) {
+        const char *p = (const char *)(x + (size_t)c * HW + (size_t)h0 * W + k0);
+        const char *e = (const char *)(x + (size_t)c * HW + (size_t)(h1 - 1) * W + k1);
+        for (p = (const char *)((uintptr_t)p & ~(uintptr_t)63); p < e; p += 64)
+            __builtin_prefetch(p, 0, 3);
+    }
+}
+
+/* The segment two segments of this length after segment sg (tile t),
+ * when it lies in the block and in another image: its image's planes
+ * are at a distance the hardware prefetcher does not follow (small
+ * images: a segment per image, one image's planes each channel block
+ * apart), so the gathers fetch them ahead. */
+static inline __attribute__((always_inline)) bool
+wino_seg_ahead(const wino_geom *g, const wino_seg *sg, int t, int t0, int nb, wino_seg *ahead)
+{
+    const int ta = t + 2 * sg->len;
+    if (ta >= t0 + nb || ta / g->tpi == sg->n)
+        return false;
+    *ahead = wino_seg_at(g, ta, t0, nb);
+    return true;
+}
+
 /* The six input rows of segment sg's patches. */
 static inline __attribute__((always_inline)) void
 wino4_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W,
@@ -910,6 +945,10 @@ UL_VEC_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, co
         for (int t = t0; t < t0 + nb;) {
             const wino_seg sg = wino_seg_at(g, t, t0, nb);
             wino4_gather8(r8, cols, in + sg.n * in_img + (size_t)c0 * HW, HW, H, W, &sg, cn);
+            wino_seg sa;
+            if (wino_seg_ahead(g, &sg, t, t0, nb, &sa))
+                wino_prefetch8(in + sa.n * in_img + (size_t)c0 * HW, HW, H, W, 4 * sa.ty - 1, 6,
+                               4 * sa.tx0 - 1, 4 * sa.len + 2, cn);
             for (int i = 0; i < sg.len; i++) {
                 const int lane = (sg.tl + i) % WR;
                 wino_v8 o[36];
@@ -943,6 +982,10 @@ UL_VEC_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int w
         for (int t = t0; t < t0 + nb;) {
             const wino_seg sg = wino_seg_at(g, t, t0, nb);
             wino4_gather8(buf, cols, in + sg.n * in_img + (size_t)c0 * HW, HW, H, W, &sg, cn);
+            wino_seg sa;
+            if (wino_seg_ahead(g, &sg, t, t0, nb, &sa))
+                wino_prefetch8(in + sa.n * in_img + (size_t)c0 * HW, HW, H, W, 4 * sa.ty - 1, 6,
+                               4 * sa.tx0 - 1, 4 * sa.len + 2, cn);
             for (int i = 0; i < sg.len; i++) {
                 wino_v8 o[36];
                 wino4_tile8(buf, cols, i, o);
@@ -983,6 +1026,10 @@ UL_VEC_CLONES static void wino4_out_adj_block16(float *r2, size_t r2_x, int nt, 
                     wino_gather8(r8[h8], cols, dy + 8 * h8 * HW, HW, H, W, 4 * sg.ty, 4,
                                  4 * sg.tx0, 4 * sg.len, cn);
             }
+            wino_seg sa;
+            if (wino_seg_ahead(g, &sg, t, t0, nb, &sa))
+                wino_prefetch8(dout + sa.n * out_img + (size_t)k0 * HW, HW, H, W, 4 * sa.ty, 4,
+                               4 * sa.tx0, 4 * sa.len, kn);
             for (int i = 0; i < sg.len; i++) {
                 float *d = r2 + (size_t)k0 * nt + (size_t)(sg.tl + i) * WR;
                 for (int h8 = 0; h8 < 2; h8++) {
@@ -1406,9 +1453,6 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     float *tmp = hb + wino_rows_floats(ld, m);
     if (din)
         wino_pack_kernels(ut, L.ut_x, w, K, C, true, false, wl, 2);
-    if (dw_acc)
-        for (int xi = 0; xi < nxi; xi++)
-            memset(du + xi * L.du_x, 0, (size_t)C * K * sizeof(float));
     float *st = scratch + L.st;
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
@@ -1513,14 +1557,16 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
                                 p[(size_t)t2 * wl + cc] = 0.0f;
                 }
             }
-        /* dUᵀ[ξ] (C × K) += V[ξ] · dM[ξ]ᵀ, the block's tiles as the depth. */
+        /* dUᵀ[ξ] (C × K) += V[ξ] · dM[ξ]ᵀ, the block's tiles as the depth;
+         * the first block's products set it. */
+        const float beta = t0 == 0 ? 0.0f : 1.0f;
         for (int xi = 0; xi < nxi; xi++)
             for (int ip = 0; ip < C; ip += wl) {
                 const int mm = C - ip < wl ? C - ip : wl;
                 for (int j = 0; j < K; j += WR)
                     ul_pk_tile(pk, mm, K - j < WR ? K - j : WR, nb,
                                vl + xi * L.vl_x + (size_t)ip * nt,
-                               r2 + xi * L.r2_x + (size_t)j * nt, 1.0f,
+                               r2 + xi * L.r2_x + (size_t)j * nt, beta,
                                du + xi * L.du_x + (size_t)ip * K + j, K);
             }
     }
