@@ -92,12 +92,14 @@ static float *part_whole_buf(const team *tm, const net_node *nd, int t)
 }
 
 /* The team a convolution's Winograd kernel transforms are shared with,
- * or NULL: one thread, or a shape the shared buffers were not sized for
- * (thresholds moved by ul_wino_force after ul_net_reserve). The answer
- * is the same on every thread. */
+ * or NULL: one thread, a shape whose kernels are not worth sharing, or
+ * one the shared buffers were not sized for (thresholds moved by
+ * ul_wino_force after ul_net_reserve). The answer is the same on every
+ * thread. */
 static ul_wino_team *team_wino(team *tm, const ul_conv_shape *s)
 {
-    if (tm->T < 2 || !tm->net->wino_shared || ul_wino_shared_floats(s) > tm->net->wino_per)
+    const size_t need = ul_wino_shared_floats(s);
+    if (tm->T < 2 || !tm->net->wino_shared || need == 0 || need > tm->net->wino_per)
         return NULL;
     return &tm->wt;
 }

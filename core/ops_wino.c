@@ -1384,10 +1384,26 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     }
 }
 
+/* Sharing the kernel transforms among a team halves them (two threads)
+ * but costs a barrier, at which a thread that is behind from the layers
+ * before makes the other wait; with fewer than 256 × 256 kernels that
+ * cost more than it saved. ResNet-18 inference on 3×32×32, two threads,
+ * against sharing every layer: width 0.1 (at most 51 × 51 kernels)
+ * 5493–5648 → 5842–6068 img/s, width 0.25 (128 × 128) convolutions 74–75
+ * → 71 ms per pass; training was even at both widths. At full width
+ * sharing the 256- and 512-channel layers pays. The forced modes of
+ * ul_wino_force share every shape, so that the tests' small nets take
+ * the shared path. */
+#define UL_WINO_SHARE_MIN_KERNELS (256 * 256)
+
 size_t ul_wino_shared_floats(const ul_conv_shape *s)
 {
     const ul_pk *pk = ul_pk_get();
     size_t n = 0;
+    /* The forced modes (the tests') share every shape. */
+    if ((size_t)s->C * (size_t)s->K < UL_WINO_SHARE_MIN_KERNELS &&
+        __atomic_load_n(&wino_forced, __ATOMIC_RELAXED) <= 0)
+        return 0;
     if (pk && ul_wino_ok(s, false)) {
         const int m = ul_wino_tile(s) == 4 ? 4 : 2;
         n = (size_t)wino_xi(m) * wino_scratch_layout(s, pk, m).up_x;

@@ -52,7 +52,9 @@ typedef struct ul_wino_team {
 
 /* Floats of one shared buffer for shape s: the transformed kernels of its
  * forward pass or of its input gradient, whichever is larger; 0 when
- * neither takes the path. */
+ * neither takes the path, or when the kernels are too few for sharing to
+ * pay (a team then transforms them on every thread; the forced modes of
+ * ul_wino_force share every shape). */
 size_t ul_wino_shared_floats(const ul_conv_shape *s);
 
 /* out (N,K,H,W) = conv(in, w) + b, for the s->N images, on this thread
