@@ -28,7 +28,8 @@
  * The one-thread entry points (ul_conv2d_*_local, which the nets' passes
  * use) also take two shapes their own way:
  *  - 3×3, stride 1, pad 1 with at most UL_SMALL_CONV_CH channels on one
- *    side: computed directly (ops_conv_small.c), no GEMM;
+ *    side or UL_SMALL_CONV_BOTH both ways: computed directly
+ *    (ops_conv_small.c), no GEMM;
  *  - 1×1 unpadded with stride > 1: the pointwise path on a subsampled copy
  *    (below).
  *

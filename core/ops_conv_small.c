@@ -1,7 +1,17 @@
 /* 3×3, stride-1, pad-1 convolutions with few channels each way (at most
  * UL_SMALL_CONV_CH on one side and UL_SMALL_CONV_MAX on the other: the
  * CNN's and ResNet-18's first layers, the CNN's second at narrow widths and
- * ResNet-18's first stage at width 0.1), computed directly.
+ * ResNet-18's first stage at width 0.1; or at most UL_SMALL_CONV_BOTH both
+ * ways: ResNet-18's second stage at width 0.1), computed directly.
+ *
+ * Against the other paths, one thread and 64 images (unlearn-bench-conv's
+ * setting, median of 60 passes, three runs each): 13 channels each way on
+ * 16×16 images backward 3.4 → 2.7–2.8 ms (shifted copies before; dX and
+ * dW by Winograd start at 16), 13 on 32×32 12.1–12.4 → 10.1–11.6, 14 on
+ * 16×16 3.4–3.7 → 2.9–3.2, 13 on 8×8 1.2 → 0.8; forward against
+ * Winograd's F(4×4, 3×3) even or slightly ahead (13 on 16×16 1.5–1.55 →
+ * 1.3–1.4 ms). With 16 channels Winograd's forward pass was ahead on
+ * 14×14 images and its backward pass even.
  *
  * With 3 or 6 channels a GEMM is mostly empty: the micro-kernel's 6×16
  * tiles are a few rows deep, the shifted weight gradient pads 6 output
@@ -36,7 +46,7 @@ bool ul_conv_small_ok(const ul_conv_shape *s)
 {
     const int lo = s->C < s->K ? s->C : s->K, hi = s->C < s->K ? s->K : s->C;
     return s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1 &&
-           lo <= UL_SMALL_CONV_CH && hi <= UL_SMALL_CONV_MAX;
+           ((lo <= UL_SMALL_CONV_CH && hi <= UL_SMALL_CONV_MAX) || hi <= UL_SMALL_CONV_BOTH);
 }
 
 /* A padded plane: H + 2 rows of wp floats; column 0 and row 0 are the left

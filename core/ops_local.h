@@ -51,12 +51,15 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
                              float *scratch, bool din_overwrite, struct ul_wino_team *team);
 
 /* 3×3, stride-1, pad-1 convolutions with at most UL_SMALL_CONV_CH channels
- * on one side and UL_SMALL_CONV_MAX on the other, computed directly on one
- * thread (ops_conv_small.c); the local entry points above take them.
- * Scratch: ul_conv_small_scratch floats, 64-byte aligned. Backward adds dX
- * (or with din_overwrite writes it) and adds dW; either may be NULL. */
+ * on one side and UL_SMALL_CONV_MAX on the other, or at most
+ * UL_SMALL_CONV_BOTH both ways, computed directly on one thread
+ * (ops_conv_small.c); the local entry points above take them, ahead of
+ * the Winograd path. Scratch: ul_conv_small_scratch floats, 64-byte
+ * aligned. Backward adds dX (or with din_overwrite writes it) and adds dW;
+ * either may be NULL. */
 #define UL_SMALL_CONV_CH 8
 #define UL_SMALL_CONV_MAX 32
+#define UL_SMALL_CONV_BOTH 15
 bool ul_conv_small_ok(const ul_conv_shape *s);
 size_t ul_conv_small_scratch(const ul_conv_shape *s);
 void ul_conv_small_forward(float *out, const float *in, const float *w, const float *b,

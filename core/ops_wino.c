@@ -107,7 +107,9 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
         return false;
     const bool forced = mode > 0;
     const int m = forced ? 1 : wino_min(backward);
-    if (m == 0)
+    /* The direct path for few channels is ahead where it applies, unless
+     * UNLEARN_WINOGRAD=all. */
+    if (m == 0 || (m > 1 && ul_conv_small_ok(s)))
         return false;
     int need = m;
     if (backward && !forced && m > 1 && wino_default_tile() == 2) {

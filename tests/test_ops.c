@@ -282,11 +282,14 @@ static const conv_case conv_cases[] = {
      * stem into 16, and 32 outputs (groups of 4) on rows of 16 + 16 + 1. */
     {2, 8, 5, 40, 1, 3, 3, 1, 1, 1}, {2, 1, 28, 28, 16, 3, 3, 1, 1, 0},
     {2, 3, 9, 33, 32, 3, 3, 1, 1, 1},
-    /* The shifted path in the one-thread entry points too: 11 channels each
-     * way, too many for the direct path and too few for Winograd's; then
-     * 13 and 14, where the forward pass takes Winograd's path and the
-     * backward pass the shifted one. */
-    {2, 11, 10, 10, 11, 3, 3, 1, 1, 1}, {2, 13, 9, 11, 14, 3, 3, 1, 1, 1},
+    /* The shifted path in the one-thread entry points too: 11 channels
+     * into 17, too many for the direct path and too few for Winograd's;
+     * then 13 into 20, where the forward pass takes Winograd's path and
+     * the backward pass the shifted one. 13 and 14 each way take the
+     * direct path (at most UL_SMALL_CONV_BOTH both ways): groups of 6 + 6
+     * + 2 output channels forward, 6 + 6 + 1 for dX. */
+    {2, 11, 10, 10, 17, 3, 3, 1, 1, 1}, {2, 13, 9, 11, 20, 3, 3, 1, 1, 1},
+    {2, 13, 9, 11, 14, 3, 3, 1, 1, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
     /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
@@ -809,7 +812,8 @@ END_TEST
 /* The default thresholds (no UNLEARN_WINOGRAD* in the environment, a
  * micro-kernel of at most 8 rows): 4×4 tiles forward from 12 input and
  * output channels, backward (dX and dW) from 16, whatever the image size;
- * none below. */
+ * none below, and none where the direct path for few channels applies (at
+ * most UL_SMALL_CONV_BOTH = 15 channels both ways). */
 START_TEST(test_wino_thresholds)
 {
     const ul_pk *pk = ul_pk_get();
@@ -823,14 +827,22 @@ START_TEST(test_wino_thresholds)
         for (size_t j = 0; j < sizeof chans / sizeof chans[0]; j++) {
             const int ch = chans[j];
             ul_conv_shape s;
-            ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], ch, 3, 3, 1, 1));
-            const bool fwd = ch >= 12, bwd = ch >= 16;
-            ck_assert_msg(ul_wino_ok(&s, false) == fwd && ul_wino_tile(&s) == (fwd ? 4 : 0) &&
-                              ul_wino_ok(&s, true) == bwd && ul_wino_dx_ok(&s) == bwd &&
-                              ul_wino_dw_tile(&s) == (bwd ? 4 : 0),
-                          "%d channels on %dx%d: Winograd %s forward and %s backward expected",
-                          ch, sizes[i], sizes[i], fwd ? "with 4x4 tiles" : "not",
-                          bwd ? "with 4x4 tiles" : "not");
+            /* ch each way, then ch into 20. */
+            for (int k = 0; k < 2; k++) {
+                const int K = k ? 20 : ch;
+                ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], K, 3, 3, 1, 1));
+                const int lo = ch < K ? ch : K, hi = ch < K ? K : ch;
+                const bool small = (lo <= 8 && hi <= 32) || hi <= 15;
+                const bool fwd = ch >= 12 && !small, bwd = ch >= 16;
+                ck_assert_msg(ul_conv_small_ok(&s) == small && ul_wino_ok(&s, false) == fwd &&
+                                  ul_wino_tile(&s) == (fwd ? 4 : 0) &&
+                                  ul_wino_ok(&s, true) == bwd && ul_wino_dx_ok(&s) == bwd &&
+                                  ul_wino_dw_tile(&s) == (bwd ? 4 : 0),
+                              "%d channels into %d on %dx%d: %s, Winograd %s forward and %s "
+                              "backward expected",
+                              ch, K, sizes[i], sizes[i], small ? "direct" : "not direct",
+                              fwd ? "with 4x4 tiles" : "not", bwd ? "with 4x4 tiles" : "not");
+            }
             /* One side under the threshold is enough to stay direct. */
             ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], 8, 3, 3, 1, 1));
             ck_assert(!ul_wino_ok(&s, false) && !ul_wino_ok(&s, true) && !ul_wino_dx_ok(&s));
