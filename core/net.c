@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 #include <omp.h>
 
@@ -530,8 +531,27 @@ static char *net_join(const char *prefix, const char *suffix)
     return s;
 }
 
+/* 64-byte aligned blocks. From 8 MiB on (the activations, the threads'
+ * weight-gradient partials at larger widths) they are 2 MiB-aligned and
+ * asked for transparent huge pages (Linux, where THP is "madvise" or
+ * "always"): a pass streams through hundreds of MiB, and with 4 KiB pages
+ * every 4 KiB costs a page walk. ResNet-18 width 0.25 on 3×32×32, two
+ * threads, five alternated runs: 437–502 → 456–512 img/s (four runs of
+ * five ahead); width 0.5 on 1×28×28 192–197 → 199–207. Peak RSS grows by
+ * the untouched rest of partly used huge pages (5 MiB there, 26 MiB for
+ * width 0.1's inference). */
 static void *net_alloc_aligned(size_t n_bytes)
 {
+    const size_t huge = (size_t)2 << 20;
+    if (n_bytes >= 4 * huge) {
+        const size_t r = (n_bytes + huge - 1) / huge * huge;
+        void *p = aligned_alloc(huge, r);
+#ifdef MADV_HUGEPAGE
+        if (p)
+            (void)madvise(p, r, MADV_HUGEPAGE); /* a hint: without THP it fails harmlessly */
+#endif
+        return p;
+    }
     size_t rounded = (n_bytes + 63) / 64 * 64;
     return aligned_alloc(64, rounded ? rounded : 64);
 }
