@@ -54,7 +54,9 @@
  * 32 channels (16: slower than direct); backward (dX and dW in one pass)
  * from 32 channels on 32×32 images, from 64 on images of 12×12 and more and
  * from 128 on smaller ones, below which the transforms and transposes cost
- * about as much as the products they save. */
+ * about as much as the products they save. Shapes the direct path for few
+ * channels takes (ul_conv_small_ok: up to 15 channels both ways, say)
+ * stay off the path unless UNLEARN_WINOGRAD=all or a test forces it. */
 #define UL_WINO4_MIN_C_FWD 12
 #define UL_WINO4_MIN_C_BWD 16
 #define UL_WINO_MIN_C_FWD 32

@@ -285,9 +285,9 @@ static const conv_case conv_cases[] = {
     /* The shifted path in the one-thread entry points too: 11 channels
      * into 17, too many for the direct path and too few for Winograd's;
      * then 13 into 20, where the forward pass takes Winograd's path and
-     * the backward pass the shifted one. 13 and 14 each way take the
-     * direct path (at most UL_SMALL_CONV_BOTH both ways): groups of 6 + 6
-     * + 2 output channels forward, 6 + 6 + 1 for dX. */
+     * the backward pass the shifted one. 13 into 14 takes the direct
+     * path (at most UL_SMALL_CONV_BOTH both ways): three groups of 6
+     * output channels, the last with 2 (forward) or 1 (dX) of them. */
     {2, 11, 10, 10, 17, 3, 3, 1, 1, 1}, {2, 13, 9, 11, 20, 3, 3, 1, 1, 1},
     {2, 13, 9, 11, 14, 3, 3, 1, 1, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
