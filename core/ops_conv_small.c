@@ -9,8 +9,8 @@
  * 16×16 images backward 3.4 → 2.7–2.8 ms (shifted copies before; dX and
  * dW by Winograd start at 16), 13 on 32×32 12.1–12.4 → 10.1–11.6, 14 on
  * 16×16 3.4–3.7 → 2.9–3.2, 13 on 8×8 1.2 → 0.8; forward against
- * Winograd's F(4×4, 3×3) even or slightly ahead (13 on 16×16 1.5–1.55 →
- * 1.3–1.4 ms). With 16 channels Winograd's forward pass was ahead on
+ * Winograd's F(4×4, 3×3) even or slightly ahead (13 on 16×16 1.0–1.55 →
+ * 1.29–1.42 ms). With 16 channels Winograd's forward pass was ahead on
  * 14×14 images and its backward pass even.
  *
  * With 3 or 6 channels a GEMM is mostly empty: the micro-kernel's 6×16
