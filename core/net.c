@@ -66,6 +66,17 @@ bool net_profiling(void)
     return prof_on > 0;
 }
 
+int net_profile_thread(void)
+{
+    static int t = -1;
+    if (t < 0) {
+        const char *e = getenv("UNLEARN_PROFILE_THREAD");
+        t = e && *e ? atoi(e) : 0;
+        t = t < 0 ? 0 : t;
+    }
+    return t;
+}
+
 void net_prof_add(ul_net *net, int i, int dir, double dt)
 {
     net_node *nd = &net->nodes[i];

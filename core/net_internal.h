@@ -152,6 +152,9 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold,
 void net_backward_team(ul_net *net, const float *dlogits, int N, int T);
 /* Whether UNLEARN_PROFILE asks for per-op timings. */
 bool net_profiling(void);
+/* The team thread whose clock the profile reads (UNLEARN_PROFILE_THREAD,
+ * default 0). */
+int net_profile_thread(void);
 /* Adds dt seconds to node i's forward (dir 0) or backward (dir 1) time. */
 void net_prof_add(ul_net *net, int i, int dir, double dt);
 /* How many threads a pass over N examples asks for; 0 inside a parallel

@@ -456,6 +456,39 @@ static void check_threads_agree(const char *what, ul_net *net, int N, bool train
     free_pass(&two_again);
 }
 
+/* BatchNorms wider than the block of channels the batch-parallel passes
+ * normalise at a time (64, net_team.c): 150 = 64 + 64 + 22 channels with
+ * a fused ReLU, 70 = 64 + 6 without one, on 5 × 5 planes (25 values, not a
+ * whole number of 8-lane vectors). Training and eval mode against finite
+ * differences (two threads, an uneven 3 + 2 split of the batch), and one
+ * thread against two. */
+static ul_net *make_wide_bn_net(uint64_t seed)
+{
+    ul_net *net = ul_net_new(2, 5, 5, 3);
+    ck_assert_ptr_nonnull(net);
+    ul_node c1 = ul_net_conv2d(net, "c1", ul_net_input(net), 150, 3, 1, 1, false);
+    ul_node r1 = ul_net_relu(net, ul_net_batchnorm(net, "b1", c1));
+    ul_node b2 = ul_net_batchnorm(net, "b2", ul_net_conv2d(net, "c2", r1, 70, 1, 1, 0, false));
+    ul_net_linear(net, "head", ul_net_global_avgpool(net, b2), 3, true);
+    ul_rng rng;
+    ul_rng_seed(&rng, seed, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    return net;
+}
+
+START_TEST(test_grad_wide_batchnorm)
+{
+    ul_net *net = make_wide_bn_net(64);
+    check_net_grad("wide batchnorm", net, 5, true, 602);
+    check_threads_agree("wide batchnorm train", net, 5, true);
+    warm_running_stats(net, 5, 65);
+    check_net_grad("wide batchnorm eval mode", net, 5, false, 603);
+    check_threads_agree("wide batchnorm eval", net, 5, false);
+    ul_net_free(net);
+}
+END_TEST
+
 START_TEST(test_threads_agree)
 {
     /* Batches of 5 and 7 split unevenly over two threads. */
@@ -1330,6 +1363,7 @@ static Suite *net_suite(void)
     tcase_add_test(t, test_grad_resnet18_keep_stem);
     tcase_add_test(t, test_grad_eval_mode);
     tcase_add_test(t, test_grad_tricky_graph);
+    tcase_add_test(t, test_grad_wide_batchnorm);
     tcase_add_loop_test(t, test_backward_accumulates, 0, 2);
     suite_add_tcase(s, t);
 
