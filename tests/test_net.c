@@ -260,6 +260,16 @@ END_TEST
  * consumers (so its ReLU cannot run in place), add(x, x), max pool with
  * padding, average pool, a flatten read twice, in-place add → ReLU over a
  * linear, global average pool, and a dead-end branch (zero gradient). */
+/* Finalises a net built by hand, its parameters drawn from seed. */
+static ul_net *finalized(ul_net *net, uint64_t seed)
+{
+    ul_rng rng;
+    ul_rng_seed(&rng, seed, 0);
+    ul_error err = {0};
+    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
+    return net;
+}
+
 static ul_net *make_tricky_net(uint64_t seed)
 {
     ul_net *net = ul_net_new(2, 6, 6, 3);
@@ -279,11 +289,7 @@ static ul_net *make_tricky_net(uint64_t seed)
     ul_node l3 = ul_net_linear(net, "l3", ul_net_global_avgpool(net, mp), 5, true);
     ul_node h = ul_net_relu(net, ul_net_add(net, ul_net_add(net, l1, l2), l3));
     ul_net_linear(net, "head", h, 3, true);
-    ul_rng rng;
-    ul_rng_seed(&rng, seed, 0);
-    ul_error err = {0};
-    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
-    return net;
+    return finalized(net, seed);
 }
 
 START_TEST(test_grad_tricky_graph)
@@ -470,11 +476,7 @@ static ul_net *make_wide_bn_net(uint64_t seed)
     ul_node r1 = ul_net_relu(net, ul_net_batchnorm(net, "b1", c1));
     ul_node b2 = ul_net_batchnorm(net, "b2", ul_net_conv2d(net, "c2", r1, 70, 1, 1, 0, false));
     ul_net_linear(net, "head", ul_net_global_avgpool(net, b2), 3, true);
-    ul_rng rng;
-    ul_rng_seed(&rng, seed, 0);
-    ul_error err = {0};
-    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
-    return net;
+    return finalized(net, seed);
 }
 
 START_TEST(test_grad_wide_batchnorm)
@@ -541,11 +543,7 @@ static ul_net *make_fold_net(uint64_t seed)
     ul_node c2 = ul_net_conv2d(net, "c2", r1, 4, 3, 1, 1, false);
     ul_node s = ul_net_add(net, ul_net_batchnorm(net, "b2", c2), c2);
     ul_net_linear(net, "head", ul_net_flatten(net, s), 3, true);
-    ul_rng rng;
-    ul_rng_seed(&rng, seed, 0);
-    ul_error err = {0};
-    ck_assert_msg(ul_net_finalize(net, &rng, &err) == UL_OK, "%s", err.msg);
-    return net;
+    return finalized(net, seed);
 }
 
 /* ul_net_infer against ul_net_forward in eval mode (BatchNorm as its own
