@@ -266,15 +266,16 @@ UL_VEC_CLONES static void sum_dy(const float *dy, const float *x, int n, size_t 
     }
 }
 
-/* One channel block's input gradient in training mode, channel c < cn
- * taking its parameters from p[·][c]:
- * dx = g·(dy' − m_dy − (x − mu)·rs·m_dyx), where dy' is dy, or with relu
- * dy under sum_dy's ReLU mask; written (overwrite) or added. */
+/* The per-channel values of a block of channels that its passes use. */
 typedef struct {
     float mu[BN_CHUNK], rs[BN_CHUNK], g[BN_CHUNK], m_dy[BN_CHUNK], m_dyx[BN_CHUNK];
     float scale[BN_CHUNK], shift[BN_CHUNK];
 } bn_block;
 
+/* A block's input gradient in training mode, channel c < cn taking its
+ * values from p's arrays at c: dx = g·(dy' − m_dy − (x − mu)·rs·m_dyx),
+ * where dy' is dy, or with relu dy under sum_dy's ReLU mask; written
+ * (overwrite) or added. */
 UL_VEC_CLONES static void bn_dx(float *dx, const float *x, const float *dy, int n, size_t img,
                                 int HW, int cn, const bn_block *p, bool relu, bool overwrite)
 {
@@ -360,9 +361,8 @@ UL_VEC_CLONES static void add_relu(float *y, const float *a, const float *b, siz
 
 /* y = x·scale[c] + shift[c] over channel c < cn's planes, then the fused
  * ReLU. */
-UL_VEC_CLONES static void bn_affine(float *y, const float *x, int n, size_t img, int HW,
-                                           int cn, const float *scale, const float *shift,
-                                           bool relu)
+UL_VEC_CLONES static void bn_affine(float *y, const float *x, int n, size_t img, int HW, int cn,
+                                    const float *scale, const float *shift, bool relu)
 {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < cn; c++) {

@@ -69,7 +69,7 @@ static void sgd_step(ul_optim *o, float *p, const float *g, const uint8_t *mask,
     float *buf = o->buf;
     const size_t n = o->n;
     if (!mask) {
-        /* Whole 64-byte lines per thread. */
+        /* Each thread a run of whole 16-float pieces. */
 #pragma omp parallel
         {
             const size_t T = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
