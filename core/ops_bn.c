@@ -7,6 +7,15 @@
 #include "ops_local.h"
 #include "unlearn/ops.h"
 
+/* The training-mode BatchNorm input gradient of one channel once the batch
+ * means are known: dx += g·(dy − m_dy − (x − mu)·rs·m_dyx) over n images
+ * lying img floats apart, HW values each (x, dy, dx point at the channel
+ * in the first image; g = γ·rs); with overwrite, dx = … instead (dx is
+ * then not read). */
+UL_VEC_CLONES static void bn_dx_channel(float *dx, const float *x, const float *dy, int n,
+                                        size_t img, int HW, float mu, float rs, float g,
+                                        float m_dy, float m_dyx, bool overwrite);
+
 #define UL_OMP_MIN 32768
 
 void ul_batchnorm_forward_train(float *out, float *mean, float *rstd, const float *in,
@@ -103,14 +112,14 @@ void ul_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float 
         const float g = gamma[c] * rs;
         const float m_dy = (float)(sum_dy / (double)M);
         const float m_dyx = (float)(sum_dy_xhat / (double)M);
-        ul_bn_dx_channel(din + (size_t)c * HW, in + (size_t)c * HW, dout + (size_t)c * HW, N,
-                         img, HW, mu, rs, g, m_dy, m_dyx, false);
+        bn_dx_channel(din + (size_t)c * HW, in + (size_t)c * HW, dout + (size_t)c * HW, N,
+                      img, HW, mu, rs, g, m_dy, m_dyx, false);
     }
 }
 
-UL_VEC_CLONES void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n,
-                                    size_t img, int HW, float mu, float rs, float g, float m_dy,
-                                    float m_dyx, bool overwrite)
+UL_VEC_CLONES static void bn_dx_channel(float *dx, const float *x, const float *dy, int n,
+                                        size_t img, int HW, float mu, float rs, float g,
+                                        float m_dy, float m_dyx, bool overwrite)
 {
     for (int i = 0; i < n; i++) {
         float *d = dx + i * img;

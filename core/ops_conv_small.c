@@ -192,7 +192,7 @@ static int sm_group(int ko, int nq0)
  * independent accumulators to hide the FMA latency. */
 static int sm_cols(int ko, int W)
 {
-    const int cols = ko <= 2 ? 32 : 16, wv = sm_wv(W);
+    const int cols = ko <= 2 ? SM_COLS : 16, wv = sm_wv(W);
     return wv < cols ? wv : cols;
 }
 

@@ -76,14 +76,6 @@ void ul_conv_small_force_baseline(bool on);
 void ul_maxpool2d_backward_local(float *din, const float *dout, const int32_t *argmax, int N,
                                  int C, int H, int W, int k, int stride, int pad, bool overwrite);
 
-/* The training-mode BatchNorm input gradient of one channel once the batch
- * means are known: dx += g·(dy − m_dy − (x − mu)·rs·m_dyx) over n images
- * lying img floats apart, HW values each (x, dy, dx point at the channel
- * in the first image; g = γ·rs); with overwrite, dx = … instead (dx is
- * then not read). */
-void ul_bn_dx_channel(float *dx, const float *x, const float *dy, int n, size_t img, int HW,
-                      float mu, float rs, float g, float m_dy, float m_dyx, bool overwrite);
-
 /* ul_linear_forward on one thread: out (N,O) = in (N,I)·Wᵀ + b, through
  * ul_sgemm_local with its scratch (gemm.h). */
 void ul_linear_forward_local(float *out, const float *in, const float *w, const float *b, int N,
