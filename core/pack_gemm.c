@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "pack_gemm.h"
+#include "runtime.h"
 #include "transpose.h"
 
 typedef void (*ukr_fn)(dim_t m, dim_t n, dim_t k, float *alpha, float *a, float *b, float *beta,
@@ -38,8 +39,12 @@ static void kern_init(void)
     const char *e = getenv("UNLEARN_PACKED_GEMM");
     if (e && strcmp(e, "0") == 0)
         return;
-    bli_init();
-    cntx_t *cntx = bli_gks_query_cntx();
+    /* The kernel of a second BLIS instance where the main one's does not
+     * fit the packed paths (runtime.c, load_packed). */
+    ul_runtime_init();
+    cntx_t *cntx = ul_runtime_packed_cntx();
+    if (!cntx)
+        cntx = bli_gks_query_cntx();
     if (!cntx)
         return;
     ukr_fn f = (ukr_fn)bli_cntx_get_l3_nat_ukr_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);

@@ -927,8 +927,9 @@ int ul_pipeline_write_resolved(const ul_pipeline *p, const char *path, ul_error 
     FILE *f = af.fp;
     fprintf(f, "# Resolved from %s by unlearn %s: every default filled in.\n", p->config_path,
             UL_VERSION);
-    fprintf(f, "# BLIS %s, kernels %s (%s), %d threads (%s).\n", ul_runtime_blis_version(),
-            ul_runtime_blis_arch(), ul_runtime_blis_arch_source(), ul_runtime_threads(),
+    fprintf(f, "# BLIS %s, kernels %s (%s), packed convolution kernels %s (%s), %d threads (%s).\n",
+            ul_runtime_blis_version(), ul_runtime_blis_arch(), ul_runtime_blis_arch_source(),
+            ul_runtime_packed_arch(), ul_runtime_packed_source(), ul_runtime_threads(),
             ul_runtime_threads_source());
     fprintf(f, "seed: %llu\n", (unsigned long long)p->seed);
     fprintf(f, "dataset:\n  name: %s\n", p->dataset);

@@ -5,6 +5,7 @@
  * BLIS 0.9 only honours BLIS_ARCH_TYPE when bli_init() runs before the
  * first query, so ul_runtime_init always calls it first. */
 #include <blis.h>
+#include <dlfcn.h>
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -20,6 +21,13 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int n_threads = 1;
 static bool threads_from_env;
 static char arch_source[96] = "detected by BLIS";
+
+/* The kernels of the packed paths (see load_packed below). */
+static struct {
+    cntx_t *cntx;    /* NULL: the main instance's */
+    char name[32];   /* their configuration's name */
+    char note[160];  /* how they were chosen, or why the second instance failed */
+} packed = {NULL, "", "the main instance's"};
 
 #if defined(__x86_64__) || defined(__i386__)
 static int choose_arch(void)
@@ -91,6 +99,115 @@ int ul_runtime_cpus(void)
     return n;
 }
 
+/* The packed paths (pack_gemm.c: the Winograd and shifted-copy
+ * convolutions) lay their R panels out for a micro-kernel that stores C by
+ * rows, 16 columns wide: BLIS's AVX2 sgemm kernels (haswell, zen, zen2,
+ * zen3: 6×16). BLIS's AVX-512 kernel (skx: 32×12, storing C by columns)
+ * runs large GEMMs faster, but those paths cannot use it and are then off.
+ * On a 2-core AVX-512 EPYC (batch 128) ResNet-18 trained and inferred
+ * 1.3–2.5× slower and the CNN at width 1 1.4–1.6× slower with the skx
+ * kernels than with zen3's, while the MLP at width 1 ran 1.5× faster and
+ * sgemm 2048³ gave 230–290 GFLOP/s against 180–190. BLIS 0.9 picks one
+ * configuration per process and exports no way to reach another's
+ * kernels, so when the main configuration's kernel does not fit, a second
+ * copy of the same library file is loaded into a link-map namespace of its
+ * own (dlmopen), configured for AVX2, and the packed paths take its
+ * micro-kernel; everything else, bli_sgemm included, stays on the main
+ * instance. The copy runs no BLIS operation of its own: it only serves its
+ * kernel and the context the kernel reads. UNLEARN_PACKED_ARCH=main keeps
+ * the main instance's kernel; UNLEARN_PACKED_ARCH=NAME names the second
+ * instance's configuration (haswell, zen3, ...). */
+static bool kernel_fits(cntx_t *cntx)
+{
+    return cntx && bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx) &&
+           bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cntx) == 16;
+}
+
+static int arch_by_name(const char *name)
+{
+    for (int id = 0; id < BLIS_NUM_ARCHS; id++)
+        if (strcmp(bli_arch_string((arch_t)id), name) == 0)
+            return id;
+    return -1;
+}
+
+/* Called with the main instance initialised and BLIS_ARCH_TYPE as it was
+ * for it (set or unset as saved in main_env). */
+static void load_packed(const char *main_env)
+{
+    const char *want = getenv("UNLEARN_PACKED_ARCH");
+    if (want && strcmp(want, "main") == 0) {
+        snprintf(packed.note, sizeof packed.note, "the main instance's (UNLEARN_PACKED_ARCH=main)");
+        return;
+    }
+    int id = -1;
+    if (want && *want) {
+        id = arch_by_name(want);
+        if (id < 0) {
+            fprintf(stderr,
+                    "unlearn: UNLEARN_PACKED_ARCH=%s names no BLIS configuration (haswell, "
+                    "zen3, ... or main); the packed paths keep the main instance's kernel\n",
+                    want);
+            return;
+        }
+    } else {
+        if (kernel_fits(bli_gks_query_cntx()))
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            id = __builtin_cpu_is("amd") ? BLIS_ARCH_ZEN3 : BLIS_ARCH_HASWELL;
+#endif
+        if (id < 0)
+            return;
+    }
+    Dl_info info;
+    if (!dladdr((void *)bli_init, &info) || !info.dli_fname) {
+        snprintf(packed.note, sizeof packed.note, "the main instance's (libblis not found)");
+        return;
+    }
+    /* The copy reads BLIS_ARCH_TYPE when it initialises: set it for that
+     * moment, then put back what the main instance saw. No other thread
+     * runs yet (ul_runtime_init comes first). */
+    char buf[16];
+    snprintf(buf, sizeof buf, "%d", id);
+    setenv("BLIS_ARCH_TYPE", buf, 1);
+    void *h = dlmopen(LM_ID_NEWLM, info.dli_fname, RTLD_NOW | RTLD_LOCAL);
+    cntx_t *cntx = NULL;
+    int got = -1;
+    if (h) {
+        void (*init)(void) = (void (*)(void))dlsym(h, "bli_init");
+        cntx_t *(*query)(void) = (cntx_t * (*)(void)) dlsym(h, "bli_gks_query_cntx");
+        arch_t (*qid)(void) = (arch_t(*)(void))dlsym(h, "bli_arch_query_id");
+        if (init && query && qid) {
+            init();
+            cntx = query();
+            got = (int)qid();
+        }
+    }
+    if (main_env)
+        setenv("BLIS_ARCH_TYPE", main_env, 1);
+    else
+        unsetenv("BLIS_ARCH_TYPE");
+    if (!h) {
+        snprintf(packed.note, sizeof packed.note, "the main instance's (a second one: %.100s)",
+                 dlerror());
+        return;
+    }
+    if (got != id || !kernel_fits(cntx)) {
+        /* Leave the copy loaded: its pages may be in use by nothing, but
+         * unloading a namespace's libc is not worth the risk. */
+        snprintf(packed.note, sizeof packed.note,
+                 "the main instance's (a second one set to '%s' did not offer a 6x16 kernel)",
+                 bli_arch_string((arch_t)id));
+        return;
+    }
+    packed.cntx = cntx;
+    snprintf(packed.name, sizeof packed.name, "%s", bli_arch_string((arch_t)id));
+    snprintf(packed.note, sizeof packed.note, "from a second BLIS instance%s",
+             want && *want ? " (UNLEARN_PACKED_ARCH)" : "");
+}
+
 static void init_once(void)
 {
     if (getenv("BLIS_ARCH_TYPE")) {
@@ -105,6 +222,12 @@ static void init_once(void)
         }
     }
     bli_init();
+    {
+        const char *e = getenv("BLIS_ARCH_TYPE");
+        char *saved = e ? strdup(e) : NULL;
+        load_packed(saved);
+        free(saved);
+    }
 
     n_threads = ul_runtime_cpus();
     const char *t = getenv("UNLEARN_THREADS");
@@ -170,4 +293,22 @@ const char *ul_runtime_blis_arch_source(void)
 {
     ul_runtime_init();
     return arch_source;
+}
+
+void *ul_runtime_packed_cntx(void)
+{
+    ul_runtime_init();
+    return packed.cntx;
+}
+
+const char *ul_runtime_packed_arch(void)
+{
+    ul_runtime_init();
+    return packed.cntx ? packed.name : ul_runtime_blis_arch();
+}
+
+const char *ul_runtime_packed_source(void)
+{
+    ul_runtime_init();
+    return packed.note;
 }

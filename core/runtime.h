@@ -22,4 +22,13 @@ UL_API int ul_runtime_cpus(void);
 /* Where the thread count came from, for --version and run records. */
 UL_API const char *ul_runtime_threads_source(void);
 
+/* The BLIS context whose micro-kernel the packed paths use (pack_gemm.c)
+ * when it is not the main instance's: one of a second, private instance
+ * with AVX2 kernels, loaded when the main configuration's kernel does not
+ * fit those paths (AVX-512's skx). NULL: the main instance's. */
+void *ul_runtime_packed_cntx(void);
+/* The packed paths' kernel configuration, and how it was chosen. */
+UL_API const char *ul_runtime_packed_arch(void);
+UL_API const char *ul_runtime_packed_source(void);
+
 #endif

@@ -40,6 +40,8 @@ static int cmd_version(void)
     printf("plugin ABI %u.%u\n", UL_ABI_MAJOR, UL_ABI_MINOR);
     printf("BLIS %s, kernels '%s' (%s)\n", ul_runtime_blis_version(), ul_runtime_blis_arch(),
            ul_runtime_blis_arch_source());
+    printf("packed convolution kernels '%s' (%s)\n", ul_runtime_packed_arch(),
+           ul_runtime_packed_source());
     printf("threads %d (%s)\n", ul_runtime_threads(), ul_runtime_threads_source());
     return 0;
 }
