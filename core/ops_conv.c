@@ -357,8 +357,7 @@ static size_t a16(size_t n) { return round_up_sz(n, 16); }
 
 static bool conv_shifted_ok(const ul_conv_shape *s)
 {
-    const ul_pk *pk = ul_pk_get();
-    return pk && ul_pk_native(pk) && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1;
+    return ul_pk_get_native() && s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1;
 }
 
 /* The forward pass takes stride 2 as well (ResNet-18's downsampling 3×3
@@ -374,8 +373,8 @@ static bool conv_shifted_ok(const ul_conv_shape *s)
  * dX and dW of those layers go the general way. */
 static bool conv_shifted_fwd_ok(const ul_conv_shape *s)
 {
-    const ul_pk *pk = ul_pk_get();
-    if (!pk || !ul_pk_native(pk) || s->R != 3 || s->S != 3 || s->pad != 1)
+    const ul_pk *pk = ul_pk_get_native();
+    if (!pk || s->R != 3 || s->S != 3 || s->pad != 1)
         return false;
     return s->stride == 1 || (s->stride == 2 && s->C <= 16 && 2 * s->Q > pk->wr);
 }
@@ -604,7 +603,7 @@ static void conv_shifted_forward_images(float *out, const float *in, const float
                                         const float *b, const ul_conv_shape *s, int n0, int n1,
                                         float *xs)
 {
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     const int K = s->K, PQ = s->P * s->Q, G = conv_shifted_group(s, pk);
     const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)K * PQ;
     if (G > 1) {
@@ -634,7 +633,7 @@ static void conv_shifted_dx_images(float *din, const float *dout, const float *w
                                    const ul_conv_shape *s, int n0, int n1, float *xs,
                                    bool overwrite)
 {
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     const int G = conv_shifted_group(s, pk);
     const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
     if (G > 1) {
@@ -728,7 +727,7 @@ static void sdw_interleave(float *dst, int w, int first, const float *src, size_
 static void conv_shifted_dw(float *dw_acc, const float *dout, const float *in,
                             const ul_conv_shape *s, int n0, int n1, float *scratch)
 {
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     const sdw_geom g = sdw_geometry(s, pk);
     const int wl = pk->wl, wr = pk->wr, C = s->C, K = s->K;
     const int cpn = g.cpad / wl, kpn = g.kpad / wr;
@@ -912,7 +911,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     /* im2col of a whole unit for dW (nb images, or one whole image); the
      * shifted path's dW uses the space for its own copies instead. */
     if (conv_shifted_ok(s))
-        off += a16(conv_shifted_dw_size(s, ul_pk_get()));
+        off += a16(conv_shifted_dw_size(s, ul_pk_get_native()));
     else
         off += a16((nb == 1 && conv_is_pointwise(s)) ? 0 : crs * (size_t)nb * s->P * s->Q);
     L.tmp = off;
@@ -920,10 +919,11 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     L.dw = off;
     off += a16((size_t)s->K * crs);
     L.wp = L.rb = L.tbl = L.xs = off;
-    const ul_pk *pk = ul_pk_get();
+    /* The general products' operands (pk), or the shifted copies' (npk). */
+    const ul_pk *pk = ul_pk_get(), *npk = ul_pk_get_native();
     if (pk) {
         size_t fw = ul_pk_l_size(pk, s->K, (int)crs), bw = ul_pk_l_size(pk, (int)crs, s->K);
-        size_t sw = conv_shifted_fwd_ok(s) ? conv_shifted_wp(s, pk) : 0;
+        size_t sw = conv_shifted_fwd_ok(s) ? conv_shifted_wp(s, npk) : 0;
         fw = fw > bw ? fw : bw;
         off += a16(fw > sw ? fw : sw);
         L.rb = off;
@@ -932,7 +932,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
         L.tbl = off;
         off += a16((size_t)s->R * s->S * cols); /* int32 entries */
         L.xs = off;
-        off += a16(conv_shifted_fwd_ok(s) ? conv_shifted_xs(s, pk) : 0);
+        off += a16(conv_shifted_fwd_ok(s) ? conv_shifted_xs(s, npk) : 0);
         /* The Winograd path's buffers share the space from wp on. */
         if (ul_wino_ok(s, false) || ul_wino_ok(s, true) || ul_wino_dx_ok(s)) {
             const size_t end = L.wp + a16(ul_wino_scratch(s));
@@ -1309,8 +1309,8 @@ void ul_conv2d_forward(float *out, const float *in, const float *w, const float 
     if (conv_shifted_fwd_ok(s)) {
         /* Packed once into thread 0's scratch, shared; copies per thread. */
         float *wp = scratch + L.wp;
-        pack_w_shifted(ul_pk_get(), wp, w, s->K, s->C, false);
-        const int G = conv_shifted_group(s, ul_pk_get()), groups = (s->N + G - 1) / G;
+        pack_w_shifted(ul_pk_get_native(), wp, w, s->K, s->C, false);
+        const int G = conv_shifted_group(s, ul_pk_get_native()), groups = (s->N + G - 1) / G;
         const int Ts = conv_threads(groups);
         if (Ts == 1) {
             conv_shifted_forward_images(out, in, wp, b, s, 0, s->N, scratch + L.xs);
@@ -1478,7 +1478,7 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     }
     if (conv_shifted_fwd_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
-        pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, false);
+        pack_w_shifted(ul_pk_get_native(), scratch + L.wp, w, s->K, s->C, false);
         conv_shifted_forward_images(out, in, scratch + L.wp, b, s, 0, s->N, scratch + L.xs);
         return;
     }
@@ -1530,7 +1530,7 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
     }
     if (din && conv_shifted_ok(s)) {
         const conv_scratch L = conv_scratch_layout(s);
-        pack_w_shifted(ul_pk_get(), scratch + L.wp, w, s->K, s->C, true);
+        pack_w_shifted(ul_pk_get_native(), scratch + L.wp, w, s->K, s->C, true);
         conv_shifted_dx_images(din, dout, scratch + L.wp, s, 0, s->N, scratch + L.xs,
                                din_overwrite);
         din = NULL;
@@ -1576,14 +1576,14 @@ void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     conv_blocking(s, &nb, &pb);
     /* The shifted path's dW takes units of ug images (sdw_geometry). */
     const bool sdw = conv_shifted_ok(s);
-    const int ug = sdw ? sdw_geometry(s, ul_pk_get()).g : nb;
+    const int ug = sdw ? sdw_geometry(s, ul_pk_get_native()).g : nb;
     const int units = sdw ? (N + ug - 1) / ug : conv_units(s, nb), T = conv_threads(units);
     const conv_scratch L = conv_scratch_layout(s);
     const size_t per = L.total, wsize = (size_t)K * CRS;
     if (din && sdw) {
         float *wps = scratch + L.wp;
-        pack_w_shifted(ul_pk_get(), wps, w, K, s->C, true);
-        const int G = conv_shifted_group(s, ul_pk_get()), groups = (N + G - 1) / G;
+        pack_w_shifted(ul_pk_get_native(), wps, w, K, s->C, true);
+        const int G = conv_shifted_group(s, ul_pk_get_native()), groups = (N + G - 1) / G;
         const int Ts = conv_threads(groups);
         if (Ts == 1) {
             conv_shifted_dx_images(din, dout, wps, s, 0, N, scratch + L.xs, false);

@@ -122,7 +122,7 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
     }
     if (s->C < need || s->K < need)
         return false;
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     return pk && ul_pk_native(pk) && pk->wr == WR && pk->wl <= 16;
 }
 
@@ -141,7 +141,7 @@ static int wino_default_tile(void)
 
 /* 4×4 tiles keep 8 channels in vector lanes where their L panels have at
  * most 8 lanes (the micro-kernel's MR); with more, 2×2 tiles. */
-static int wino_fit(int m) { return m == 4 && ul_pk_get()->wl > 8 ? 2 : m; }
+static int wino_fit(int m) { return m == 4 && ul_pk_get_native()->wl > 8 ? 2 : m; }
 
 int ul_wino_tile(const ul_conv_shape *s)
 {
@@ -323,7 +323,7 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
 
 size_t ul_wino_scratch(const ul_conv_shape *s)
 {
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     if (!pk)
         return 0;
     const wino_layout L = wino_scratch_layout(s, pk, 2);
@@ -1307,7 +1307,7 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
                          const ul_conv_shape *s, float *scratch, int m, bool dx, bool add,
                          wino_stats *st, ul_wino_team *team)
 {
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     const int nxi = wino_xi(m);
     const wino_geom g = wino_geometry(s, pk, m);
     const wino_layout L = wino_scratch_layout(s, pk, m);
@@ -1402,7 +1402,7 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
 
 size_t ul_wino_shared_floats(const ul_conv_shape *s)
 {
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     size_t n = 0;
     /* The forced modes (the tests') share every shape. */
     if ((size_t)s->C * (size_t)s->K < UL_WINO_SHARE_MIN_KERNELS &&
@@ -1458,7 +1458,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
 {
     if (!din && !dw_acc)
         return;
-    const ul_pk *pk = ul_pk_get();
+    const ul_pk *pk = ul_pk_get_native();
     /* dW alone may take 4×4 tiles. */
     const int m = !din && ul_wino_dw_tile(s) == 4 ? 4 : 2, nxi = wino_xi(m);
     const wino_geom g = wino_geometry(s, pk, m);

@@ -20,17 +20,44 @@
 typedef void (*ukr_fn)(dim_t m, dim_t n, dim_t k, float *alpha, float *a, float *b, float *beta,
                        float *c, inc_t rs_c, inc_t cs_c, auxinfo_t *data, cntx_t *cntx);
 
-static struct {
+/* Two kernels: [0] the main BLIS instance's, for the general products
+ * (ul_pk_get), and [1] one in its native orientation with 16-lane R
+ * panels for the callers that lay R panels out themselves
+ * (ul_pk_get_native): the main one's where it is such a kernel, else a
+ * second BLIS instance's (runtime.c, load_packed). */
+typedef struct {
     ul_pk pk;
     ukr_fn f;
     cntx_t *cntx;
     int mr, nr;      /* the kernel's tile */
     bool rows;       /* the kernel prefers row-stored C */
     bool usable;
-} kern;
+} kernel;
+static kernel kern[2];
 static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 static bool forced_cols;
 static ul_pk forced_pk;
+
+static bool kernel_from(kernel *kn, cntx_t *cntx, int kid)
+{
+    if (!cntx)
+        return false;
+    ukr_fn f = (ukr_fn)bli_cntx_get_l3_nat_ukr_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
+    int mr = (int)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_MR, cntx);
+    int nr = (int)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cntx);
+    if (!f || mr < 1 || nr < 1 || mr > 64 || nr > 64)
+        return false;
+    kn->f = f;
+    kn->cntx = cntx;
+    kn->mr = mr;
+    kn->nr = nr;
+    kn->rows = bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
+    kn->pk.wl = kn->rows ? mr : nr;
+    kn->pk.wr = kn->rows ? nr : mr;
+    kn->pk.kid = kid;
+    kn->usable = true;
+    return true;
+}
 
 static void kern_init(void)
 {
@@ -39,48 +66,41 @@ static void kern_init(void)
     const char *e = getenv("UNLEARN_PACKED_GEMM");
     if (e && strcmp(e, "0") == 0)
         return;
-    /* The kernel of a second BLIS instance where the main one's does not
-     * fit the packed paths (runtime.c, load_packed). */
     ul_runtime_init();
-    cntx_t *cntx = ul_runtime_packed_cntx();
-    if (!cntx)
-        cntx = bli_gks_query_cntx();
-    if (!cntx)
+    if (!kernel_from(&kern[0], bli_gks_query_cntx(), 0))
         return;
-    ukr_fn f = (ukr_fn)bli_cntx_get_l3_nat_ukr_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
-    int mr = (int)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_MR, cntx);
-    int nr = (int)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cntx);
-    if (!f || mr < 1 || nr < 1 || mr > 64 || nr > 64)
-        return;
-    kern.f = f;
-    kern.cntx = cntx;
-    kern.mr = mr;
-    kern.nr = nr;
-    kern.rows = bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
-    kern.pk.wl = kern.rows ? mr : nr;
-    kern.pk.wr = kern.rows ? nr : mr;
-    kern.usable = true;
+    cntx_t *second = ul_runtime_packed_cntx();
+    if (second)
+        kernel_from(&kern[1], second, 1);
+    else if (kern[0].rows && kern[0].nr == 16)
+        kern[1] = kern[0];
 }
 
 const ul_pk *ul_pk_get(void)
 {
     pthread_once(&kern_once, kern_init);
-    if (!kern.usable)
+    if (!kern[0].usable)
         return NULL;
-    return forced_cols ? &forced_pk : &kern.pk;
+    return forced_cols ? &forced_pk : &kern[0].pk;
+}
+
+const ul_pk *ul_pk_get_native(void)
+{
+    pthread_once(&kern_once, kern_init);
+    return kern[1].usable ? &kern[1].pk : NULL;
 }
 
 void ul_pk_force_cols(bool on)
 {
     pthread_once(&kern_once, kern_init);
-    forced_cols = on && kern.usable;
-    forced_pk = (ul_pk){kern.nr, kern.mr};
+    forced_cols = on && kern[0].usable;
+    forced_pk = (ul_pk){kern[0].nr, kern[0].mr, 0};
 }
 
 /* Whether the tiles are computed transposed (column-preferring path). */
 static bool kern_transposed(const ul_pk *pk)
 {
-    return pk == &forced_pk || !kern.rows;
+    return pk == &forced_pk || !kern[pk->kid].rows;
 }
 
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
@@ -159,8 +179,8 @@ void ul_pk_pack_rr(const ul_pk *pk, float *dst, const float *b, int n, int k, in
 
 /* One k-block of C = Lp·Rp: every panel pair, tiles in the kernel's
  * orientation (see the file comment). */
-static void gemm_block(bool tr, int wl, int wr, int m, int n, int kc, const float *lb,
-                       const float *rb, float beta, float *c, int ldc)
+static void gemm_block(const kernel *kn, bool tr, int wl, int wr, int m, int n, int kc,
+                       const float *lb, const float *rb, float beta, float *c, int ldc)
 {
     float one = 1.0f;
     auxinfo_t aux;
@@ -175,9 +195,9 @@ static void gemm_block(bool tr, int wl, int wr, int m, int n, int kc, const floa
             bli_auxinfo_set_next_a(lpan, &aux);
             bli_auxinfo_set_next_b(rpan, &aux);
             if (!tr)
-                kern.f(mm, nn, kc, &one, lpan, rpan, &beta, ct, ldc, 1, &aux, kern.cntx);
+                kn->f(mm, nn, kc, &one, lpan, rpan, &beta, ct, ldc, 1, &aux, kn->cntx);
             else
-                kern.f(nn, mm, kc, &one, rpan, lpan, &beta, ct, 1, ldc, &aux, kern.cntx);
+                kn->f(nn, mm, kc, &one, rpan, lpan, &beta, ct, 1, ldc, &aux, kn->cntx);
         }
     }
 }
@@ -198,7 +218,8 @@ void ul_pk_gemm_pp(const ul_pk *pk, int m, int n, int kc, const float *lp, const
                    float beta, float *c, int ldc)
 {
     if (!gemm_trivial(m, n, kc, beta, c, ldc))
-        gemm_block(kern_transposed(pk), pk->wl, pk->wr, m, n, kc, lp, rp, beta, c, ldc);
+        gemm_block(&kern[pk->kid], kern_transposed(pk), pk->wl, pk->wr, m, n, kc, lp, rp, beta,
+                   c, ldc);
 }
 
 void ul_pk_gemm(const ul_pk *pk, int m, int n, int k, const float *lp, ul_pk_pack_r_fn pack_r,
@@ -213,7 +234,7 @@ void ul_pk_gemm(const ul_pk *pk, int m, int n, int k, const float *lp, ul_pk_pac
         for (int k0 = 0; k0 < k; k0 += UL_PK_KC) {
             const int kc = k - k0 < UL_PK_KC ? k - k0 : UL_PK_KC;
             pack_r(rbuf, pk->wr, j0, nj, k0, kc, rctx);
-            gemm_block(tr, pk->wl, pk->wr, m, nj, kc, lp + mr * (size_t)k0, rbuf,
+            gemm_block(&kern[pk->kid], tr, pk->wl, pk->wr, m, nj, kc, lp + mr * (size_t)k0, rbuf,
                        k0 == 0 ? beta : 1.0f, c + j0, ldc);
         }
     }
@@ -224,13 +245,13 @@ bool ul_pk_native(const ul_pk *pk) { return !kern_transposed(pk); }
 void ul_pk_tile(const ul_pk *pk, int m, int n, int k, const float *a, const float *b, float beta,
                 float *c, int ldc)
 {
-    (void)pk;
+    const kernel *kn = &kern[pk->kid];
     float one = 1.0f;
     auxinfo_t aux;
     memset(&aux, 0, sizeof aux);
     bli_auxinfo_set_next_a((void *)a, &aux);
     bli_auxinfo_set_next_b((void *)b, &aux);
-    kern.f(m, n, k, &one, (float *)a, (float *)b, &beta, c, ldc, 1, &aux, kern.cntx);
+    kn->f(m, n, k, &one, (float *)a, (float *)b, &beta, c, ldc, 1, &aux, kn->cntx);
 }
 
 /* Copies len values of src (stride 1) into R columns [col, col+len) of row

@@ -24,12 +24,20 @@
 
 typedef struct ul_pk {
     int wl, wr;  /* panel widths of L and R */
+    int kid;     /* which kernel: 0 the main BLIS instance's, 1 the native one */
 } ul_pk;
 
 /* The micro-kernel's geometry, or NULL when BLIS offers none usable (the
  * callers then use ul_sgemm). force_cols (tests only) drives a
  * row-preferring kernel through the column-preferring code path. */
 const ul_pk *ul_pk_get(void);
+
+/* A kernel in its native orientation with 16-lane R panels, for the
+ * callers that lay R panels out themselves and call ul_pk_tile (the
+ * Winograd and shifted-copy convolutions): the main BLIS instance's where
+ * it is one (AVX2's 6×16), else a second instance's (runtime.c), else
+ * NULL. Every ul_pk_* function takes either geometry. */
+const ul_pk *ul_pk_get_native(void);
 void ul_pk_force_cols(bool on);
 
 /* Floats of a whole packed L (m×k). */

@@ -708,10 +708,11 @@ static void conv_vs_ref(int _i)
     char what[96];
     snprintf(what, sizeof what, "conv case %d (%dx%d k%dx%d s%d p%d)", _i, k->H, k->W, k->R,
              k->S, k->stride, k->pad);
-    /* The Winograd cases must take that path whenever the micro-kernel is
-     * there in its own orientation (not in ops-blis or transposed tiles). */
-    const ul_pk *pk = ul_pk_get();
-    if (_i >= FIRST_WINO_CASE && pk && ul_pk_native(pk) &&
+    /* The Winograd cases must take that path whenever a micro-kernel is
+     * there in its own orientation (not in ops-blis): the main BLIS
+     * instance's, or the second one's where the main kernel is skx's. */
+    const ul_pk *pk = ul_pk_get_native();
+    if (_i >= FIRST_WINO_CASE && pk &&
         (_i != DEFAULT_WINO_CASE || !getenv("UNLEARN_WINOGRAD")))
         ck_assert_msg(ul_wino_ok(&c.s, false) && ul_wino_ok(&c.s, true),
                       "%s: expected the Winograd path", what);
@@ -816,8 +817,8 @@ END_TEST
  * most UL_SMALL_CONV_BOTH = 15 channels both ways). */
 START_TEST(test_wino_thresholds)
 {
-    const ul_pk *pk = ul_pk_get();
-    if (!pk || !ul_pk_native(pk) || pk->wr != 16 || pk->wl > 8 || getenv("UNLEARN_WINOGRAD") ||
+    const ul_pk *pk = ul_pk_get_native();
+    if (!pk || pk->wr != 16 || pk->wl > 8 || getenv("UNLEARN_WINOGRAD") ||
         getenv("UNLEARN_WINOGRAD_F4") || getenv("UNLEARN_WINOGRAD_MIN_FWD") ||
         getenv("UNLEARN_WINOGRAD_MIN_BWD"))
         return;
@@ -924,8 +925,7 @@ START_TEST(test_conv_wino4_vs_ref)
     char what[96];
     snprintf(what, sizeof what, "F(4x4) conv case %d (%dx%d, C %d, K %d), dW by %dx%d tiles", ci,
              k->H, k->W, k->C, k->K, mode, mode);
-    const ul_pk *pk = ul_pk_get();
-    if (pk && ul_pk_native(pk))
+    if (ul_pk_get_native())
         ck_assert_msg(ul_wino_tile(&c.s) == 4, "%s: expected 4x4 tiles", what);
     float *want = falloc(c.nout);
     ul_conv2d_forward_ref(want, c.in, c.w, c.b, &c.s);
@@ -947,7 +947,7 @@ START_TEST(test_conv_wino4_vs_ref)
      * transposed kernels (ul_wino_dx), dW by 2×2 or 4×4 tiles; both add
      * onto non-zero gradients, and the one-thread dX may overwrite
      * instead. */
-    if (pk && ul_pk_native(pk)) {
+    if (ul_pk_get_native()) {
         ck_assert_msg(ul_wino_dx_ok(&c.s), "%s: expected dX by 4x4 tiles", what);
         ck_assert_int_eq(ul_wino_dw_tile(&c.s), mode);
     }

@@ -4,6 +4,7 @@
 #include <check.h>
 
 #include "cli_util.h"
+#include <blis.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -211,6 +212,56 @@ START_TEST(indices_file_reuses_an_exact_set)
 }
 END_TEST
 
+/* Which micro-kernel the packed convolution paths take (runtime.c,
+ * load_packed), read off `unlearn --version` with BLIS's configuration
+ * forced. No kernel runs, so the AVX-512 case is checked on any x86 CPU
+ * with AVX2 and FMA: with the main instance on skx (32×12 tiles, C by
+ * columns) a second instance must serve an AVX2 kernel, zen3 on AMD CPUs
+ * and haswell elsewhere; with haswell's kernel the main one serves;
+ * UNLEARN_PACKED_ARCH=main keeps skx's, a configuration's name forces the
+ * second instance, and an unknown name is reported and ignored. */
+START_TEST(packed_kernels_from_a_second_instance)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return;
+    const char *avx2 = __builtin_cpu_is("amd") ? "zen3" : "haswell";
+    char out[4096], env[160], want[160];
+    snprintf(env, sizeof env, "BLIS_ARCH_TYPE=%d", (int)BLIS_ARCH_SKX);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, env), 0);
+    ck_assert_msg(strstr(out, "kernels 'skx' (set by BLIS_ARCH_TYPE)"), "%s", out);
+    snprintf(want, sizeof want, "packed convolution kernels '%s' (from a second BLIS instance)\n",
+             avx2);
+    ck_assert_msg(strstr(out, want), "wanted \"%s\" in:\n%s", want, out);
+
+    snprintf(env, sizeof env, "BLIS_ARCH_TYPE=%d UNLEARN_PACKED_ARCH=main", (int)BLIS_ARCH_SKX);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, env), 0);
+    ck_assert_msg(strstr(out, "packed convolution kernels 'skx' (the main instance's "
+                              "(UNLEARN_PACKED_ARCH=main))"),
+                  "%s", out);
+
+    snprintf(env, sizeof env, "BLIS_ARCH_TYPE=%d", (int)BLIS_ARCH_HASWELL);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, env), 0);
+    ck_assert_msg(strstr(out, "packed convolution kernels 'haswell' (the main instance's)\n"),
+                  "%s", out);
+
+    snprintf(env, sizeof env, "BLIS_ARCH_TYPE=%d UNLEARN_PACKED_ARCH=zen2", (int)BLIS_ARCH_HASWELL);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, env), 0);
+    ck_assert_msg(strstr(out, "kernels 'haswell' (set by BLIS_ARCH_TYPE)"), "%s", out);
+    ck_assert_msg(strstr(out, "packed convolution kernels 'zen2' (from a second BLIS instance "
+                              "(UNLEARN_PACKED_ARCH))"),
+                  "%s", out);
+
+    snprintf(env, sizeof env, "BLIS_ARCH_TYPE=%d UNLEARN_PACKED_ARCH=zen9", (int)BLIS_ARCH_SKX);
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, env), 0);
+    ck_assert_msg(strstr(out, "UNLEARN_PACKED_ARCH=zen9 names no BLIS configuration"), "%s", out);
+    ck_assert_msg(strstr(out, "packed convolution kernels 'skx' (the main instance's)"), "%s",
+                  out);
+#endif
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("pipeline");
@@ -221,6 +272,7 @@ static Suite *suite(void)
     tcase_add_test(t, mislabeled_forget_set_plants_labels);
     tcase_add_test(t, bad_unlearning_inputs);
     tcase_add_test(t, indices_file_reuses_an_exact_set);
+    tcase_add_test(t, packed_kernels_from_a_second_instance);
     suite_add_tcase(s, t);
     return s;
 }
