@@ -24,7 +24,7 @@
 
 typedef struct ul_pk {
     int wl, wr;  /* panel widths of L and R */
-    int kid;     /* which kernel: 0 the main BLIS instance's, 1 the native one */
+    int kid;     /* whose kernel: 0 the main BLIS instance's, 1 the second one's */
 } ul_pk;
 
 /* The micro-kernel's geometry, or NULL when BLIS offers none usable (the

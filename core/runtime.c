@@ -140,26 +140,29 @@ static void load_packed(const char *main_env)
         snprintf(packed.note, sizeof packed.note, "the main instance's (UNLEARN_PACKED_ARCH=main)");
         return;
     }
+    /* Every kernel that fits needs AVX2 and FMA. */
+    bool avx2 = false, amd = false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    amd = __builtin_cpu_is("amd");
+#endif
     int id = -1;
     if (want && *want) {
         id = arch_by_name(want);
-        if (id < 0) {
+        if (id < 0 || !avx2) {
             fprintf(stderr,
-                    "unlearn: UNLEARN_PACKED_ARCH=%s names no BLIS configuration (haswell, "
-                    "zen3, ... or main); the packed paths keep the main instance's kernel\n",
-                    want);
+                    "unlearn: UNLEARN_PACKED_ARCH=%s %s; the packed paths keep the main "
+                    "instance's kernel\n",
+                    want,
+                    id < 0 ? "names no BLIS configuration (haswell, zen3, ... or main)"
+                           : "needs a CPU with AVX2 and FMA, which this one lacks");
             return;
         }
     } else {
-        if (kernel_fits(bli_gks_query_cntx()))
+        if (kernel_fits(bli_gks_query_cntx()) || !avx2)
             return;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-            id = __builtin_cpu_is("amd") ? BLIS_ARCH_ZEN3 : BLIS_ARCH_HASWELL;
-#endif
-        if (id < 0)
-            return;
+        id = amd ? BLIS_ARCH_ZEN3 : BLIS_ARCH_HASWELL;
     }
     Dl_info info;
     if (!dladdr((void *)bli_init, &info) || !info.dli_fname) {
@@ -167,8 +170,8 @@ static void load_packed(const char *main_env)
         return;
     }
     /* The copy reads BLIS_ARCH_TYPE when it initialises: set it for that
-     * moment, then put back what the main instance saw. No other thread
-     * runs yet (ul_runtime_init comes first). */
+     * moment, then put back what the main instance saw (ul_runtime_init
+     * runs before unlearn starts any thread of its own). */
     char buf[16];
     snprintf(buf, sizeof buf, "%d", id);
     setenv("BLIS_ARCH_TYPE", buf, 1);
@@ -190,13 +193,13 @@ static void load_packed(const char *main_env)
     else
         unsetenv("BLIS_ARCH_TYPE");
     if (!h) {
-        snprintf(packed.note, sizeof packed.note, "the main instance's (a second one: %.100s)",
-                 dlerror());
+        snprintf(packed.note, sizeof packed.note,
+                 "the main instance's (loading a second one failed: %.90s)", dlerror());
         return;
     }
     if (got != id || !kernel_fits(cntx)) {
-        /* Leave the copy loaded: its pages may be in use by nothing, but
-         * unloading a namespace's libc is not worth the risk. */
+        /* The copy stays loaded: unloading a namespace that holds a libc
+         * of its own is not worth the risk. */
         snprintf(packed.note, sizeof packed.note,
                  "the main instance's (a second one set to '%s' did not offer a 6x16 kernel)",
                  bli_arch_string((arch_t)id));
