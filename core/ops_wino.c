@@ -68,6 +68,9 @@ static int wino_default_tile(void);
 
 enum { XI = 16 }; /* values of one transformed tile */
 enum { WR = 16 }; /* lanes of an R panel: the path needs a kernel with NR = 16 */
+/* The forward products with 4×4 tiles may take the AVX-512 kernel instead
+ * (ul_pk_get_wide: R panels of 32 lanes, tiles computed transposed). */
+enum { WR_MAX = 32 };
 
 /* The transforms are elementwise adds along the tiles: their AVX2 builds
  * (UL_VEC_CLONES) do twice the work per instruction of the baseline SSE2
@@ -142,6 +145,18 @@ static int wino_default_tile(void)
 /* 4×4 tiles keep 8 channels in vector lanes where their L panels have at
  * most 8 lanes (the micro-kernel's MR); with more, 2×2 tiles. */
 static int wino_fit(int m) { return m == 4 && ul_pk_get_native()->wl > 8 ? 2 : m; }
+
+/* The kernel of a forward pass (and of dX as one) with tile side m: the
+ * AVX-512 one where there is one, with 4×4 tiles (their transforms and
+ * products take any panel width; the 2×2 tiles' take 16 lanes), else the
+ * native 16-lane one. On a 2-core AVX-512 EPYC the skx kernel ran the
+ * products' shapes (K × 256 tiles × C, C = K = 16 … 512, one thread)
+ * at 88–202 GFLOP/s against 48–102 for the AVX2 kernel. */
+static const ul_pk *wino_fwd_pk(int m)
+{
+    const ul_pk *wide = m == 4 ? ul_pk_get_wide() : NULL;
+    return wide ? wide : ul_pk_get_native();
+}
 
 int ul_wino_tile(const ul_conv_shape *s)
 {
@@ -218,9 +233,9 @@ static int wino_xi(int m) { return (m + 2) * (m + 2); }
 static size_t wino_rows_floats(int ld, int m) { return (size_t)(m + 3) * (m + 2) * ld; }
 
 /* Floats of wino4_in_block8's buffers for rows of up to tw tiles: six
- * input rows of 4·tw + 2 columns, 8 channels each, and a panel's 16 tiles
- * of 36 values, 8 channels each. */
-static size_t wino4_c8_floats(int tw) { return (size_t)6 * (4 * tw + 2) * 8 + 36 * WR * 8; }
+ * input rows of 4·tw + 2 columns, 8 channels each, and a panel's tiles
+ * (up to 32) of 36 values, 8 channels each. */
+static size_t wino4_c8_floats(int tw) { return (size_t)6 * (4 * tw + 2) * 8 + 36 * WR_MAX * 8; }
 
 static wino_geom wino_geometry(const ul_conv_shape *s, const ul_pk *pk, int m)
 {
@@ -250,12 +265,12 @@ typedef struct {
 
 static size_t a16(size_t n) { return rnd(n, 16); }
 
-/* The distance between R panels of depth kd (16 lanes): kd·16 floats,
+/* The distance between R panels of depth kd and wr lanes: kd·wr floats,
  * plus one cache line when that is a multiple of 1 KiB, for the same
  * reason as xi_stride: a transform writes one row of every panel. */
-static size_t panel_stride(size_t kd)
+static size_t panel_stride(size_t kd, size_t wr)
 {
-    const size_t n = kd * 16;
+    const size_t n = kd * wr;
     return n % 256 == 0 ? n + 16 : n;
 }
 
@@ -278,7 +293,7 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     const size_t ntf = (size_t)wino_ntf(s, pk->wr, (int)xi), ntb = (size_t)wino_ntb(s, pk->wr);
     wino_layout L = {0};
     L.up_x = xi_stride(rnd(K, wl) * C);
-    L.vp_x = xi_stride(ntf / wr * panel_stride(C));
+    L.vp_x = xi_stride(ntf / wr * panel_stride(C, wr));
     L.mb_x = a16(K * ntf);
     L.up = 0;
     L.vp = L.up + xi * L.up_x;
@@ -288,7 +303,7 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
      * dv). */
     const bool dx = m == 2;
     L.ut_x = dx ? xi_stride(rnd(C, wl) * K) : 0;
-    L.r1_x = dx ? xi_stride(ntb / wr * panel_stride(K)) : 0;
+    L.r1_x = dx ? xi_stride(ntb / wr * panel_stride(K, wr)) : 0;
     L.dv_x = dx ? a16(C * ntb) : 0;
     L.vl_x = xi_stride(rnd(C, wl) * ntb);
     L.r2_x = xi_stride(rnd(K, wr) * ntb);
@@ -306,7 +321,7 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
      * rows of TW + 1, or its own row cache. With 4×4 tiles the vector-lane
      * transforms' buffers (wino4_c8_floats) take the same place. */
     const size_t tw = (size_t)(s->W + m - 1) / (size_t)m, hb = wino_rows_floats((int)tw, m);
-    size_t tmp = (size_t)(m * m * WR) > m * m * tw ? (size_t)(m * m * WR) : m * m * tw;
+    size_t tmp = m * m * wr > m * m * tw ? m * m * wr : m * m * tw;
     if (m == 2) {
         const size_t tp = XI * WR + 2 * (tw + 1);
         tmp = tp > hb ? tp : hb;
@@ -329,7 +344,7 @@ size_t ul_wino_scratch(const ul_conv_shape *s)
     const wino_layout L = wino_scratch_layout(s, pk, 2);
     size_t n = L.fwd > L.bwd ? L.fwd : L.bwd;
     if (ul_wino_tile(s) == 4) {
-        const size_t f = wino_scratch_layout(s, pk, 4).fwd;
+        const size_t f = wino_scratch_layout(s, wino_fwd_pk(4), 4).fwd;
         n = f > n ? f : n;
     }
     if (ul_wino_dw_tile(s) == 4) {
@@ -338,7 +353,7 @@ size_t ul_wino_scratch(const ul_conv_shape *s)
     }
     if (ul_wino_dx_ok(s)) {
         const ul_conv_shape d = wino_dx_shape(s);
-        const size_t f = wino_scratch_layout(&d, pk, 4).fwd;
+        const size_t f = wino_scratch_layout(&d, wino_fwd_pk(4), 4).fwd;
         n = f > n ? f : n;
     }
     return n;
@@ -628,28 +643,39 @@ static void wino_store_rows(float *out, int H, int W, int ty, int tx0, int len,
         (o3) = b_ + 8.0f * d_ + (m5);                                                          \
     } while (0)
 
-/* Y = Aᵀ·M·A for the 16 tiles of a panel, m[ξ·16 + lane]: y[q·16 + lane],
+/* Y = Aᵀ·M·A for the LN tiles of a panel, m[ξ·LN + lane]: y[q·LN + lane],
  * q = 4·row + column of the tile's 4×4 values. */
-UL_VEC_CLONES static void wino4_out_panel(float *restrict y, const float *restrict m)
+static inline __attribute__((always_inline)) void
+wino4_out_panel_n(float *restrict y, const float *restrict m, const int LN)
 {
-    float t[4][6][WR];
+    float t[4][6][LN];
     for (int j = 0; j < 6; j++)
-        for (int l = 0; l < WR; l++)
-            WINO4_AT(m[j * WR + l], m[(6 + j) * WR + l], m[(12 + j) * WR + l],
-                     m[(18 + j) * WR + l], m[(24 + j) * WR + l], m[(30 + j) * WR + l], t[0][j][l],
+        for (int l = 0; l < LN; l++)
+            WINO4_AT(m[j * LN + l], m[(6 + j) * LN + l], m[(12 + j) * LN + l],
+                     m[(18 + j) * LN + l], m[(24 + j) * LN + l], m[(30 + j) * LN + l], t[0][j][l],
                      t[1][j][l], t[2][j][l], t[3][j][l]);
     for (int i = 0; i < 4; i++)
-        for (int l = 0; l < WR; l++)
+        for (int l = 0; l < LN; l++)
             WINO4_AT(t[i][0][l], t[i][1][l], t[i][2][l], t[i][3][l], t[i][4][l], t[i][5][l],
-                     y[(4 * i) * WR + l], y[(4 * i + 1) * WR + l], y[(4 * i + 2) * WR + l],
-                     y[(4 * i + 3) * WR + l]);
+                     y[(4 * i) * LN + l], y[(4 * i + 1) * LN + l], y[(4 * i + 2) * LN + l],
+                     y[(4 * i + 3) * LN + l]);
 }
 
-/* Writes (or with add, adds) the 4×4 tiles of a segment (y[q·16 + t],
+UL_VEC_CLONES static void wino4_out_panel(float *restrict y, const float *restrict m)
+{
+    wino4_out_panel_n(y, m, WR);
+}
+
+UL_VEC_CLONES static void wino4_out_panel32(float *restrict y, const float *restrict m)
+{
+    wino4_out_panel_n(y, m, WR_MAX);
+}
+
+/* Writes (or with add, adds) the 4×4 tiles of a segment (y[q·wr + t],
  * t < len) + bias into rows 4·ty .. 4·ty + 3 of the output plane, clipped
  * at the edges. */
 static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
-                             const float *restrict y, float bias, bool add)
+                             const float *restrict y, int wr, float bias, bool add)
 {
     /* Tiles wholly inside the row, and the columns of the last one. */
     const int full = 4 * (tx0 + len) <= W ? len : len - 1, last = W - 4 * (tx0 + full);
@@ -658,8 +684,8 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
         if (h >= H)
             break;
         float *restrict row = out + (size_t)h * W + 4 * tx0;
-        const float *restrict y0 = y + 4 * i * WR, *restrict y1 = y0 + WR, *restrict y2 = y1 + WR,
-                              *restrict y3 = y2 + WR;
+        const float *restrict y0 = y + 4 * i * wr, *restrict y1 = y0 + wr, *restrict y2 = y1 + wr,
+                              *restrict y3 = y2 + wr;
         if (add) {
             for (int t = 0; t < full; t++) {
                 row[4 * t] += y0[t] + bias;
@@ -668,7 +694,7 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
                 row[4 * t + 3] += y3[t] + bias;
             }
             for (int p = 0; full < len && p < last; p++)
-                row[4 * full + p] += y0[p * WR + full] + bias;
+                row[4 * full + p] += y0[p * wr + full] + bias;
             continue;
         }
         for (int t = 0; t < full; t++) {
@@ -678,7 +704,7 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
             row[4 * t + 3] = y3[t] + bias;
         }
         for (int p = 0; full < len && p < last; p++)
-            row[4 * full + p] = y0[p * WR + full] + bias;
+            row[4 * full + p] = y0[p * wr + full] + bias;
     }
 }
 
@@ -935,12 +961,13 @@ static inline __attribute__((always_inline)) void wino4_tile8(const float *r8, s
                  o[12 + j], o[18 + j], o[24 + j], o[30 + j]);
 }
 
-/* The forward input transform of tiles [t0, t0 + nb) into the R panels,
- * vp[ξ·vp_x + (tl/16)·vps + c·16 + tl%16]: a panel's 16 tiles gather in
- * st8 (ξ, lane, channel) until one transpose per ξ puts them in place. */
-UL_VEC_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, const float *in,
-                                        size_t in_img, int C, int H, int W, const wino_geom *g,
-                                        int t0, int nb, float *buf)
+/* The forward input transform of tiles [t0, t0 + nb) into the R panels
+ * of wr lanes, vp[ξ·vp_x + (tl/wr)·vps + c·wr + tl%wr]: a panel's wr
+ * tiles gather in st8 (ξ, lane, channel) until one transpose per ξ puts
+ * them in place. */
+UL_VEC_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, int wr,
+                                        const float *in, size_t in_img, int C, int H, int W,
+                                        const wino_geom *g, int t0, int nb, float *buf)
 {
     const size_t HW = (size_t)H * W, cols = (size_t)4 * g->TW + 2;
     float *r8 = buf, *st8 = buf + 6 * cols * 8;
@@ -954,17 +981,17 @@ UL_VEC_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, co
                 wino_prefetch8(in + sa.n * in_img + (size_t)c0 * HW, HW, H, W, 4 * sa.ty - 1, 6,
                                4 * sa.tx0 - 1, 4 * sa.len + 2, cn);
             for (int i = 0; i < sg.len; i++) {
-                const int lane = (sg.tl + i) % WR;
+                const int lane = (sg.tl + i) % wr;
                 wino_v8 o[36];
                 wino4_tile8(r8, cols, i, o);
                 for (int xi = 0; xi < 36; xi++)
-                    *(wino_v8 *)(st8 + ((size_t)xi * WR + lane) * 8) = o[xi];
+                    *(wino_v8 *)(st8 + ((size_t)xi * wr + lane) * 8) = o[xi];
                 /* A panel complete, or the block's last tile: in place. */
-                if (lane == WR - 1 || sg.tl + i == nb - 1) {
-                    float *pd = vp + (size_t)((sg.tl + i) / WR) * vps + (size_t)c0 * WR;
+                if (lane == wr - 1 || sg.tl + i == nb - 1) {
+                    float *pd = vp + (size_t)((sg.tl + i) / wr) * vps + (size_t)c0 * wr;
                     for (int xi = 0; xi < 36; xi++)
-                        ul_transpose(st8 + (size_t)xi * WR * 8, 8, pd + xi * vp_x, WR, lane + 1,
-                                     cn);
+                        ul_transpose(st8 + (size_t)xi * wr * 8, 8, pd + xi * vp_x, (size_t)wr,
+                                     lane + 1, cn);
                 }
             }
             t += sg.len;
@@ -1201,28 +1228,28 @@ static const float *wino_team_kernels(float *up, size_t up_x, const float *w, in
 
 /* The nxi products of a block (16, or 36 for 4×4 tiles), O[ξ] (rows × nb)
  * = L[ξ] (rows × depth, packed L panels, lp[ξ·lp_x + ...]) · R[ξ] (depth ×
- * nb, R panels of 16 tiles ps floats apart, r[ξ·r_x + ...]), stored panel
- * by panel as out[((p·rows + row)·nxi + ξ)·16 + lane]: one tile's values
- * of a row at fixed distances for the transform that follows. Lanes past nb in the last
- * R panel are zeroed first. */
+ * nb, R panels of wr tiles ps floats apart, r[ξ·r_x + ...]), stored panel
+ * by panel as out[((p·rows + row)·nxi + ξ)·wr + lane]: one tile's values
+ * of a row at fixed distances for the transform that follows. Lanes past
+ * nb in the last R panel are zeroed first. */
 static void wino_products(const ul_pk *pk, int nxi, int rows, int nb, int depth, const float *lp,
                           size_t lp_x, float *r, size_t r_x, size_t ps, float *out)
 {
-    const int wl = pk->wl;
-    if (nb % WR)
+    const int wl = pk->wl, wr = pk->wr;
+    if (nb % wr)
         for (int xi = 0; xi < nxi; xi++)
             for (int d = 0; d < depth; d++)
-                for (int l = nb % WR; l < WR; l++)
-                    r[xi * r_x + (size_t)(nb / WR) * ps + (size_t)d * WR + l] = 0.0f;
+                for (int l = nb % wr; l < wr; l++)
+                    r[xi * r_x + (size_t)(nb / wr) * ps + (size_t)d * wr + l] = 0.0f;
     for (int xi = 0; xi < nxi; xi++)
         for (int ip = 0; ip < rows; ip += wl) {
             const int mm = rows - ip < wl ? rows - ip : wl;
-            for (int j = 0; j < nb; j += WR)
-                ul_pk_tile(pk, mm, nb - j < WR ? nb - j : WR, depth,
+            for (int j = 0; j < nb; j += wr)
+                ul_pk_tile(pk, mm, nb - j < wr ? nb - j : wr, depth,
                            lp + xi * lp_x + (size_t)ip * depth,
-                           r + xi * r_x + (size_t)(j / WR) * ps, 0.0f,
-                           out + (((size_t)(j / WR) * rows + ip) * nxi + xi) * WR,
-                           nxi * WR);
+                           r + xi * r_x + (size_t)(j / wr) * ps, 0.0f,
+                           out + (((size_t)(j / wr) * rows + ip) * nxi + xi) * wr,
+                           nxi * wr);
         }
 }
 
@@ -1231,35 +1258,35 @@ static void wino_products(const ul_pk *pk, int nxi, int rows, int nb, int depth,
 /* The output statistics of a forward pass (wino_forward with st): per
  * output channel, Σ(x − k) and Σ(x − k)² over the stored values x, around
  * k, the channel's first value (image 0, position (0, 0)), which the first
- * panel stores before any sum needs it. msk[q·16 + lane] has all bits set
+ * panel stores before any sum needs it. msk[q·wr + lane] has all bits set
  * for the values q of the panel's tiles that lie inside the image, else
  * none: the others are and-ed away rather than multiplied by 0, since the
  * lanes past the last tile hold whatever the scratch held (an infinity
  * there times 0 would be NaN). */
 typedef struct {
     double *s1, *s2;
-    uint32_t msk[36 * WR];
+    uint32_t msk[36 * WR_MAX];
     bool full; /* every value of the panel is inside the image */
 } wino_stats;
 
-static void wino_stats_mask(wino_stats *st, const wino_geom *g, int m, int H, int W, int t,
-                            int nl)
+static void wino_stats_mask(wino_stats *st, const wino_geom *g, int m, int wr, int H, int W,
+                            int t, int nl)
 {
     st->full = true;
-    for (int l = 0; l < WR; l++, t++) {
+    for (int l = 0; l < wr; l++, t++) {
         const int r = t % g->tpi, ty = r / g->TW, tx = r % g->TW;
         for (int q = 0; q < m * m; q++) {
             const int h = m * ty + q / m, x = m * tx + q % m;
-            st->msk[q * WR + l] = l < nl && h < H && x < W ? UINT32_MAX : 0u;
-            st->full = st->full && st->msk[q * WR + l] != 0u;
+            st->msk[q * wr + l] = l < nl && h < H && x < W ? UINT32_MAX : 0u;
+            st->full = st->full && st->msk[q * wr + l] != 0u;
         }
     }
 }
 
-/* Adds one panel's values y[q·16 + lane] + bias (nq per tile) of channel
- * k, whose first value is k0: per lane in two 8-lane vectors (written out:
- * GCC's own vectorisation of the loop permuted every load), then the 16
- * lanes' sums in double, in pairs. */
+/* Adds one panel's values y[q·wr + lane] + bias (nq per tile) of channel
+ * k, whose first value is k0, 16 lanes at a time: per lane in two 8-lane
+ * vectors (written out: GCC's own vectorisation of the loop permuted every
+ * load), then the 16 lanes' sums in double, in pairs. */
 typedef float wino_sv8 __attribute__((vector_size(32), aligned(4)));
 typedef uint32_t wino_su8 __attribute__((vector_size(32), aligned(4)));
 typedef float wino_sf4 __attribute__((vector_size(16)));
@@ -1278,25 +1305,27 @@ static inline __attribute__((always_inline)) wino_sd4 wino_sd4_of(wino_sv8 a, wi
            (__builtin_convertvector(b_lo, wino_sd4) + __builtin_convertvector(b_hi, wino_sd4));
 }
 
-UL_VEC_CLONES static void wino_stats_add(wino_stats *st, int k, const float *restrict y, int nq,
-                                       float bias, float k0)
+UL_VEC_CLONES static void wino_stats_add(wino_stats *st, int k, const float *restrict y, int wr,
+                                       int nq, float bias, float k0)
 {
-    wino_sv8 a0 = {0}, a1 = {0}, q0 = {0}, q1 = {0};
-    for (int q = 0; q < nq; q++) {
-        wino_sv8 d0 = *(const wino_sv8 *)(y + q * WR) + bias - k0;
-        wino_sv8 d1 = *(const wino_sv8 *)(y + q * WR + 8) + bias - k0;
-        if (!st->full) {
-            d0 = (wino_sv8)((wino_su8)d0 & *(const wino_su8 *)(st->msk + q * WR));
-            d1 = (wino_sv8)((wino_su8)d1 & *(const wino_su8 *)(st->msk + q * WR + 8));
+    for (int g = 0; g < wr; g += 16) {
+        wino_sv8 a0 = {0}, a1 = {0}, q0 = {0}, q1 = {0};
+        for (int q = 0; q < nq; q++) {
+            wino_sv8 d0 = *(const wino_sv8 *)(y + q * wr + g) + bias - k0;
+            wino_sv8 d1 = *(const wino_sv8 *)(y + q * wr + g + 8) + bias - k0;
+            if (!st->full) {
+                d0 = (wino_sv8)((wino_su8)d0 & *(const wino_su8 *)(st->msk + q * wr + g));
+                d1 = (wino_sv8)((wino_su8)d1 & *(const wino_su8 *)(st->msk + q * wr + g + 8));
+            }
+            a0 += d0;
+            a1 += d1;
+            q0 += d0 * d0;
+            q1 += d1 * d1;
         }
-        a0 += d0;
-        a1 += d1;
-        q0 += d0 * d0;
-        q1 += d1 * d1;
+        const wino_sd4 t1 = wino_sd4_of(a0, a1), t2 = wino_sd4_of(q0, q1);
+        st->s1[k] += (t1[0] + t1[1]) + (t1[2] + t1[3]);
+        st->s2[k] += (t2[0] + t2[1]) + (t2[2] + t2[3]);
     }
-    const wino_sd4 t1 = wino_sd4_of(a0, a1), t2 = wino_sd4_of(q0, q1);
-    st->s1[k] += (t1[0] + t1[1]) + (t1[2] + t1[3]);
-    st->s2[k] += (t2[0] + t2[1]) + (t2[2] + t2[3]);
 }
 
 /* out (N,K,H,W) = conv(in, w) + b with tiles of side m, for shape s.
@@ -1307,7 +1336,7 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
                          const ul_conv_shape *s, float *scratch, int m, bool dx, bool add,
                          wino_stats *st, ul_wino_team *team)
 {
-    const ul_pk *pk = ul_pk_get_native();
+    const ul_pk *pk = wino_fwd_pk(m);
     const int nxi = wino_xi(m);
     const wino_geom g = wino_geometry(s, pk, m);
     const wino_layout L = wino_scratch_layout(s, pk, m);
@@ -1315,7 +1344,7 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     const int ld = g.TW;
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
     float *vp = scratch + L.vp, *mb = scratch + L.mb;
-    const size_t vps = panel_stride((size_t)C);
+    const size_t vps = panel_stride((size_t)C, (size_t)wr);
     float *seg = scratch + L.rows, *hb = seg + (size_t)nxi * ld;
     float *tmp = hb + wino_rows_floats(ld, m);
     wino_rows rc;
@@ -1335,7 +1364,8 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
          * panel when a segment's lanes are all in one; through seg
          * otherwise. */
         if (m == 4)
-            wino4_in_block8(vp, L.vp_x, vps, in, in_img, C, H, W, &g, t0, nb, scratch + L.rows);
+            wino4_in_block8(vp, L.vp_x, vps, wr, in, in_img, C, H, W, &g, t0, nb,
+                            scratch + L.rows);
         else
             for (int i0 = t0, i1; i0 < t0 + nb; i0 = i1) {
                 i1 = wino_image_end(&g, i0, t0 + nb);
@@ -1358,31 +1388,33 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
             }
         /* M[ξ] = U[ξ] · V[ξ]. */
         wino_products(pk, nxi, K, nb, C, up, L.up_x, vp, L.vp_x, vps, mb);
-        /* Y = Aᵀ·M·A + bias: a panel's 16 tiles at once, then stored
-         * segment by segment. */
-        for (int p = 0; p * WR < nb; p++) {
-            const int pe = t0 + (nb - p * WR < WR ? nb : (p + 1) * WR);
+        /* Y = Aᵀ·M·A + bias: a panel's wr tiles at once, then stored
+         * segment by segment (2×2 tiles: wr is 16). */
+        for (int p = 0; p * wr < nb; p++) {
+            const int pe = t0 + (nb - p * wr < wr ? nb : (p + 1) * wr);
             if (st)
-                wino_stats_mask(st, &g, m, H, W, t0 + p * WR, pe - t0 - p * WR);
+                wino_stats_mask(st, &g, m, wr, H, W, t0 + p * wr, pe - t0 - p * wr);
             for (int k = 0; k < K; k++) {
-                const float *mk = mb + ((size_t)p * K + k) * nxi * WR;
-                if (m == 4)
+                const float *mk = mb + ((size_t)p * K + k) * nxi * wr;
+                if (m == 4 && wr == WR_MAX)
+                    wino4_out_panel32(tmp, mk);
+                else if (m == 4)
                     wino4_out_panel(tmp, mk);
                 else
                     wino_out_panel(tmp, mk);
-                for (int t = t0 + p * WR; t < pe;) {
+                for (int t = t0 + p * wr; t < pe;) {
                     wino_seg sg = wino_seg_at(&g, t, t0, nb);
                     sg.len = sg.len < pe - t ? sg.len : pe - t;
                     float *o = out + sg.n * out_img + k * HW;
-                    const float *y = tmp + (t - t0 - p * WR), bk = b ? b[k] : 0.0f;
+                    const float *y = tmp + (t - t0 - p * wr), bk = b ? b[k] : 0.0f;
                     if (m == 4)
-                        wino4_store_rows(o, H, W, sg.ty, sg.tx0, sg.len, y, bk, add);
+                        wino4_store_rows(o, H, W, sg.ty, sg.tx0, sg.len, y, wr, bk, add);
                     else
                         wino_store_rows(o, H, W, sg.ty, sg.tx0, sg.len, y, bk);
                     t += sg.len;
                 }
                 if (st)
-                    wino_stats_add(st, k, tmp, m * m, b ? b[k] : 0.0f, out[k * HW]);
+                    wino_stats_add(st, k, tmp, wr, m * m, b ? b[k] : 0.0f, out[k * HW]);
             }
         }
     }
@@ -1410,11 +1442,11 @@ size_t ul_wino_shared_floats(const ul_conv_shape *s)
         return 0;
     if (pk && ul_wino_ok(s, false)) {
         const int m = ul_wino_tile(s) == 4 ? 4 : 2;
-        n = (size_t)wino_xi(m) * wino_scratch_layout(s, pk, m).up_x;
+        n = (size_t)wino_xi(m) * wino_scratch_layout(s, wino_fwd_pk(m), m).up_x;
     }
     if (pk && ul_wino_dx_ok(s)) {
         const ul_conv_shape d = wino_dx_shape(s);
-        const size_t x = (size_t)wino_xi(4) * wino_scratch_layout(&d, pk, 4).up_x;
+        const size_t x = (size_t)wino_xi(4) * wino_scratch_layout(&d, wino_fwd_pk(4), 4).up_x;
         n = x > n ? x : n;
     }
     return n;
@@ -1468,7 +1500,7 @@ void ul_wino_backward(float *din, float *dw_acc, const float *dout, const float 
     const size_t HW = (size_t)H * W, in_img = (size_t)C * HW, out_img = (size_t)K * HW;
     float *ut = scratch + L.ut, *r1 = scratch + L.r1, *dv = scratch + L.dv;
     float *vl = scratch + L.vl, *r2 = scratch + L.r2, *du = scratch + L.du;
-    const size_t r1s = panel_stride((size_t)K);
+    const size_t r1s = panel_stride((size_t)K, WR);
     float *seg = scratch + L.rows, *hb = seg + (size_t)nxi * ld;
     float *tmp = hb + wino_rows_floats(ld, m);
     if (din)

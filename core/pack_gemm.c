@@ -90,6 +90,16 @@ const ul_pk *ul_pk_get_native(void)
     return kern[1].usable ? &kern[1].pk : NULL;
 }
 
+const ul_pk *ul_pk_get_wide(void)
+{
+    pthread_once(&kern_once, kern_init);
+    const kernel *k0 = &kern[0];
+    const char *pinned = getenv("UNLEARN_PACKED_ARCH");
+    if (!k0->usable || k0->rows || k0->pk.wr != 32 || k0->pk.wl > 16 || (pinned && *pinned))
+        return NULL;
+    return &k0->pk;
+}
+
 void ul_pk_force_cols(bool on)
 {
     pthread_once(&kern_once, kern_init);
@@ -249,9 +259,15 @@ void ul_pk_tile(const ul_pk *pk, int m, int n, int k, const float *a, const floa
     float one = 1.0f;
     auxinfo_t aux;
     memset(&aux, 0, sizeof aux);
-    bli_auxinfo_set_next_a((void *)a, &aux);
-    bli_auxinfo_set_next_b((void *)b, &aux);
-    kn->f(m, n, k, &one, (float *)a, (float *)b, &beta, c, ldc, 1, &aux, kn->cntx);
+    if (!kern_transposed(pk)) {
+        bli_auxinfo_set_next_a((void *)a, &aux);
+        bli_auxinfo_set_next_b((void *)b, &aux);
+        kn->f(m, n, k, &one, (float *)a, (float *)b, &beta, c, ldc, 1, &aux, kn->cntx);
+    } else {
+        bli_auxinfo_set_next_a((void *)b, &aux);
+        bli_auxinfo_set_next_b((void *)a, &aux);
+        kn->f(n, m, k, &one, (float *)b, (float *)a, &beta, c, 1, ldc, &aux, kn->cntx);
+    }
 }
 
 /* Copies len values of src (stride 1) into R columns [col, col+len) of row

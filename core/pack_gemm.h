@@ -38,6 +38,12 @@ const ul_pk *ul_pk_get(void);
  * it is one (AVX2's 6×16), else a second instance's (runtime.c), else
  * NULL. Every ul_pk_* function takes either geometry. */
 const ul_pk *ul_pk_get_native(void);
+
+/* The main kernel when it is AVX-512's (skx: tiles computed transposed,
+ * R panels of 32 lanes, L panels of 12) and UNLEARN_PACKED_ARCH does not
+ * pin the packed paths to one configuration; else NULL. The forward
+ * Winograd products with 4×4 tiles take it (ops_wino.c). */
+const ul_pk *ul_pk_get_wide(void);
 void ul_pk_force_cols(bool on);
 
 /* Floats of a whole packed L (m×k). */
@@ -80,7 +86,7 @@ bool ul_pk_native(const ul_pk *pk);
 
 /* One micro-tile: C (m×n, m ≤ wl, n ≤ wr, row stride ldc) = a·b + beta·C
  * for a single packed L panel a and R panel b of depth k (b 64-byte
- * aligned). Only in the native orientation. */
+ * aligned), in either orientation. */
 void ul_pk_tile(const ul_pk *pk, int m, int n, int k, const float *a, const float *b, float beta,
                 float *c, int ldc);
 
