@@ -547,6 +547,84 @@ static void gemm_case_check(const char *what, const gemm_case *g, int m, int n, 
 
 static void gemm_case_free(gemm_case *g) { free(g->a), free(g->b), free(g->c), free(g->want); }
 
+/* One micro-tile through ul_pk_tile, C (m×n, row stride ldc) = a·b +
+ * beta·C against a double-precision product, for every kernel geometry
+ * there is: the main one (AVX-512's computes its tiles transposed), the
+ * same driven through the transposed orientation, and the native one the
+ * Winograd and shifted-copy paths use. Whole and partial tiles, beta 0
+ * (C starts as NaN) and 0.5; the columns past n in each row stay as they
+ * were. */
+START_TEST(test_pk_tile_vs_naive)
+{
+    if (!ul_pk_get())
+        return;
+    ul_rng r;
+    ul_rng_seed(&r, 45, 0);
+    for (int variant = 0; variant < 3; variant++) {
+        ul_pk_force_cols(variant == 1);
+        const ul_pk *pk = variant == 2 ? ul_pk_get_native() : ul_pk_get();
+        if (!pk)
+            continue;
+        const int sizes[][2] = {{pk->wl, pk->wr}, {pk->wl - 1, pk->wr - 3}, {1, 1}};
+        for (int si = 0; si < 3; si++)
+            for (int bi = 0; bi < 2; bi++) {
+                const int m = sizes[si][0] > 0 ? sizes[si][0] : 1;
+                const int n = sizes[si][1] > 0 ? sizes[si][1] : 1, k = 37, ldc = n + 5;
+                const float beta = bi ? 0.5f : 0.0f;
+                float *lp = falloc64((size_t)pk->wl * k), *rp = falloc64((size_t)pk->wr * k);
+                float *a = rand_buf(&r, (size_t)m * k, -1, 1), *b = rand_buf(&r, (size_t)k * n, -1, 1);
+                float *c = rand_buf(&r, (size_t)m * ldc, -1, 1), *c0 = falloc((size_t)m * ldc);
+                memcpy(c0, c, (size_t)m * ldc * sizeof(float));
+                for (int i = 0; i < m && beta == 0.0f; i++)
+                    for (int j = 0; j < n; j++)
+                        c[(size_t)i * ldc + j] = NAN;
+                ul_pk_pack_l(pk, lp, a, m, k, k, false);
+                ul_pk_pack_rr(pk, rp, b, n, k, n, false);
+                ul_pk_tile(pk, m, n, k, lp, rp, beta, c, ldc);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < ldc; j++) {
+                        const double got = c[(size_t)i * ldc + j];
+                        if (j >= n) {
+                            ck_assert_msg(got == c0[(size_t)i * ldc + j],
+                                          "tile %dx%d (variant %d) wrote column %d", m, n,
+                                          variant, j);
+                            continue;
+                        }
+                        double want = beta * (double)c0[(size_t)i * ldc + j], mag = 1.0;
+                        for (int kk = 0; kk < k; kk++) {
+                            const double t = (double)a[(size_t)i * k + kk] * b[(size_t)kk * n + j];
+                            want += t;
+                            mag += fabs(t);
+                        }
+                        ck_assert_msg(fabs(got - want) <= 1e-6 * mag,
+                                      "tile %dx%d (variant %d, beta %g): C[%d][%d] = %.8g, "
+                                      "expected %.8g",
+                                      m, n, variant, beta, i, j, got, want);
+                    }
+                free(lp), free(rp), free(a), free(b), free(c), free(c0);
+            }
+    }
+    ul_pk_force_cols(false);
+}
+END_TEST
+
+/* The Winograd forward products' kernel: the main one exactly when it is
+ * AVX-512's (transposed tiles, 32-lane R panels) and UNLEARN_PACKED_ARCH
+ * does not pin the packed paths (the ops-second-blis run pins them). */
+START_TEST(test_wide_kernel_choice)
+{
+    const ul_pk *main_pk = ul_pk_get(), *wide = ul_pk_get_wide();
+    const char *pin = getenv("UNLEARN_PACKED_ARCH");
+    if (pin && *pin)
+        ck_assert_msg(wide == NULL, "UNLEARN_PACKED_ARCH=%s left the wide kernel on", pin);
+    else if (main_pk && !ul_pk_native(main_pk) && main_pk->wr == 32 && main_pk->wl <= 16)
+        ck_assert_msg(wide == main_pk, "the AVX-512 kernel was not offered to Winograd");
+    else
+        ck_assert_msg(wide == NULL, "a %dx%d kernel was offered as the wide one",
+                      main_pk ? main_pk->wl : 0, main_pk ? main_pk->wr : 0);
+}
+END_TEST
+
 /* ul_sgemm_local against a double-precision triple loop for every
  * transposition, at sizes crossing the panel, depth-block (256) and
  * column-block (512) edges, on both tile orientations, with exactly the
@@ -1539,6 +1617,8 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_conv_forward_stats);
     tcase_add_test(t, test_wino_thresholds);
     tcase_add_test(t, test_pk_gemm_vs_naive);
+    tcase_add_test(t, test_pk_tile_vs_naive);
+    tcase_add_test(t, test_wide_kernel_choice);
     tcase_add_test(t, test_transpose_vs_naive);
     tcase_add_test(t, test_sgemm_local_vs_naive);
     tcase_add_test(t, test_sgemm_dot_vs_naive);
