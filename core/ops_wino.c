@@ -30,7 +30,11 @@
  *
  * The transforms write their results straight into the micro-kernel's
  * packed panel layouts (pack_gemm.h): tiles across the R panels' lanes, or
- * along the depth for the weight-gradient products. Tiles are numbered
+ * along the depth for the weight-gradient products. The panels are 16
+ * lanes wide for the AVX2 kernels (6×16), which every part of the path
+ * can use; the forward products with 4×4 tiles (and dX, a forward pass)
+ * take AVX-512's kernel instead where it is the main one (wino_fwd_pk: 32
+ * tiles by 12 channels, computed transposed). Tiles are numbered
  * image by image, row by row, and processed in blocks of nt; one call runs
  * on one thread. */
 #include <stdint.h>
@@ -316,7 +320,7 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.du = L.r2 + xi * L.r2_x;
     L.bwd = L.du + xi * L.du_x;
     /* Then seg (xi·TW), the row cache (wino_rows_floats) and tmp: an output
-     * panel (m²·16), the output gradient's rows split by column (m²·TW), or
+     * panel (m²·wr), the output gradient's rows split by column (m²·TW), or
      * for 2×2 tiles the backward pass's transformed panel (16·16) and two
      * rows of TW + 1, or its own row cache. With 4×4 tiles the vector-lane
      * transforms' buffers (wino4_c8_floats) take the same place. */

@@ -12,7 +12,9 @@
 /* Whether shape s takes the Winograd path forward (or backward): a 3×3,
  * stride-1, pad-1 layer with at least 32 input and output channels
  * (backward: 32 on images of 32×32 and more, 64 from 12×12, 128 below),
- * BLIS's micro-kernel in its native orientation with 16-lane R panels, and
+ * a BLIS micro-kernel in its native orientation with 16-lane R panels
+ * (ul_pk_get_native; the forward pass with 4×4 tiles then runs its
+ * products on ul_pk_get_wide's kernel where there is one), and
  * UNLEARN_WINOGRAD not "0". UNLEARN_WINOGRAD=all takes every such layer;
  * UNLEARN_WINOGRAD_MIN_FWD / _MIN_BWD move the thresholds (the backward
  * ones scale with _MIN_BWD). Backward, this is the 2×2 tiles' path, which
