@@ -34,6 +34,7 @@ typedef struct {
     bool usable;
 } kernel;
 static kernel kern[2];
+static bool pinned; /* UNLEARN_PACKED_ARCH names the packed paths' kernels */
 static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 static bool forced_cols;
 static ul_pk forced_pk;
@@ -67,6 +68,8 @@ static void kern_init(void)
     if (e && strcmp(e, "0") == 0)
         return;
     ul_runtime_init();
+    const char *pin = getenv("UNLEARN_PACKED_ARCH");
+    pinned = pin && *pin;
     if (!kernel_from(&kern[0], bli_gks_query_cntx(), 0))
         return;
     cntx_t *second = ul_runtime_packed_cntx();
@@ -94,8 +97,7 @@ const ul_pk *ul_pk_get_wide(void)
 {
     pthread_once(&kern_once, kern_init);
     const kernel *k0 = &kern[0];
-    const char *pinned = getenv("UNLEARN_PACKED_ARCH");
-    if (!k0->usable || k0->rows || k0->pk.wr != 32 || k0->pk.wl > 16 || (pinned && *pinned))
+    if (!k0->usable || k0->rows || k0->pk.wr != 32 || k0->pk.wl > 16 || pinned)
         return NULL;
     return &k0->pk;
 }
