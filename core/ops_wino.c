@@ -63,6 +63,15 @@
  * stay off the path unless UNLEARN_WINOGRAD=all or a test forces it. */
 #define UL_WINO4_MIN_C_FWD 12
 #define UL_WINO4_MIN_C_BWD 16
+/* With the AVX-512 kernel for the forward products (ul_pk_get_wide),
+ * measured the same way on a 2-core AVX-512 EPYC (best of 30): 4×4 tiles
+ * run ahead of the direct path for few channels from 12 channels both
+ * ways, forward (12 on 16×16 1.12×, 13 on 7×7 … 32×32 1.23–1.59×, 15 on
+ * 16×16 1.54×) and backward (dX on the wide kernel, dW on the 16-lane one:
+ * 12 on 16×16 1.34×, 13 1.05–1.37×, 15 1.66×); with 8 and 10 channels
+ * they came out even (0.7–1.2×). So there the path takes 12–15 channels
+ * both ways from the direct path, and backward starts at 12 as well. */
+#define UL_WINO4_MIN_C_WIDE 12
 #define UL_WINO_MIN_C_FWD 32
 #define UL_WINO_MIN_C_BWD 64
 #define UL_WINO_LARGE_HW 1024 /* from here on backward from half the channels */
@@ -91,6 +100,7 @@ static int wino_min(bool backward)
         const char *e = getenv("UNLEARN_WINOGRAD");
         const char *t = getenv(backward ? "UNLEARN_WINOGRAD_MIN_BWD" : "UNLEARN_WINOGRAD_MIN_FWD");
         m = t && atoi(t) > 0         ? atoi(t)
+            : wino_default_tile() == 4 && ul_pk_get_wide() ? UL_WINO4_MIN_C_WIDE
             : wino_default_tile() == 4 ? (backward ? UL_WINO4_MIN_C_BWD : UL_WINO4_MIN_C_FWD)
             : backward                 ? UL_WINO_MIN_C_BWD
                                        : UL_WINO_MIN_C_FWD;
@@ -105,6 +115,14 @@ static int wino_min(bool backward)
 
 static int wino_forced;
 
+/* A shape of the direct path for few channels that 4×4 tiles on the wide
+ * kernel take instead (UL_WINO4_MIN_C_WIDE). */
+static bool wino_few_wide(const ul_conv_shape *s)
+{
+    return wino_default_tile() == 4 && ul_pk_get_wide() && s->C >= UL_WINO4_MIN_C_WIDE &&
+           s->K >= UL_WINO4_MIN_C_WIDE;
+}
+
 void ul_wino_force(int mode) { __atomic_store_n(&wino_forced, mode, __ATOMIC_RELAXED); }
 
 bool ul_wino_ok(const ul_conv_shape *s, bool backward)
@@ -117,8 +135,9 @@ bool ul_wino_ok(const ul_conv_shape *s, bool backward)
     const bool forced = mode > 0;
     const int m = forced ? 1 : wino_min(backward);
     /* The direct path for few channels is ahead where it applies, unless
-     * UNLEARN_WINOGRAD=all. */
-    if (m == 0 || (m > 1 && ul_conv_small_ok(s)))
+     * UNLEARN_WINOGRAD=all, or the wide kernel takes the forward products
+     * and both sides have UL_WINO4_MIN_C_WIDE channels. */
+    if (m == 0 || (m > 1 && ul_conv_small_ok(s) && !wino_few_wide(s)))
         return false;
     int need = m;
     if (backward && !forced && m > 1 && wino_default_tile() == 2) {

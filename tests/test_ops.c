@@ -892,7 +892,9 @@ END_TEST
  * micro-kernel of at most 8 rows): 4×4 tiles forward from 12 input and
  * output channels, backward (dX and dW) from 16, whatever the image size;
  * none below, and none where the direct path for few channels applies (at
- * most UL_SMALL_CONV_BOTH = 15 channels both ways). */
+ * most UL_SMALL_CONV_BOTH = 15 channels both ways). Where the forward
+ * products have the wide (AVX-512) kernel, both ways from 12, the direct
+ * path's shapes included. */
 START_TEST(test_wino_thresholds)
 {
     const ul_pk *pk = ul_pk_get_native();
@@ -901,6 +903,7 @@ START_TEST(test_wino_thresholds)
         getenv("UNLEARN_WINOGRAD_MIN_BWD"))
         return;
     ul_wino_force(0);
+    const bool wide = ul_pk_get_wide() != NULL;
     static const int sizes[] = {4, 7, 14, 32}, chans[] = {6, 11, 12, 15, 16, 32};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (size_t j = 0; j < sizeof chans / sizeof chans[0]; j++) {
@@ -912,7 +915,8 @@ START_TEST(test_wino_thresholds)
                 ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], K, 3, 3, 1, 1));
                 const int lo = ch < K ? ch : K, hi = ch < K ? K : ch;
                 const bool small = (lo <= 8 && hi <= 32) || hi <= 15;
-                const bool fwd = ch >= 12 && !small, bwd = ch >= 16;
+                const bool fwd = ch >= 12 && (!small || (wide && lo >= 12)),
+                           bwd = wide ? fwd : ch >= 16;
                 ck_assert_msg(ul_conv_small_ok(&s) == small && ul_wino_ok(&s, false) == fwd &&
                                   ul_wino_tile(&s) == (fwd ? 4 : 0) &&
                                   ul_wino_ok(&s, true) == bwd && ul_wino_dx_ok(&s) == bwd &&
