@@ -370,13 +370,23 @@ static bool conv_shifted_ok(const ul_conv_shape *s)
  * output rows of more than half a panel (with several images side by
  * side, conv_shifted_group, the packed GEMM over blocks of whole images
  * stayed faster: width 0.25, 8×8 and 4×4 outputs, 0.12 s against 0.10 s).
+ * Where the packed GEMM has a kernel of its own (the AVX-512 one, the
+ * copies keeping the 16-lane one), only output rows of whole 16-lane
+ * blocks stay here: on a 2-core AVX-512 EPYC, one thread, 64 images, 16
+ * → 32 channels on 28×28 inputs (rows of 14) took 2.12–2.20 ms shifted
+ * against 1.35–1.53 packed, 8 → 16 0.66 against 0.56; with rows of 16,
+ * 6 → 13 took 0.48–0.51 against 0.56–0.59 and 16 → 32 came out even.
  * dX and dW of those layers go the general way. */
 static bool conv_shifted_fwd_ok(const ul_conv_shape *s)
 {
     const ul_pk *pk = ul_pk_get_native();
     if (!pk || s->R != 3 || s->S != 3 || s->pad != 1)
         return false;
-    return s->stride == 1 || (s->stride == 2 && s->C <= 16 && 2 * s->Q > pk->wr);
+    if (s->stride == 1)
+        return true;
+    const ul_pk *gemm = ul_pk_get();
+    return s->stride == 2 && s->C <= 16 && 2 * s->Q > pk->wr &&
+           (!gemm || gemm->kid == pk->kid || s->Q % pk->wr == 0);
 }
 
 /* Images per lane group: rows narrower than a panel (Q < nr) put
@@ -1063,14 +1073,17 @@ __attribute__((target("avx2"), always_inline)) static inline void tbl_gather8(fl
     _mm256_storeu_ps(d, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, o, m, 4));
 }
 
-/* pack_im2col's table gather for whole 16-lane panels, two gathers each. */
+/* pack_im2col's table gather for whole panels of w lanes (a multiple of
+ * 8: 16 for the AVX2 kernels, 32 for the AVX-512 one), w / 8 gathers
+ * each. */
 __attribute__((target("avx2"))) static void pack_tbl_avx2(float *dst, int kc, const float *base,
-                                                          const int32_t *t, int panels, int kk)
+                                                          const int32_t *t, int panels, int kk,
+                                                          int w)
 {
     for (int pn = 0; pn < panels; pn++) {
-        float *d = dst + (size_t)pn * 16 * kc + (size_t)kk * 16;
-        tbl_gather8(d, base, t + pn * 16);
-        tbl_gather8(d + 8, base, t + pn * 16 + 8);
+        float *d = dst + (size_t)pn * w * kc + (size_t)kk * w;
+        for (int l = 0; l < w; l += 8)
+            tbl_gather8(d + l, base, t + pn * w + l);
     }
 }
 
@@ -1122,9 +1135,9 @@ static void pack_im2col(float *dst, int w, int j0, int nj, int k0, int kc, const
         const float *base = in0 + (size_t)c * H * W;
         int jp = 0;
 #ifdef PACK_TBL_AVX2
-        if (w == 16 && pack_avx2) {
-            pack_tbl_avx2(dst, kc, base, t, nj / 16, kk);
-            jp = nj / 16 * 16;
+        if (w % 8 == 0 && pack_avx2) {
+            pack_tbl_avx2(dst, kc, base, t, nj / w, kk, w);
+            jp = nj / w * w;
         }
 #endif
         for (; jp < nj; jp += w) {

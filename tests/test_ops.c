@@ -268,7 +268,8 @@ static const conv_case conv_cases[] = {
     /* 3×3 stride 2, pad 1 (the shifted path's stride-2 copies) with
      * output rows of 16 and 32, the second clipped by the right edge (63
      * columns); of 14 (one image in a lane group, odd sizes) and of 23 (a
-     * whole and a partial column block). */
+     * whole and a partial column block) — these two through the packed
+     * GEMM's table gather where it has a kernel of its own (AVX-512). */
     {2, 3, 32, 32, 5, 3, 3, 2, 1, 1}, {1, 2, 5, 63, 4, 3, 3, 2, 1, 0},
     {2, 3, 7, 27, 5, 3, 3, 2, 1, 1},  {1, 4, 9, 45, 6, 3, 3, 2, 1, 1},
     /* ... and with 17 input channels, too many for those copies: the
@@ -285,11 +286,14 @@ static const conv_case conv_cases[] = {
     /* The shifted path in the one-thread entry points too: 11 channels
      * into 17, too many for the direct path and too few for Winograd's;
      * then 13 into 20, where the forward pass takes Winograd's path and
-     * the backward pass the shifted one. 13 into 14 takes the direct
-     * path (at most UL_SMALL_CONV_BOTH both ways): three groups of 6
-     * output channels, the last with 2 (forward) or 1 (dX) of them. */
+     * the backward pass the shifted one (Winograd's too where its
+     * forward products have the AVX-512 kernel). 13 into 14 takes the
+     * direct path (at most UL_SMALL_CONV_BOTH both ways; Winograd's on
+     * the AVX-512 kind): three groups of 6 output channels, the last
+     * with 2 (forward) or 1 (dX) of them; 13 into 8 the direct path on
+     * every kind, groups 6 + 2 forward and 6 + 6 + 1 for dX. */
     {2, 11, 10, 10, 17, 3, 3, 1, 1, 1}, {2, 13, 9, 11, 20, 3, 3, 1, 1, 1},
-    {2, 13, 9, 11, 14, 3, 3, 1, 1, 1},
+    {2, 13, 9, 11, 14, 3, 3, 1, 1, 1},  {2, 13, 9, 11, 8, 3, 3, 1, 1, 1},
     /* The shifted path with rows of one and a half panels (23 columns). */
     {2, 5, 9, 23, 6, 3, 3, 1, 1, 1},
     /* Its weight gradient (conv_shifted_dw): one 30×30 image per unit,
