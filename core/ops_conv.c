@@ -953,7 +953,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     if (conv_subsampled_ok(s))
         off += a16(conv_subsampled_size(s));
     L.small = off;
-    if (ul_conv_small_ok(s))
+    if (ul_conv_small_fwd_ok(s))
         off += a16(ul_conv_small_scratch(s));
     L.total = off;
     return L;
@@ -1485,7 +1485,7 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
         conv_subsampled_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).sub);
         return;
     }
-    if (ul_conv_small_ok(s)) {
+    if (ul_conv_small_fwd_ok(s)) {
         ul_conv_small_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
         return;
     }

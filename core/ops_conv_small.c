@@ -2,7 +2,14 @@
  * UL_SMALL_CONV_CH on one side and UL_SMALL_CONV_MAX on the other: the
  * CNN's and ResNet-18's first layers, the CNN's second at narrow widths and
  * ResNet-18's first stage at width 0.1; or at most UL_SMALL_CONV_BOTH both
- * ways: ResNet-18's second stage at width 0.1), computed directly.
+ * ways: ResNet-18's second stage at width 0.1), computed directly; and the
+ * forward pass of such layers with stride 2 (ResNet-18's first
+ * downsampling layer at width 0.1), from copies that put each padded
+ * row's even columns before its odd ones (sm_pitch). Against the packed
+ * GEMM and the shifted copies on a 2-core AVX-512 EPYC, one thread, 64
+ * images (best of 40, two runs): 6 → 13 channels on 32×32 inputs 0.49–0.59
+ * → 0.36 ms, on 28×28 0.45–0.56 → 0.32, 8 → 16 on 28×28 0.58 → 0.42, 13 →
+ * 13 on 16×16 0.29 → 0.23, 8 → 32 on 32×32 1.07 → 0.86–1.06.
  *
  * Against the other paths, one thread and 64 images (unlearn-bench-conv's
  * setting, median of 60 passes, three runs each): 13 channels each way on
@@ -42,11 +49,18 @@ typedef float v8 __attribute__((vector_size(32)));
 
 enum { SM_COLS = 32 }; /* most output columns per accumulator row: four vectors */
 
-bool ul_conv_small_ok(const ul_conv_shape *s)
+static bool sm_channels_ok(const ul_conv_shape *s)
 {
     const int lo = s->C < s->K ? s->C : s->K, hi = s->C < s->K ? s->K : s->C;
-    return s->R == 3 && s->S == 3 && s->stride == 1 && s->pad == 1 &&
+    return s->R == 3 && s->S == 3 && s->pad == 1 &&
            ((lo <= UL_SMALL_CONV_CH && hi <= UL_SMALL_CONV_MAX) || hi <= UL_SMALL_CONV_BOTH);
+}
+
+bool ul_conv_small_ok(const ul_conv_shape *s) { return s->stride == 1 && sm_channels_ok(s); }
+
+bool ul_conv_small_fwd_ok(const ul_conv_shape *s)
+{
+    return (s->stride == 1 || s->stride == 2) && sm_channels_ok(s);
 }
 
 /* A padded plane: H + 2 rows of wp floats; column 0 and row 0 are the left
@@ -54,7 +68,38 @@ bool ul_conv_small_ok(const ul_conv_shape *s)
  * rest is zero. wp leaves room for the last vector's loads at offset 2. */
 static int sm_wv(int W) { return (W + 7) & ~7; }
 static int sm_wp(int W) { return sm_wv(W) + 8; }
-static size_t sm_plane(const ul_conv_shape *s) { return (size_t)(s->H + 2) * sm_wp(s->W); }
+
+/* Stride 2 (forward only) reads each padded row as its even columns, then
+ * its odd ones, each half sm_wp(Q) floats: output column q's taps are
+ * even[q], odd[q] and even[q + 1], three unaligned loads again. */
+static int sm_pitch(const ul_conv_shape *s)
+{
+    return s->stride == 2 ? 2 * sm_wp(s->Q) : sm_wp(s->W);
+}
+static size_t sm_plane(const ul_conv_shape *s) { return (size_t)(s->H + 2) * sm_pitch(s); }
+
+/* Where sm_row finds an output row's input: padded planes `plane` floats
+ * apart, rows `pitch` apart, output row p at row st·p, and kernel column
+ * t at offset toff[t] within a row. */
+typedef struct {
+    int P, Q, st, pitch, o1, o2;
+    size_t plane;
+} sm_geom;
+
+static sm_geom sm_geom_of(const ul_conv_shape *s)
+{
+    const int pitch = sm_pitch(s);
+    const sm_geom g = {s->P, s->Q, s->stride, pitch, s->stride == 2 ? pitch / 2 : 1,
+                       s->stride == 2 ? 1 : 2, sm_plane(s)};
+    return g;
+}
+
+/* The stride-1 geometry of an H × W image (dX's too). */
+static sm_geom sm_geom_s1(int H, int W)
+{
+    const sm_geom g = {H, W, 1, sm_wp(W), 1, 2, (size_t)(H + 2) * sm_wp(W)};
+    return g;
+}
 static size_t sm_a16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Floats of a grouped kernel, forward (K·C) or turned (C·K): the output
@@ -87,6 +132,23 @@ static void sm_pad(float *xp, const float *x, int ch, int H, int W)
                    (size_t)W * sizeof(float));
 }
 
+/* The same for stride 2 (sm_pitch): padded column m = input column m − 1
+ * goes to even[m/2] or odd[m/2], so input column i to odd[i/2] when i is
+ * even and to even[(i + 1)/2] when it is odd. */
+static void sm_pad2(float *xp, const float *x, int ch, const sm_geom *g, int H, int W)
+{
+    const int half = g->pitch / 2;
+    for (int c = 0; c < ch; c++)
+        for (int h = 0; h < H; h++) {
+            const float *xr = x + ((size_t)c * H + h) * W;
+            float *ev = xp + c * g->plane + (size_t)(h + 1) * g->pitch, *od = ev + half;
+            for (int i = 0; 2 * i < W; i++)
+                od[i] = xr[2 * i];
+            for (int i = 0; 2 * i + 1 < W; i++)
+                ev[i + 1] = xr[2 * i + 1];
+        }
+}
+
 static inline v8 ld8(const float *p)
 {
     v8 v;
@@ -98,12 +160,13 @@ static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
 /* Output row p, columns [q0, q0 + 8·NQ), of KB channels at once (each
  * loaded input vector feeds KB accumulators): Σ over ci padded planes of
- * xp and their taps, wg[(c·9 + rs)·KB + j] for the group's channel j (zero
- * past the last channel). Channel j is written to y + j·HW (n valid
- * columns, kb channels), or added to it. */
+ * xp and their taps (kernel row r at r·pitch, column t at 0, o1, o2),
+ * wg[(c·9 + rs)·KB + j] for the group's channel j (zero past the last
+ * channel). Channel j is written to y + j·HW (n valid columns, kb
+ * channels), or added to it. */
 static inline __attribute__((always_inline)) void
 sm_row(int NQ, int KB, float *y, size_t HW, int n, int kb, bool add, const float *bias,
-       const float *xp, size_t plane, int wp, const float *wg, int ci)
+       const float *xp, size_t plane, int pitch, int o1, int o2, const float *wg, int ci)
 {
     /* Sized [KB][NQ] (constants once inlined, so GCC makes it a fixed
      * array and keeps it in registers). An [8][4] array zero-initialised
@@ -119,7 +182,7 @@ sm_row(int NQ, int KB, float *y, size_t HW, int n, int kb, bool add, const float
         const float *x0 = xp + c * plane;
         for (int r = 0; r < 3; r++)
             for (int t = 0; t < 3; t++) {
-                const float *xr = x0 + (size_t)r * wp + t;
+                const float *xr = x0 + (size_t)r * pitch + (t == 0 ? 0 : t == 1 ? o1 : o2);
                 const float *wk = wg + ((size_t)c * 9 + r * 3 + t) * KB;
                 v8 xv[4];
                 for (int v = 0; v < NQ; v++)
@@ -210,28 +273,29 @@ static void sm_group_weights(float *wg, const float *wt, int ko, int ci, int KB)
                 }
 }
 
-/* y (ko, H, W) = bias + the convolution of the ci padded planes xp with the
- * grouped kernel wg (sm_group_weights with KB = sm_group of the first
- * chunk); with add, y += the convolution (bias is then NULL). */
+/* y (ko, P, Q) = bias + the convolution of the ci padded planes xp (laid
+ * out as g says) with the grouped kernel wg (sm_group_weights with KB =
+ * sm_group of the first chunk); with add, y += the convolution (bias is
+ * then NULL). */
 static inline __attribute__((always_inline)) void
 sm_image_body(float *y, const float *xp, const float *wg, const float *bias, bool add, int ko,
-              int ci, int H, int W)
+              int ci, const sm_geom *g)
 {
-    const int wp = sm_wp(W), wv = sm_wv(W);
-    const size_t plane = (size_t)(H + 2) * wp, HW = (size_t)H * W;
+    const int P = g->P, W = g->Q, wv = sm_wv(W), pitch = g->pitch, o1 = g->o1, o2 = g->o2;
+    const size_t plane = g->plane, HW = (size_t)P * W;
     const int cols = sm_cols(ko, W), KB = sm_group(ko, cols / 8);
-    for (int p = 0; p < H; p++)
+    for (int p = 0; p < P; p++)
         for (int q0 = 0; q0 < W; q0 += cols) {
             const int n = W - q0 < cols ? W - q0 : cols;
             const int nq = (wv - q0 < cols ? wv - q0 : cols) / 8;
-            const float *x0 = xp + (size_t)p * wp + q0;
+            const float *x0 = xp + (size_t)p * g->st * pitch + q0;
             for (int k0 = 0; k0 < ko; k0 += KB) {
                 float *yr = y + k0 * HW + (size_t)p * W + q0;
                 const float *bk = bias ? bias + k0 : NULL;
                 const float *wk = wg + (size_t)k0 * ci * 9;
                 const int kb = ko - k0;
 #define SM_ROW(NQ, KB_)                                                                      \
-    sm_row(NQ, KB_, yr, HW, n, kb, add, bk, x0, plane, wp, wk, ci)
+    sm_row(NQ, KB_, yr, HW, n, kb, add, bk, x0, plane, pitch, o1, o2, wk, ci)
                 switch (KB * 8 + nq) {
                 case 1 * 8 + 4: SM_ROW(4, 1); break;
                 case 1 * 8 + 3: SM_ROW(3, 1); break;
@@ -289,9 +353,9 @@ sm_dw_body(v8 *acc, const float *xp, const float *yp, int ko, int ci, int H, int
 #endif
 
 static void sm_image_base(float *y, const float *xp, const float *wg, const float *bias,
-                          bool add, int ko, int ci, int H, int W)
+                          bool add, int ko, int ci, const sm_geom *g)
 {
-    sm_image_body(y, xp, wg, bias, add, ko, ci, H, W);
+    sm_image_body(y, xp, wg, bias, add, ko, ci, g);
 }
 
 static void sm_dw_base(v8 *acc, const float *xp, const float *yp, int ko, int ci, int H, int W)
@@ -301,9 +365,9 @@ static void sm_dw_base(v8 *acc, const float *xp, const float *yp, int ko, int ci
 
 #if SM_HAVE_FAST
 SM_FAST static void sm_image_fast(float *y, const float *xp, const float *wg, const float *bias,
-                                  bool add, int ko, int ci, int H, int W)
+                                  bool add, int ko, int ci, const sm_geom *g)
 {
-    sm_image_body(y, xp, wg, bias, add, ko, ci, H, W);
+    sm_image_body(y, xp, wg, bias, add, ko, ci, g);
 }
 
 SM_FAST static void sm_dw_fast(v8 *acc, const float *xp, const float *yp, int ko, int ci, int H,
@@ -328,15 +392,15 @@ static bool sm_use_fast(void)
 }
 
 static void sm_image(float *y, const float *xp, const float *wg, const float *bias, bool add,
-                     int ko, int ci, int H, int W)
+                     int ko, int ci, const sm_geom *g)
 {
 #if SM_HAVE_FAST
     if (sm_use_fast()) {
-        sm_image_fast(y, xp, wg, bias, add, ko, ci, H, W);
+        sm_image_fast(y, xp, wg, bias, add, ko, ci, g);
         return;
     }
 #endif
-    sm_image_base(y, xp, wg, bias, add, ko, ci, H, W);
+    sm_image_base(y, xp, wg, bias, add, ko, ci, g);
 }
 
 static void sm_dw(v8 *acc, const float *xp, const float *yp, int ko, int ci, int H, int W)
@@ -374,12 +438,16 @@ void ul_conv_small_forward(float *out, const float *in, const float *w, const fl
                            const ul_conv_shape *s, float *scratch)
 {
     const sm_parts q = sm_split(s, scratch);
-    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->H * s->W;
+    const sm_geom g = sm_geom_of(s);
+    const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->K * s->P * s->Q;
     memset(q.xp, 0, (size_t)s->C * sm_plane(s) * sizeof(float));
-    sm_group_weights(q.wg, w, s->K, s->C, sm_kb(s->K, s->W));
+    sm_group_weights(q.wg, w, s->K, s->C, sm_kb(s->K, s->Q));
     for (int n = 0; n < s->N; n++) {
-        sm_pad(q.xp, in + n * in_img, s->C, s->H, s->W);
-        sm_image(out + n * out_img, q.xp, q.wg, b, false, s->K, s->C, s->H, s->W);
+        if (s->stride == 2)
+            sm_pad2(q.xp, in + n * in_img, s->C, &g, s->H, s->W);
+        else
+            sm_pad(q.xp, in + n * in_img, s->C, s->H, s->W);
+        sm_image(out + n * out_img, q.xp, q.wg, b, false, s->K, s->C, &g);
     }
 }
 
@@ -402,10 +470,11 @@ void ul_conv_small_backward(float *din, float *dw_acc, const float *dout, const 
                     q.wt[((size_t)c * K + k) * 9 + rs] = w[((size_t)k * C + c) * 9 + 8 - rs];
         sm_group_weights(q.wg, q.wt, C, K, sm_kb(C, W));
     }
+    const sm_geom g = sm_geom_s1(H, W);
     for (int n = 0; n < s->N; n++) {
         sm_pad(q.yp, dout + n * out_img, K, H, W);
         if (din)
-            sm_image(din + n * in_img, q.yp, q.wg, NULL, !din_overwrite, C, K, H, W);
+            sm_image(din + n * in_img, q.yp, q.wg, NULL, !din_overwrite, C, K, &g);
         if (dw_acc) {
             sm_pad(q.xp, in + n * in_img, C, H, W);
             sm_dw(q.acc, q.xp, q.yp, K, C, H, W);

@@ -54,13 +54,17 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
  * on one side and UL_SMALL_CONV_MAX on the other, or at most
  * UL_SMALL_CONV_BOTH both ways, computed directly on one thread
  * (ops_conv_small.c); the local entry points above take them, ahead of
- * the Winograd path. Scratch: ul_conv_small_scratch floats, 64-byte
+ * the Winograd path (unless ul_wino_ok says otherwise); their forward
+ * pass takes stride 2 too (ul_conv_small_fwd_ok). Scratch: ul_conv_small_scratch floats, 64-byte
  * aligned. Backward adds dX (or with din_overwrite writes it) and adds dW;
  * either may be NULL. */
 #define UL_SMALL_CONV_CH 8
 #define UL_SMALL_CONV_MAX 32
 #define UL_SMALL_CONV_BOTH 15
 bool ul_conv_small_ok(const ul_conv_shape *s);
+/* The forward pass takes stride 2 as well (ResNet-18's first downsampling
+ * layer at width 0.1): ul_conv_small_ok's channels, stride 1 or 2. */
+bool ul_conv_small_fwd_ok(const ul_conv_shape *s);
 size_t ul_conv_small_scratch(const ul_conv_shape *s);
 void ul_conv_small_forward(float *out, const float *in, const float *w, const float *b,
                            const ul_conv_shape *s, float *scratch);

@@ -265,13 +265,18 @@ static const conv_case conv_cases[] = {
      * unread, and groups of 4 images for 64 channels at 16×16 outputs with
      * a ragged last group (6 = 4 + 2). */
     {3, 5, 7, 9, 4, 1, 1, 3, 0, 1}, {6, 64, 32, 32, 40, 1, 1, 2, 0, 1},
-    /* 3×3 stride 2, pad 1 (the shifted path's stride-2 copies) with
-     * output rows of 16 and 32, the second clipped by the right edge (63
-     * columns); of 14 (one image in a lane group, odd sizes) and of 23 (a
-     * whole and a partial column block) — these two through the packed
-     * GEMM's table gather where it has a kernel of its own (AVX-512). */
+    /* 3×3 stride 2, pad 1 with few channels (the direct path's stride-2
+     * forward pass: even and odd columns apart) with output rows of 16
+     * and 32, the second clipped by the right edge (63 columns); of 14
+     * (odd sizes) and of 23 (two passes of 16 columns, the second
+     * partial). */
     {2, 3, 32, 32, 5, 3, 3, 2, 1, 1}, {1, 2, 5, 63, 4, 3, 3, 2, 1, 0},
     {2, 3, 7, 27, 5, 3, 3, 2, 1, 1},  {1, 4, 9, 45, 6, 3, 3, 2, 1, 1},
+    /* ... and with 9 channels into 17, too many for it: the shifted
+     * path's stride-2 copies, the same row lengths (14 and 23 through the
+     * packed GEMM's table gather where it has a kernel of its own). */
+    {2, 9, 32, 32, 17, 3, 3, 2, 1, 1}, {1, 9, 5, 63, 17, 3, 3, 2, 1, 0},
+    {2, 9, 7, 27, 17, 3, 3, 2, 1, 1},  {1, 9, 9, 45, 17, 3, 3, 2, 1, 1},
     /* ... and with 17 input channels, too many for those copies: the
      * packed GEMM's stride-2 packer, output rows of 16. */
     {2, 17, 32, 32, 5, 3, 3, 2, 1, 1},
@@ -761,7 +766,7 @@ START_TEST(test_conv_small_baseline)
     const conv_case *k = &conv_cases[_i];
     ck_assert(ul_conv_shape_init(&s, k->N, k->C, k->H, k->W, k->K, k->R, k->S, k->stride,
                                  k->pad));
-    if (!ul_conv_small_ok(&s))
+    if (!ul_conv_small_fwd_ok(&s))
         return;
     ul_conv_small_force_baseline(true);
     conv_vs_ref(_i);
@@ -933,6 +938,32 @@ START_TEST(test_wino_thresholds)
             /* One side under the threshold is enough to stay direct. */
             ck_assert(ul_conv_shape_init(&s, 2, ch, sizes[i], sizes[i], 8, 3, 3, 1, 1));
             ck_assert(!ul_wino_ok(&s, false) && !ul_wino_ok(&s, true) && !ul_wino_dx_ok(&s));
+        }
+}
+END_TEST
+
+/* The direct path for few channels takes 3×3, pad-1 layers with at most
+ * 8 channels on one side and 32 on the other, or 15 both ways: stride 1
+ * both ways, stride 2 in the forward pass only (its backward pass goes
+ * the general way). */
+START_TEST(test_conv_small_choice)
+{
+    static const int cases[][3] = {{6, 13, 1}, {3, 16, 1},  {13, 13, 1}, {8, 32, 1},
+                                   {9, 17, 0}, {16, 32, 0}, {16, 16, 0}, {8, 33, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int st = 1; st <= 3; st++) {
+            ul_conv_shape s;
+            ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], 16, 16, cases[i][1], 3, 3, st, 1));
+            const bool small = cases[i][2];
+            ck_assert_msg(ul_conv_small_fwd_ok(&s) == (small && st <= 2) &&
+                              ul_conv_small_ok(&s) == (small && st == 1),
+                          "%d into %d channels, stride %d: direct path %s expected", cases[i][0],
+                          cases[i][1], st,
+                          !small || st == 3 ? "not"
+                          : st == 2         ? "forward only"
+                                            : "both ways");
+            ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], 16, 16, cases[i][1], 3, 3, st, 0));
+            ck_assert(!ul_conv_small_fwd_ok(&s) && !ul_conv_small_ok(&s));
         }
 }
 END_TEST
@@ -1624,6 +1655,7 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, 2 * (N_CONV_CASES - FIRST_WINO_CASE));
     tcase_add_test(t, test_conv_forward_stats);
     tcase_add_test(t, test_wino_thresholds);
+    tcase_add_test(t, test_conv_small_choice);
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_pk_tile_vs_naive);
     tcase_add_test(t, test_wide_kernel_choice);
