@@ -60,7 +60,8 @@
  * from 128 on smaller ones, below which the transforms and transposes cost
  * about as much as the products they save. Shapes the direct path for few
  * channels takes (ul_conv_small_ok: up to 15 channels both ways, say)
- * stay off the path unless UNLEARN_WINOGRAD=all or a test forces it. */
+ * stay off the path unless UNLEARN_WINOGRAD=all or a test forces it, or
+ * (UL_WINO4_MIN_C_WIDE) the forward products have the AVX-512 kernel. */
 #define UL_WINO4_MIN_C_FWD 12
 #define UL_WINO4_MIN_C_BWD 16
 /* With the AVX-512 kernel for the forward products (ul_pk_get_wide),

@@ -283,6 +283,11 @@ static const conv_case conv_cases[] = {
     /* A row of 550 outputs, more than the packed GEMM packs at once (512):
      * the second call starts inside the row. */
     {1, 2, 3, 1100, 3, 3, 3, 2, 1, 0},
+    /* Rows of 16 packed without the table into 32-lane panels (the
+     * AVX-512 kernel's): 17 rows of a stride-2 layer with 17 channels, and
+     * a 5×3 kernel's 13 rows at stride 1, each an odd number of 16-lane
+     * chunks, so that a last panel is half full. */
+    {1, 17, 33, 32, 5, 3, 3, 2, 1, 1}, {1, 3, 15, 16, 4, 5, 3, 1, 1, 1},
     /* The direct path for few channels (ops_conv_small.c): one output
      * channel (32-column passes, a ragged 8-column tail), a 1-channel 28×28
      * stem into 16, and 32 outputs (groups of 4) on rows of 16 + 16 + 1. */
