@@ -79,8 +79,8 @@ static int sm_pitch(const ul_conv_shape *s)
 static size_t sm_plane(const ul_conv_shape *s) { return (size_t)(s->H + 2) * sm_pitch(s); }
 
 /* Where sm_row finds an output row's input: padded planes `plane` floats
- * apart, rows `pitch` apart, output row p at row st·p, and kernel column
- * t at offset toff[t] within a row. */
+ * apart, rows `pitch` apart, output row p at row st·p, and kernel columns
+ * 0, 1 and 2 at offsets 0, o1 and o2 within a row. The output is P × Q. */
 typedef struct {
     int P, Q, st, pitch, o1, o2;
     size_t plane;
@@ -91,13 +91,6 @@ static sm_geom sm_geom_of(const ul_conv_shape *s)
     const int pitch = sm_pitch(s);
     const sm_geom g = {s->P, s->Q, s->stride, pitch, s->stride == 2 ? pitch / 2 : 1,
                        s->stride == 2 ? 1 : 2, sm_plane(s)};
-    return g;
-}
-
-/* The stride-1 geometry of an H × W image (dX's too). */
-static sm_geom sm_geom_s1(int H, int W)
-{
-    const sm_geom g = {H, W, 1, sm_wp(W), 1, 2, (size_t)(H + 2) * sm_wp(W)};
     return g;
 }
 static size_t sm_a16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -470,7 +463,7 @@ void ul_conv_small_backward(float *din, float *dw_acc, const float *dout, const 
                     q.wt[((size_t)c * K + k) * 9 + rs] = w[((size_t)k * C + c) * 9 + 8 - rs];
         sm_group_weights(q.wg, q.wt, C, K, sm_kb(C, W));
     }
-    const sm_geom g = sm_geom_s1(H, W);
+    const sm_geom g = sm_geom_of(s); /* stride 1: dX is H × W as well */
     for (int n = 0; n < s->N; n++) {
         sm_pad(q.yp, dout + n * out_img, K, H, W);
         if (din)
