@@ -123,6 +123,36 @@ static bool kernel_fits(cntx_t *cntx)
            bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cntx) == 16;
 }
 
+/* Whether this BLIS build holds configuration id: BLIS aborts on one it
+ * lacks and exports no way to ask. Debian's x86-64 build holds the x86_64
+ * family of BLIS 0.9's configuration registry (checked id by id with
+ * `unlearn --version`: knc and the ARM and POWER ones abort). */
+static bool arch_available(int id)
+{
+#if defined(__x86_64__)
+    switch (id) {
+    case BLIS_ARCH_SKX:
+    case BLIS_ARCH_KNL:
+    case BLIS_ARCH_HASWELL:
+    case BLIS_ARCH_SANDYBRIDGE:
+    case BLIS_ARCH_PENRYN:
+    case BLIS_ARCH_ZEN3:
+    case BLIS_ARCH_ZEN2:
+    case BLIS_ARCH_ZEN:
+    case BLIS_ARCH_EXCAVATOR:
+    case BLIS_ARCH_STEAMROLLER:
+    case BLIS_ARCH_PILEDRIVER:
+    case BLIS_ARCH_BULLDOZER:
+    case BLIS_ARCH_GENERIC:
+        return true;
+    default:
+        return false;
+    }
+#else
+    return id >= 0 && id < BLIS_NUM_ARCHS;
+#endif
+}
+
 static int arch_by_name(const char *name)
 {
     for (int id = 0; id < BLIS_NUM_ARCHS; id++)
@@ -150,13 +180,14 @@ static void load_packed(const char *main_env)
     int id = -1;
     if (want && *want) {
         id = arch_by_name(want);
-        if (id < 0 || !avx2) {
+        if (id < 0 || !arch_available(id) || !avx2) {
             fprintf(stderr,
                     "unlearn: UNLEARN_PACKED_ARCH=%s %s; the packed paths keep the main "
                     "instance's kernel\n",
                     want,
-                    id < 0 ? "names no BLIS configuration (haswell, zen3, ... or main)"
-                           : "needs a CPU with AVX2 and FMA, which this one lacks");
+                    id < 0                ? "names no BLIS configuration (haswell, zen3, ... or main)"
+                    : !arch_available(id) ? "names a configuration this BLIS build lacks"
+                                          : "needs a CPU with AVX2 and FMA, which this one lacks");
             return;
         }
     } else {
@@ -211,11 +242,74 @@ static void load_packed(const char *main_env)
              want && *want ? " (UNLEARN_PACKED_ARCH)" : "");
 }
 
-static void init_once(void)
+/* What a kernel set needs of the CPU that this one lacks, or NULL. */
+static const char *arch_lacks(int id)
 {
-    if (getenv("BLIS_ARCH_TYPE")) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if ((id == BLIS_ARCH_SKX || id == BLIS_ARCH_KNL) && !__builtin_cpu_supports("avx512f"))
+        return "AVX-512";
+    if ((id == BLIS_ARCH_HASWELL || id == BLIS_ARCH_ZEN || id == BLIS_ARCH_ZEN2 ||
+         id == BLIS_ARCH_ZEN3) &&
+        !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+        return "AVX2 and FMA";
+#else
+    (void)id;
+#endif
+    return NULL;
+}
+
+/* BLIS 0.9 reads BLIS_ARCH_TYPE as a number (its arch_t) through atoi: a
+ * name reads as 0, which is skx (whose AVX-512 code stops an AVX2 CPU
+ * with an illegal instruction), and a number past its list makes it
+ * abort. unlearn takes a number in range or a configuration's name (skx,
+ * haswell, zen3, ...), hands BLIS the number, and otherwise says so and
+ * drops the variable. A set the CPU cannot run is kept (no kernel runs
+ * for `unlearn --version`) with a warning. Returns whether the variable
+ * stays set. */
+static bool blis_arch_env(void)
+{
+    const char *e = getenv("BLIS_ARCH_TYPE");
+    if (!e)
+        return false;
+    char *end;
+    const long v = strtol(e, &end, 10);
+    const bool number = *e && *end == '\0' && v >= 0 && v < BLIS_NUM_ARCHS;
+    const int id = number ? (int)v : arch_by_name(e);
+    if (id < 0 || !arch_available(id)) {
+        if (id < 0)
+            fprintf(stderr,
+                    "unlearn: BLIS_ARCH_TYPE=%s is neither a BLIS configuration's number (0 to "
+                    "%d) nor its name (skx, haswell, zen3, ...); ignoring it\n",
+                    e, BLIS_NUM_ARCHS - 1);
+        else
+            fprintf(stderr,
+                    "unlearn: BLIS_ARCH_TYPE=%s names '%s', which this BLIS build lacks (it "
+                    "would abort); ignoring it\n",
+                    e, bli_arch_string((arch_t)id));
+        unsetenv("BLIS_ARCH_TYPE");
+        return false;
+    }
+    if (number) {
         snprintf(arch_source, sizeof arch_source, "set by BLIS_ARCH_TYPE");
     } else {
+        char buf[16];
+        snprintf(arch_source, sizeof arch_source, "set by BLIS_ARCH_TYPE=%s", e);
+        snprintf(buf, sizeof buf, "%d", id);
+        setenv("BLIS_ARCH_TYPE", buf, 1);
+    }
+    const char *lacks = arch_lacks(id);
+    if (lacks)
+        fprintf(stderr,
+                "unlearn: BLIS_ARCH_TYPE selects BLIS's '%s' kernels, which need %s; this CPU "
+                "lacks it, so the first BLIS product will stop with an illegal instruction\n",
+                bli_arch_string((arch_t)id), lacks);
+    return true;
+}
+
+static void init_once(void)
+{
+    if (!blis_arch_env()) {
         int id = choose_arch();
         if (id >= 0) {
             char buf[16];

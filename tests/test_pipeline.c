@@ -262,6 +262,42 @@ START_TEST(packed_kernels_from_a_second_instance)
 }
 END_TEST
 
+/* BLIS_ARCH_TYPE as unlearn hands it to BLIS (runtime.c, blis_arch_env):
+ * BLIS itself reads a name as 0 (skx) and aborts on a number past its list
+ * or a configuration its build lacks; unlearn takes a name, and reports
+ * and drops anything it cannot use, choosing the kernels itself. */
+START_TEST(blis_arch_type_checked)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    char out[4096];
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        ck_assert_int_eq(run_cli("--version", out, sizeof out, "BLIS_ARCH_TYPE=haswell"), 0);
+        ck_assert_msg(strstr(out, "kernels 'haswell' (set by BLIS_ARCH_TYPE=haswell)"), "%s",
+                      out);
+        ck_assert_msg(!strstr(out, "unlearn: BLIS_ARCH_TYPE"), "%s", out);
+    }
+    static const char *bad[] = {"BLIS_ARCH_TYPE=99", "BLIS_ARCH_TYPE=3x", "BLIS_ARCH_TYPE=zen9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(run_cli("--version", out, sizeof out, bad[i]), 0);
+        ck_assert_msg(strstr(out, "is neither a BLIS configuration's number (0 to ") &&
+                          strstr(out, "ignoring it") && !strstr(out, "set by BLIS_ARCH_TYPE"),
+                      "%s: %s", bad[i], out);
+    }
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, "BLIS_ARCH_TYPE=knc"), 0);
+    ck_assert_msg(strstr(out, "names 'knc', which this BLIS build lacks (it would abort); "
+                              "ignoring it") &&
+                      !strstr(out, "set by BLIS_ARCH_TYPE"),
+                  "%s", out);
+    /* A set the CPU cannot run is kept for --version, with a warning. */
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, "BLIS_ARCH_TYPE=skx"), 0);
+    ck_assert_msg(strstr(out, "kernels 'skx' (set by BLIS_ARCH_TYPE=skx)"), "%s", out);
+    const bool warned = strstr(out, "which need AVX-512; this CPU lacks it") != NULL;
+    ck_assert_msg(warned == !__builtin_cpu_supports("avx512f"), "%s", out);
+#endif
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("pipeline");
@@ -273,6 +309,7 @@ static Suite *suite(void)
     tcase_add_test(t, bad_unlearning_inputs);
     tcase_add_test(t, indices_file_reuses_an_exact_set);
     tcase_add_test(t, packed_kernels_from_a_second_instance);
+    tcase_add_test(t, blis_arch_type_checked);
     suite_add_tcase(s, t);
     return s;
 }
