@@ -289,6 +289,11 @@ START_TEST(blis_arch_type_checked)
                               "ignoring it") &&
                       !strstr(out, "set by BLIS_ARCH_TYPE"),
                   "%s", out);
+    /* The second instance refuses such a configuration as well. */
+    ck_assert_int_eq(run_cli("--version", out, sizeof out, "UNLEARN_PACKED_ARCH=knc"), 0);
+    ck_assert_msg(strstr(out, "UNLEARN_PACKED_ARCH=knc names a configuration this BLIS build "
+                              "lacks; the packed paths keep the main instance's kernel"),
+                  "%s", out);
     /* A set the CPU cannot run is kept for --version, with a warning. */
     ck_assert_int_eq(run_cli("--version", out, sizeof out, "BLIS_ARCH_TYPE=skx"), 0);
     ck_assert_msg(strstr(out, "kernels 'skx' (set by BLIS_ARCH_TYPE=skx)"), "%s", out);
