@@ -340,12 +340,12 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.du = L.r2 + xi * L.r2_x;
     L.bwd = L.du + xi * L.du_x;
     /* Then seg (xi·TW), the row cache (wino_rows_floats) and tmp: an output
-     * panel (m²·wr), the output gradient's rows split by column (m²·TW), or
+     * panel and its values in pixel order (2·m²·wr), the output gradient's rows split by column (m²·TW), or
      * for 2×2 tiles the backward pass's transformed panel (16·16) and two
      * rows of TW + 1, or its own row cache. With 4×4 tiles the vector-lane
      * transforms' buffers (wino4_c8_floats) take the same place. */
     const size_t tw = (size_t)(s->W + m - 1) / (size_t)m, hb = wino_rows_floats((int)tw, m);
-    size_t tmp = m * m * wr > m * m * tw ? m * m * wr : m * m * tw;
+    size_t tmp = 2 * m * m * wr > m * m * tw ? 2 * m * m * wr : m * m * tw;
     if (m == 2) {
         const size_t tp = XI * WR + 2 * (tw + 1);
         tmp = tp > hb ? tp : hb;
@@ -695,40 +695,63 @@ UL_VEC_CLONES static void wino4_out_panel32(float *restrict y, const float *rest
     wino4_out_panel_n(y, m, WR_MAX);
 }
 
-/* Writes (or with add, adds) the 4×4 tiles of a segment (y[q·wr + t],
- * t < len) + bias into rows 4·ty .. 4·ty + 3 of the output plane, clipped
- * at the edges. */
-static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
-                             const float *restrict y, int wr, float bias, bool add)
+/* Y's values in pixel order: z[i·4·wr + 4·lane + j] = y[(4·i + j)·wr +
+ * lane] + bias, row i of every tile of the panel with its four columns
+ * next to each other, so that a segment's output rows are plain copies of
+ * z (wino4_store_rows). Eight lanes at a time: the 4 × 8 values of rows
+ * y0..y3 are transposed into 8 × 4 by pairs of lanes, then pairs of
+ * pairs, then halves. Values are stored as read (wr is a multiple of 8). */
+typedef float wino_v8 __attribute__((vector_size(32), aligned(4)));
+UL_VEC_CLONES static void wino4_interleave(float *restrict z, const float *restrict y, int wr,
+                                         float bias)
 {
-    /* Tiles wholly inside the row, and the columns of the last one. */
-    const int full = 4 * (tx0 + len) <= W ? len : len - 1, last = W - 4 * (tx0 + full);
+    for (int i = 0; i < 4; i++) {
+        const float *restrict y0 = y + 4 * i * wr, *restrict y1 = y0 + wr,
+                              *restrict y2 = y1 + wr, *restrict y3 = y2 + wr;
+        float *restrict zi = z + (size_t)4 * i * wr;
+        for (int l = 0; l < wr; l += 8) {
+            const wino_v8 a = *(const wino_v8 *)(y0 + l) + bias,
+                          b = *(const wino_v8 *)(y1 + l) + bias,
+                          c = *(const wino_v8 *)(y2 + l) + bias,
+                          d = *(const wino_v8 *)(y3 + l) + bias;
+            /* a0 b0 a1 b1 | a4 b4 a5 b5 and a2 b2 a3 b3 | a6 b6 a7 b7. */
+            const wino_v8 ab0 = __builtin_shufflevector(a, b, 0, 8, 1, 9, 4, 12, 5, 13),
+                          ab1 = __builtin_shufflevector(a, b, 2, 10, 3, 11, 6, 14, 7, 15),
+                          cd0 = __builtin_shufflevector(c, d, 0, 8, 1, 9, 4, 12, 5, 13),
+                          cd1 = __builtin_shufflevector(c, d, 2, 10, 3, 11, 6, 14, 7, 15);
+            /* Tile t's four values, t and t + 4 in one vector. */
+            const wino_v8 r0 = __builtin_shufflevector(ab0, cd0, 0, 1, 8, 9, 4, 5, 12, 13),
+                          r1 = __builtin_shufflevector(ab0, cd0, 2, 3, 10, 11, 6, 7, 14, 15),
+                          r2 = __builtin_shufflevector(ab1, cd1, 0, 1, 8, 9, 4, 5, 12, 13),
+                          r3 = __builtin_shufflevector(ab1, cd1, 2, 3, 10, 11, 6, 7, 14, 15);
+            float *restrict o = zi + 4 * l;
+            *(wino_v8 *)o = __builtin_shufflevector(r0, r1, 0, 1, 2, 3, 8, 9, 10, 11);
+            *(wino_v8 *)(o + 8) = __builtin_shufflevector(r2, r3, 0, 1, 2, 3, 8, 9, 10, 11);
+            *(wino_v8 *)(o + 16) = __builtin_shufflevector(r0, r1, 4, 5, 6, 7, 12, 13, 14, 15);
+            *(wino_v8 *)(o + 24) = __builtin_shufflevector(r2, r3, 4, 5, 6, 7, 12, 13, 14, 15);
+        }
+    }
+}
+
+/* Writes (or with add, adds) the 4×4 tiles of a segment into rows
+ * 4·ty .. 4·ty + 3 of the output plane, clipped at the edges: row i is
+ * z[i·zs + x] for the segment's columns x (wino4_interleave's order, from
+ * the segment's first tile). */
+static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
+                             const float *restrict z, size_t zs, bool add)
+{
+    const int n = 4 * len < W - 4 * tx0 ? 4 * len : W - 4 * tx0;
     for (int i = 0; i < 4; i++) {
         const int h = 4 * ty + i;
         if (h >= H)
             break;
         float *restrict row = out + (size_t)h * W + 4 * tx0;
-        const float *restrict y0 = y + 4 * i * wr, *restrict y1 = y0 + wr, *restrict y2 = y1 + wr,
-                              *restrict y3 = y2 + wr;
-        if (add) {
-            for (int t = 0; t < full; t++) {
-                row[4 * t] += y0[t] + bias;
-                row[4 * t + 1] += y1[t] + bias;
-                row[4 * t + 2] += y2[t] + bias;
-                row[4 * t + 3] += y3[t] + bias;
-            }
-            for (int p = 0; full < len && p < last; p++)
-                row[4 * full + p] += y0[p * wr + full] + bias;
-            continue;
-        }
-        for (int t = 0; t < full; t++) {
-            row[4 * t] = y0[t] + bias;
-            row[4 * t + 1] = y1[t] + bias;
-            row[4 * t + 2] = y2[t] + bias;
-            row[4 * t + 3] = y3[t] + bias;
-        }
-        for (int p = 0; full < len && p < last; p++)
-            row[4 * full + p] = y0[p * wr + full] + bias;
+        const float *restrict zi = z + i * zs;
+        if (add)
+            for (int x = 0; x < n; x++)
+                row[x] += zi[x];
+        else
+            memcpy(row, zi, (size_t)n * sizeof(float));
     }
 }
 
@@ -1370,7 +1393,7 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     float *vp = scratch + L.vp, *mb = scratch + L.mb;
     const size_t vps = panel_stride((size_t)C, (size_t)wr);
     float *seg = scratch + L.rows, *hb = seg + (size_t)nxi * ld;
-    float *tmp = hb + wino_rows_floats(ld, m);
+    float *tmp = hb + wino_rows_floats(ld, m), *z = tmp + m * m * wr;
     wino_rows rc;
     wino_rows_init(&rc, hb, ld, m);
     /* (K, C) of this convolution are (C, K) of the layer whose dX it is. */
@@ -1426,13 +1449,16 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
                     wino4_out_panel(tmp, mk);
                 else
                     wino_out_panel(tmp, mk);
+                if (m == 4)
+                    wino4_interleave(z, tmp, wr, b ? b[k] : 0.0f);
                 for (int t = t0 + p * wr; t < pe;) {
                     wino_seg sg = wino_seg_at(&g, t, t0, nb);
                     sg.len = sg.len < pe - t ? sg.len : pe - t;
                     float *o = out + sg.n * out_img + k * HW;
                     const float *y = tmp + (t - t0 - p * wr), bk = b ? b[k] : 0.0f;
                     if (m == 4)
-                        wino4_store_rows(o, H, W, sg.ty, sg.tx0, sg.len, y, wr, bk, add);
+                        wino4_store_rows(o, H, W, sg.ty, sg.tx0, sg.len,
+                                         z + 4 * (t - t0 - p * wr), (size_t)4 * wr, add);
                     else
                         wino_store_rows(o, H, W, sg.ty, sg.tx0, sg.len, y, bk);
                     t += sg.len;
