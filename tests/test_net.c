@@ -622,10 +622,14 @@ START_TEST(test_infer_folds_bn)
     check_infer("resnet18", net, 7, true);
     ul_net_free(net);
     /* The folded weights through the Winograd paths (which take the bias
-     * in their output transform). */
+     * in their output transform), with 4×4 tiles and with 2×2 tiles. */
     ul_wino_force(4);
     net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 87);
     check_infer("resnet18, Winograd", net, 5, true);
+    ul_net_free(net);
+    ul_wino_force(1);
+    net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 91);
+    check_infer("resnet18, Winograd 2x2 tiles", net, 5, true);
     ul_net_free(net);
     ul_wino_force(0);
     net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 88);
