@@ -925,8 +925,36 @@ static int wino_image_end(const wino_geom *g, int t, int end)
  * r8 (column k of row r at (r·cols + k)·8, zero outside the image and past
  * the channels taken), and each tile is transformed in 8-lane vectors:
  * Bᵀ along its six rows, then down its six columns, the same operations
- * in the same order for every lane. */
-typedef float wino_v8 __attribute__((vector_size(32), aligned(4)));
+ * in the same order for every lane (wino_v8 vectors). */
+
+/* An 8 × 8 block transposed: dst[j·ds + i] = src[i·ss + j]. Pairs of
+ * lanes, then pairs of pairs, then halves, as wino4_interleave; inlined
+ * into the vector-lane loops, where ul_transpose's calls per block cost
+ * as much as its shuffles. */
+static inline __attribute__((always_inline)) void wino_tr8(const float *restrict src, size_t ss,
+                                                           float *restrict dst, size_t ds)
+{
+    wino_v8 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = *(const wino_v8 *)(src + i * ss);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int k = 0; k < 2; k++) {
+            u[i + 2 * k] = __builtin_shufflevector(t[i + k], t[i + 2 + k], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 2 * k + 1] =
+                __builtin_shufflevector(t[i + k], t[i + 2 + k], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    /* u[i] holds columns i and i + 4 of rows 0-3, u[4 + i] of rows 4-7. */
+    for (int j = 0; j < 4; j++) {
+        *(wino_v8 *)(dst + j * ds) =
+            __builtin_shufflevector(u[j], u[4 + j], 0, 1, 2, 3, 8, 9, 10, 11);
+        *(wino_v8 *)(dst + (j + 4) * ds) =
+            __builtin_shufflevector(u[j], u[4 + j], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
 
 /* Gathers rows row0 .. row0 + nrows − 1, columns col0 .. col0 + ncol − 1
  * of cn channels of plane x (the first channel's, planes HW apart). */
@@ -943,8 +971,19 @@ wino_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W, in
         for (int k = 0; k < ncol; k++)
             if (!inside || cn < 8 || k < klo || k >= khi)
                 *(wino_v8 *)(rr + k * 8) = (wino_v8){0};
-        if (inside)
+        if (inside && cn == 8 && khi - klo >= 8) {
+            /* Blocks of 8 columns, the last one ending at khi (it may
+             * overlap the one before: the same values again). */
+            const float *xr = x + (size_t)h * W + col0;
+            for (int k = klo;; k += 8) {
+                const int k8 = k + 8 <= khi ? k : khi - 8;
+                wino_tr8(xr + k8, HW, rr + (size_t)k8 * 8, 8);
+                if (k8 + 8 >= khi)
+                    break;
+            }
+        } else if (inside) {
             ul_transpose(x + (size_t)h * W + col0 + klo, HW, rr + klo * 8, 8, cn, khi - klo);
+        }
     }
 }
 
@@ -1036,9 +1075,15 @@ UL_VEC_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, in
                 /* A panel complete, or the block's last tile: in place. */
                 if (lane == wr - 1 || sg.tl + i == nb - 1) {
                     float *pd = vp + (size_t)((sg.tl + i) / wr) * vps + (size_t)c0 * wr;
-                    for (int xi = 0; xi < 36; xi++)
-                        ul_transpose(st8 + (size_t)xi * wr * 8, 8, pd + xi * vp_x, (size_t)wr,
-                                     lane + 1, cn);
+                    if (cn == 8 && (lane + 1) % 8 == 0)
+                        for (int xi = 0; xi < 36; xi++)
+                            for (int l8 = 0; l8 <= lane; l8 += 8)
+                                wino_tr8(st8 + ((size_t)xi * wr + l8) * 8, 8,
+                                         pd + xi * vp_x + l8, (size_t)wr);
+                    else
+                        for (int xi = 0; xi < 36; xi++)
+                            ul_transpose(st8 + (size_t)xi * wr * 8, 8, pd + xi * vp_x,
+                                         (size_t)wr, lane + 1, cn);
                 }
             }
             t += sg.len;
