@@ -968,9 +968,12 @@ wino_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W, in
         const int h = row0 + r;
         const bool inside = h >= 0 && h < H;
         float *rr = r8 + (size_t)r * cols * 8;
-        for (int k = 0; k < ncol; k++)
-            if (!inside || cn < 8 || k < klo || k >= khi)
-                *(wino_v8 *)(rr + k * 8) = (wino_v8){0};
+        /* Zero outside the image, and in the lanes past cn. */
+        const bool all = !inside || cn < 8;
+        for (int k = 0; k < (all ? ncol : klo); k++)
+            *(wino_v8 *)(rr + k * 8) = (wino_v8){0};
+        for (int k = all ? ncol : khi; k < ncol; k++)
+            *(wino_v8 *)(rr + k * 8) = (wino_v8){0};
         if (inside && cn == 8 && khi - klo >= 8) {
             /* Blocks of 8 columns, the last one ending at khi (it may
              * overlap the one before: the same values again). */
