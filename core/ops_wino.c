@@ -1033,9 +1033,10 @@ wino4_gather8(float *r8, size_t cols, const float *x, size_t HW, int H, int W,
     wino_gather8(r8, cols, x, HW, H, W, 4 * sg->ty - 1, 6, 4 * sg->tx0 - 1, 4 * sg->len + 2, cn);
 }
 
-/* V = Bᵀ·d·B of tile i of the gathered segment: o[ξ], 8 channels each. */
+/* V = Bᵀ·d·B of tile i of the gathered segment: o[ξ·os], 8 channels
+ * each, stored as the column transforms produce them. */
 static inline __attribute__((always_inline)) void wino4_tile8(const float *r8, size_t cols, int i,
-                                                               wino_v8 *o)
+                                                               float *o, size_t os)
 {
     wino_v8 e[6][6];
     for (int r = 0; r < 6; r++) {
@@ -1045,9 +1046,11 @@ static inline __attribute__((always_inline)) void wino4_tile8(const float *r8, s
                       d4 = *(const wino_v8 *)(d + 32), d5 = *(const wino_v8 *)(d + 40);
         WINO4_BT(d0, d1, d2, d3, d4, d5, e[r][0], e[r][1], e[r][2], e[r][3], e[r][4], e[r][5]);
     }
+#define WINO4_O(xi) (*(wino_v8 *)(o + (size_t)(xi) * os))
     for (int j = 0; j < 6; j++)
-        WINO4_BT(e[0][j], e[1][j], e[2][j], e[3][j], e[4][j], e[5][j], o[j], o[6 + j],
-                 o[12 + j], o[18 + j], o[24 + j], o[30 + j]);
+        WINO4_BT(e[0][j], e[1][j], e[2][j], e[3][j], e[4][j], e[5][j], WINO4_O(j), WINO4_O(6 + j),
+                 WINO4_O(12 + j), WINO4_O(18 + j), WINO4_O(24 + j), WINO4_O(30 + j));
+#undef WINO4_O
 }
 
 /* The forward input transform of tiles [t0, t0 + nb) into the R panels
@@ -1071,10 +1074,7 @@ UL_VEC_CLONES static void wino4_in_block8(float *vp, size_t vp_x, size_t vps, in
                                4 * sa.tx0 - 1, 4 * sa.len + 2, cn);
             for (int i = 0; i < sg.len; i++) {
                 const int lane = (sg.tl + i) % wr;
-                wino_v8 o[36];
-                wino4_tile8(r8, cols, i, o);
-                for (int xi = 0; xi < 36; xi++)
-                    *(wino_v8 *)(st8 + ((size_t)xi * wr + lane) * 8) = o[xi];
+                wino4_tile8(r8, cols, i, st8 + (size_t)lane * 8, (size_t)wr * 8);
                 /* A panel complete, or the block's last tile: in place. */
                 if (lane == wr - 1 || sg.tl + i == nb - 1) {
                     float *pd = vp + (size_t)((sg.tl + i) / wr) * vps + (size_t)c0 * wr;
@@ -1114,7 +1114,7 @@ UL_VEC_CLONES static void wino4_in_block_l(float *vl, size_t vl_x, int nt, int w
                                4 * sa.tx0 - 1, 4 * sa.len + 2, cn);
             for (int i = 0; i < sg.len; i++) {
                 wino_v8 o[36];
-                wino4_tile8(buf, cols, i, o);
+                wino4_tile8(buf, cols, i, (float *)o, 8);
                 float *d = vl + (size_t)c0 * nt + (size_t)(sg.tl + i) * wl;
                 for (int xi = 0; xi < 36; xi++) {
                     float *dx = d + xi * vl_x;
