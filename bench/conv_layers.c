@@ -7,8 +7,11 @@
  * thresholds pick.
  *
  *   build/bench/unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW]
+ *                                  [--strided C,K,HxW]
  *
- * Times are the best of R repetitions (default 5). */
+ * --strided times one 3×3, stride-2, pad-1 layer (C → K channels, HxW
+ * inputs) instead, forward and backward, through the paths the library
+ * picks. Times are the best of R repetitions (default 5). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,9 +64,34 @@ static double time_pass(const ul_conv_shape *s, int pass, int reps, float *out, 
     return best;
 }
 
+/* --strided: one 3×3 stride-2 layer, forward and backward (dX and dW). */
+static int time_strided(int N, int reps, int C, int K, int HW)
+{
+    ul_conv_shape s;
+    if (!ul_conv_shape_init(&s, N, C, HW, HW, K, 3, 3, 2, 1)) {
+        fprintf(stderr, "error: bad layer %d,%d,%dx%d\n", C, K, HW, HW);
+        return 2;
+    }
+    const size_t nin = (size_t)N * C * HW * HW, nout = (size_t)N * K * s.P * s.Q;
+    const size_t nw = (size_t)C * K * 9;
+    float *in = buffer(nin, 1), *out = buffer(nout, 2), *w = buffer(nw, 3);
+    float *dout = buffer(nout, 4), *din = buffer(nin, 5), *dw = buffer(nw, 6);
+    float *scratch = buffer(ul_conv2d_local_scratch(&s), 7);
+    const double f = time_pass(&s, 0, reps, out, in, w, dout, din, dw, scratch);
+    const double b = time_pass(&s, 1, reps, out, in, w, dout, din, dw, scratch);
+    const double macs = (double)N * K * C * 9 * s.P * s.Q;
+    printf("one thread, %d images, best of %d: %d -> %d channels, 3x3 stride 2, %dx%d -> "
+           "%dx%d: forward %.3f ms (%.0f GFLOP/s), backward %.3f ms (%.0f GFLOP/s)\n",
+           N, reps, C, K, HW, HW, s.P, s.Q, f * 1e3, 2 * macs / f * 1e-9, b * 1e3,
+           4 * macs / b * 1e-9);
+    free(in), free(out), free(w), free(dout), free(din), free(dw), free(scratch);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int N = 64, reps = 5, one_c = 0, one_hw = 0;
+    int N = 64, reps = 5, one_c = 0, one_hw = 0, s2[3] = {0};
+    bool strided = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--images") == 0 && i + 1 < argc)
             N = atoi(argv[++i]);
@@ -72,16 +100,24 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--layer") == 0 && i + 1 < argc &&
                  sscanf(argv[i + 1], "%d,%dx%*d", &one_c, &one_hw) == 2)
             i++;
+        else if (strcmp(argv[i], "--strided") == 0 && i + 1 < argc &&
+                 sscanf(argv[i + 1], "%d,%d,%dx%*d", &s2[0], &s2[1], &s2[2]) == 3) {
+            strided = true;
+            i++;
+        }
         else {
             fprintf(stderr,
-                    "usage: unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW]\n"
+                    "usage: unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW] "
+                    "[--strided C,K,HxW]\n"
                     "  (unknown or incomplete argument '%s')\n",
                     argv[i]);
             return 2;
         }
     }
-    if (N < 1 || reps < 1 || (one_c && (one_c < 1 || one_hw < 1))) {
-        fprintf(stderr, "error: --images, --reps and --layer take positive numbers\n");
+    if (N < 1 || reps < 1 || (one_c && (one_c < 1 || one_hw < 1)) ||
+        (strided && (s2[0] < 1 || s2[1] < 1 || s2[2] < 1))) {
+        fprintf(stderr,
+                "error: --images, --reps, --layer and --strided take positive numbers\n");
         return 2;
     }
     ul_runtime_init();
@@ -89,6 +125,8 @@ int main(int argc, char **argv)
      * parallel region (im2col of the strided layers, say) would otherwise
      * take both cores in a measurement of one thread's share. */
     ul_runtime_set_threads(1);
+    if (strided)
+        return time_strided(N, reps, s2[0], s2[1], s2[2]);
     if (!ul_pk_get()) {
         fprintf(stderr, "error: BLIS offers no micro-kernel the packed paths can use "
                         "(or UNLEARN_PACKED_GEMM=0): there is no Winograd path to time\n");
