@@ -340,9 +340,10 @@ static wino_layout wino_scratch_layout(const ul_conv_shape *s, const ul_pk *pk, 
     L.du = L.r2 + xi * L.r2_x;
     L.bwd = L.du + xi * L.du_x;
     /* Then seg (xi·TW), the row cache (wino_rows_floats) and tmp: an output
-     * panel and its values in pixel order (2·m²·wr), the output gradient's rows split by column (m²·TW), or
-     * for 2×2 tiles the backward pass's transformed panel (16·16) and two
-     * rows of TW + 1, or its own row cache. With 4×4 tiles the vector-lane
+     * panel and its values in pixel order (2·m²·wr), the output gradient's
+     * rows split by column (m²·TW), or for 2×2 tiles the backward pass's
+     * transformed panel (16·16) and two rows of TW + 1, or its own row
+     * cache. With 4×4 tiles the vector-lane
      * transforms' buffers (wino4_c8_floats) take the same place. */
     const size_t tw = (size_t)(s->W + m - 1) / (size_t)m, hb = wino_rows_floats((int)tw, m);
     size_t tmp = 2 * m * m * wr > m * m * tw ? 2 * m * m * wr : m * m * tw;
@@ -698,9 +699,9 @@ UL_VEC_CLONES static void wino4_out_panel32(float *restrict y, const float *rest
 /* Y's values in pixel order: z[i·4·wr + 4·lane + j] = y[(4·i + j)·wr +
  * lane] + bias, row i of every tile of the panel with its four columns
  * next to each other, so that a segment's output rows are plain copies of
- * z (wino4_store_rows). Eight lanes at a time: the 4 × 8 values of rows
- * y0..y3 are transposed into 8 × 4 by pairs of lanes, then pairs of
- * pairs, then halves. Values are stored as read (wr is a multiple of 8). */
+ * z (wino4_store_rows). Eight lanes at a time (wr is a multiple of 8):
+ * the 4 × 8 values of rows y0..y3 are transposed into 8 × 4 by pairs of
+ * lanes, then pairs of pairs, then halves. */
 typedef float wino_v8 __attribute__((vector_size(32), aligned(4)));
 UL_VEC_CLONES static void wino4_interleave(float *restrict z, const float *restrict y, int wr,
                                          float bias)
@@ -943,7 +944,8 @@ static inline __attribute__((always_inline)) void wino_tr8(const float *restrict
     }
     for (int i = 0; i < 8; i += 4)
         for (int k = 0; k < 2; k++) {
-            u[i + 2 * k] = __builtin_shufflevector(t[i + k], t[i + 2 + k], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 2 * k] =
+                __builtin_shufflevector(t[i + k], t[i + 2 + k], 0, 1, 8, 9, 4, 5, 12, 13);
             u[i + 2 * k + 1] =
                 __builtin_shufflevector(t[i + k], t[i + 2 + k], 2, 3, 10, 11, 6, 7, 14, 15);
         }
