@@ -1087,11 +1087,11 @@ UL_VEC_CLONES static void pack_im2col_rows16(float *dst, int w, int k0, int kc,
                         const int c0 = st * q0 + sx - pad, nw = st * 16;
                         const int lo = c0 >= 0 ? 0 : -c0 < nw ? -c0 : nw;
                         const int hi = W - c0 >= nw ? nw : W - c0 > lo ? W - c0 : lo;
-                        const float *row = img + (size_t)c * HW + (size_t)h * W + c0;
+                        const float *row = img + (size_t)c * HW + (size_t)h * W;
                         for (int i = 0; i < lo; i++)
                             win[i] = 0.0f;
                         for (int i = lo; i < hi; i++)
-                            win[i] = row[i];
+                            win[i] = row[c0 + i];
                         for (int i = hi; i < nw; i++)
                             win[i] = 0.0f;
                         if (st == 1)
