@@ -952,9 +952,13 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     L.sub = off;
     if (conv_subsampled_ok(s))
         off += a16(conv_subsampled_size(s));
+    /* The two direct paths' forward passes share their part. */
     L.small = off;
-    if (ul_conv_small_fwd_ok(s))
-        off += a16(ul_conv_small_scratch(s));
+    {
+        const size_t sm = ul_conv_small_fwd_ok(s) ? ul_conv_small_scratch(s) : 0;
+        const size_t s2 = ul_conv_s2_ok(s) ? ul_conv_s2_scratch(s) : 0;
+        off += a16(sm > s2 ? sm : s2);
+    }
     L.total = off;
     return L;
 }
@@ -1548,6 +1552,10 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     }
     if (conv_subsampled_ok(s)) {
         conv_subsampled_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).sub);
+        return;
+    }
+    if (ul_conv_s2_ok(s)) {
+        ul_conv_s2_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
         return;
     }
     if (ul_conv_small_fwd_ok(s)) {
