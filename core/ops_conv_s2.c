@@ -227,8 +227,8 @@ void ul_conv_s2_forward(float *out, const float *in, const float *w, const float
             const float *xn = in + (size_t)(n0 + n) * C * HW;
             for (int c = 0; c < C; c++)
                 for (int h = 0; h < H; h++)
-                    memcpy(xp + n * img + (size_t)c * plane + (size_t)(h + 1) * pitch + 1,
-                           xn + (size_t)c * HW + (size_t)h * W, (size_t)W * sizeof(float));
+                    ul_copy_floats(xp + n * img + (size_t)c * plane + (size_t)(h + 1) * pitch + 1,
+                                   xn + (size_t)c * HW + (size_t)h * W, W);
         }
         for (int k0 = 0; k0 < kv; k0 += 2) {
             const int kb = kv - k0 < 2 ? kv - k0 : 2;

@@ -121,8 +121,8 @@ static void sm_pad(float *xp, const float *x, int ch, int H, int W)
     const size_t plane = (size_t)(H + 2) * wp;
     for (int c = 0; c < ch; c++)
         for (int h = 0; h < H; h++)
-            memcpy(xp + c * plane + (size_t)(h + 1) * wp + 1, x + ((size_t)c * H + h) * W,
-                   (size_t)W * sizeof(float));
+            ul_copy_floats(xp + c * plane + (size_t)(h + 1) * wp + 1, x + ((size_t)c * H + h) * W,
+                           W);
 }
 
 /* The same for stride 2 (sm_pitch): padded column m = input column m − 1

@@ -16,6 +16,37 @@ struct ul_wino_team;
 #define UL_VEC_CLONES
 #endif
 
+/* Copies n floats between buffers that do not overlap, inline: 8-lane
+ * moves, the last one overlapping the one before, then 4-lane ones, then
+ * single floats. For the rows of 4 to 32 floats that the convolution
+ * paths copy by the hundred thousand per pass, where a memcpy call cost
+ * more than the copy (6% of a ResNet-18 width 0.25 inference pass on
+ * 1×28×28 was spent in memmove). The empty asm statements hide the index
+ * from GCC, which would otherwise turn the loops back into memmove calls. */
+static inline __attribute__((always_inline)) void ul_copy_floats(float *restrict d,
+                                                                 const float *restrict s, int n)
+{
+    typedef float cp_v8 __attribute__((vector_size(32), aligned(4)));
+    typedef float cp_v4 __attribute__((vector_size(16), aligned(4)));
+    if (n >= 8) {
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            *(cp_v8 *)(d + i) = *(const cp_v8 *)(s + i);
+            __asm__("" : "+r"(i));
+        }
+        if (i < n)
+            *(cp_v8 *)(d + n - 8) = *(const cp_v8 *)(s + n - 8);
+    } else if (n >= 4) {
+        *(cp_v4 *)d = *(const cp_v4 *)s;
+        *(cp_v4 *)(d + n - 4) = *(const cp_v4 *)(s + n - 4);
+    } else {
+        for (int i = 0; i < n; i++) {
+            d[i] = s[i];
+            __asm__("" : "+r"(i));
+        }
+    }
+}
+
 /* Scratch floats one thread needs for shape s (ul_conv2d_scratch is this
  * times the number of processors, plus alignment slack). The local
  * functions take scratch that starts on a 64-byte boundary; this size is a

@@ -752,7 +752,7 @@ static void wino4_store_rows(float *out, int H, int W, int ty, int tx0, int len,
             for (int x = 0; x < n; x++)
                 row[x] += zi[x];
         else
-            memcpy(row, zi, (size_t)n * sizeof(float));
+            ul_copy_floats(row, zi, n);
     }
 }
 
