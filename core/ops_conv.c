@@ -26,7 +26,11 @@
  * offset-table gathers of strided rows (the packer's, and dW's im2col of
  * rows of at most 8) run as AVX2 masked gathers where the CPU has them.
  * The one-thread entry points (ul_conv2d_*_local, which the nets' passes
- * use) also take two shapes their own way:
+ * use) also take three shapes their own way:
+ *  - forward passes of 3×3, pad-1 layers with stride 2 and up to 64 input
+ *    channels, or with stride 1 and few channels (ul_conv_kvec_ok), where
+ *    the CPU has AVX-512: computed directly with 16 output channels to a
+ *    register (ops_conv_kvec.c), ahead of the next one;
  *  - 3×3, stride 1, pad 1 with at most UL_SMALL_CONV_CH channels on one
  *    side or UL_SMALL_CONV_BOTH both ways: computed directly
  *    (ops_conv_small.c), no GEMM;
@@ -262,20 +266,20 @@ UL_VEC_CLONES static void col2im_s2_plane(float *x, const float *src0, size_t ld
         const float *b0 = nt > 1 ? a[1] : a0, *b1 = b0 + ld, *b2 = b0 + 2 * ld;
         int j = 0;
         /* Even column 2j, then odd column 2j + 1, stored (OP =) or added. */
-#define S2_COLS(OP, E, O)                                                                      \
+#define KV_COLS(OP, E, O)                                                                      \
     for (; j < jo; j++) {                                                                      \
         xr[2 * j] OP(E);                                                                       \
         xr[2 * j + 1] OP(O);                                                                   \
     }
         if (nt == 1 && write)
-            S2_COLS(=, a1[j], a0[j + 1] + a2[j])
+            KV_COLS(=, a1[j], a0[j + 1] + a2[j])
         else if (nt == 1)
-            S2_COLS(+=, a1[j], a0[j + 1] + a2[j])
+            KV_COLS(+=, a1[j], a0[j + 1] + a2[j])
         else if (write)
-            S2_COLS(=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
+            KV_COLS(=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
         else
-            S2_COLS(+=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
-#undef S2_COLS
+            KV_COLS(+=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
+#undef KV_COLS
         /* The last one or two columns: no kernel column 0 from j + 1. */
         for (; j < we; j++) {
             const float e = nt > 1 ? a1[j] + b1[j] : a1[j];
@@ -956,7 +960,7 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     L.small = off;
     {
         const size_t sm = ul_conv_small_fwd_ok(s) ? ul_conv_small_scratch(s) : 0;
-        const size_t s2 = ul_conv_s2_ok(s) ? ul_conv_s2_scratch(s) : 0;
+        const size_t s2 = ul_conv_kvec_ok(s) ? ul_conv_kvec_scratch(s) : 0;
         off += a16(sm > s2 ? sm : s2);
     }
     L.total = off;
@@ -1554,8 +1558,8 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
         conv_subsampled_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).sub);
         return;
     }
-    if (ul_conv_s2_ok(s)) {
-        ul_conv_s2_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
+    if (ul_conv_kvec_ok(s)) {
+        ul_conv_kvec_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
         return;
     }
     if (ul_conv_small_fwd_ok(s)) {
@@ -1607,8 +1611,8 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
     }
     /* Only the shifted dX and col2im_s2 over whole images write their
      * result outright; the other paths add into a zeroed din. */
-    const bool s2_write = din && din_overwrite && !ul_wino_ok(s, true) && conv_s2_writes(s);
-    if (din && din_overwrite && !s2_write && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
+    const bool kv_write = din && din_overwrite && !ul_wino_ok(s, true) && conv_s2_writes(s);
+    if (din && din_overwrite && !kv_write && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
         memset(din, 0, (size_t)s->N * s->C * s->H * s->W * sizeof(float));
     if (ul_wino_ok(s, true)) {
         ul_wino_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).wp);
@@ -1631,7 +1635,7 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
     const int units = conv_units(s, nb);
     const float *wp = din ? conv_pack_weights(s, w, scratch, true) : NULL;
     for (int u = 0; u < units; u++)
-        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1, wp, s2_write);
+        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1, wp, kv_write);
 }
 
 void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,

@@ -106,18 +106,20 @@ void ul_conv_small_backward(float *din, float *dw_acc, const float *dout, const 
  * AVX2+FMA one would be picked. */
 void ul_conv_small_force_baseline(bool on);
 
-/* 3×3, stride-2, pad-1 forward passes computed directly with AVX-512
- * (ops_conv_s2.c), ahead of the few-channel path above: where the CPU has
- * AVX-512, the output rows are a multiple of 4, 7 or 8 long, and the input
- * channels are few enough (ul_conv_s2_ok). The one-thread forward entry
- * point takes them. Scratch: ul_conv_s2_scratch floats, 64-byte aligned. */
-bool ul_conv_s2_ok(const ul_conv_shape *s);
-size_t ul_conv_s2_scratch(const ul_conv_shape *s);
-void ul_conv_s2_forward(float *out, const float *in, const float *w, const float *b,
+/* 3×3, pad-1 forward passes computed directly with AVX-512, 16 output
+ * channels to a register (ops_conv_kvec.c): stride 2 with up to 64 input
+ * channels, and stride 1 for most of the few-channel path's layers, ahead
+ * of that path; only where the CPU has AVX-512 and the output rows are a
+ * multiple of 4, 7 or 8 long (ul_conv_kvec_ok). The one-thread forward
+ * entry point takes them. Scratch: ul_conv_kvec_scratch floats, 64-byte
+ * aligned. */
+bool ul_conv_kvec_ok(const ul_conv_shape *s);
+size_t ul_conv_kvec_scratch(const ul_conv_shape *s);
+void ul_conv_kvec_forward(float *out, const float *in, const float *w, const float *b,
                         const ul_conv_shape *s, float *scratch);
-/* For the tests: with on, ul_conv_s2_ok says no (the layers go the other
+/* For the tests: with on, ul_conv_kvec_ok says no (the layers go the other
  * paths' way). */
-void ul_conv_s2_force_off(bool on);
+void ul_conv_kvec_force_off(bool on);
 
 /* ul_maxpool2d_backward on one thread; with overwrite, din is written
  * (zero where no window took its maximum) instead of added to. */

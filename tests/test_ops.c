@@ -288,7 +288,7 @@ static const conv_case conv_cases[] = {
      * a 5×3 kernel's 13 rows at stride 1, each an odd number of 16-lane
      * chunks, so that a last panel is half full. */
     {1, 17, 33, 32, 5, 3, 3, 2, 1, 1}, {1, 3, 15, 16, 4, 5, 3, 1, 1, 1},
-    /* The AVX-512 direct path for stride 2 (ops_conv_s2.c): rows of 14
+    /* The AVX-512 direct path (ops_conv_kvec.c) with stride 2: rows of 14
      * (tiles of 7) with 16 → 32 channels over a ragged batch of images
      * (3 + 2 padded copies); rows of 7 and 5 output rows, 20 channels (the
      * second register 4 lanes full), no bias; rows of 16 with one register
@@ -296,10 +296,13 @@ static const conv_case conv_cases[] = {
      * two rows, then four rows of one register), square and with 7 output
      * rows (both tiles cut short at the bottom); rows of 14 with one
      * register (tiles of 14); rows of 8 with three registers. */
-    {5, 16, 28, 28, 32, 3, 3, 2, 1, 1}, {2, 5, 9, 14, 20, 3, 3, 2, 1, 0},
-    {2, 7, 15, 31, 13, 3, 3, 2, 1, 1},  {2, 9, 7, 7, 40, 3, 3, 2, 1, 1},
-    {1, 3, 13, 8, 33, 3, 3, 2, 1, 1},   {2, 4, 8, 28, 16, 3, 3, 2, 1, 1},
     {2, 6, 16, 16, 48, 3, 3, 2, 1, 1},
+    /* ... and with stride 1 (few channels): rows of 16 with 13 outputs,
+     * one input channel into 32 on rows of 28 (two registers, tiles of
+     * 7), rows of 8 with 13 channels each way, rows of 4 with 5 output
+     * rows (four-row tiles, then one row), no bias. */
+    {2, 8, 9, 16, 13, 3, 3, 1, 1, 1},   {1, 1, 6, 28, 32, 3, 3, 1, 1, 1},
+    {2, 13, 7, 8, 13, 3, 3, 1, 1, 1},   {2, 10, 5, 4, 9, 3, 3, 1, 1, 0},
     /* The direct path for few channels (ops_conv_small.c): one output
      * channel (32-column passes, a ragged 8-column tail), a 1-channel 28×28
      * stem into 16, and 32 outputs (groups of 4) on rows of 16 + 16 + 1. */
@@ -776,7 +779,7 @@ START_TEST(test_conv_vs_ref)
 END_TEST
 
 /* The cases the direct path for few channels takes, through its baseline
- * build (the one a CPU without AVX2+FMA runs). */
+ * build (the one a CPU without AVX2+FMA runs; the AVX-512 path off). */
 START_TEST(test_conv_small_baseline)
 {
     ul_conv_shape s;
@@ -786,20 +789,26 @@ START_TEST(test_conv_small_baseline)
     if (!ul_conv_small_fwd_ok(&s))
         return;
     ul_conv_small_force_baseline(true);
+    ul_conv_kvec_force_off(true);
     conv_vs_ref(_i);
+    ul_conv_kvec_force_off(false);
     ul_conv_small_force_baseline(false);
 }
 END_TEST
 
-/* The stride-2 cases with the AVX-512 direct path turned off: the paths
+/* The cases the AVX-512 direct path takes, with it turned off: the paths
  * those layers take on other CPUs (and took before it). */
-START_TEST(test_conv_s2_off)
+START_TEST(test_conv_kvec_off)
 {
-    if (conv_cases[_i].stride != 2)
+    ul_conv_shape s;
+    const conv_case *k = &conv_cases[_i];
+    ck_assert(ul_conv_shape_init(&s, k->N, k->C, k->H, k->W, k->K, k->R, k->S, k->stride,
+                                 k->pad));
+    if (!ul_conv_kvec_ok(&s))
         return;
-    ul_conv_s2_force_off(true);
+    ul_conv_kvec_force_off(true);
     conv_vs_ref(_i);
-    ul_conv_s2_force_off(false);
+    ul_conv_kvec_force_off(false);
 }
 END_TEST
 
@@ -971,44 +980,47 @@ START_TEST(test_wino_thresholds)
 }
 END_TEST
 
-/* The AVX-512 direct path takes 3×3, stride-2, pad-1 forward passes with
- * output rows a multiple of 4, 7 or 8 long and up to 64 input channels;
- * nowhere without AVX-512. Its results
- * repeat bit for bit. */
-START_TEST(test_conv_s2_choice)
+/* The AVX-512 direct path takes 3×3, pad-1 forward passes with output
+ * rows a multiple of 4, 7 or 8 long: stride 2 with up to 64 input
+ * channels; stride 1 where the few-channel path would, with at least 8
+ * output channels and at most 16 of them, one input channel or at least
+ * 8; nowhere without AVX-512. Its results repeat bit for bit. */
+START_TEST(test_conv_kvec_choice)
 {
     static const int cases[][5] = {
         /* C, K, H = W, stride, taken */
         {16, 32, 28, 2, 1},  {32, 64, 14, 2, 1},  {64, 128, 7, 2, 1},  {6, 13, 32, 2, 1},
         {64, 128, 16, 2, 1}, {65, 128, 14, 2, 0}, {128, 256, 16, 2, 0}, {128, 256, 8, 2, 0},
         {256, 512, 14, 2, 0}, {16, 32, 10, 2, 0},  {16, 32, 22, 2, 0},  {16, 32, 28, 1, 0},
-        {16, 32, 28, 3, 0}};
+        {16, 32, 28, 3, 0},  {1, 16, 28, 1, 1},   {3, 16, 32, 1, 1},   {13, 13, 14, 1, 1},
+        {8, 32, 28, 1, 1},   {32, 8, 28, 1, 1},   {1, 32, 28, 1, 1},   {3, 32, 32, 1, 0},
+        {6, 6, 28, 1, 0},    {3, 6, 32, 1, 0},    {16, 16, 28, 1, 0},  {13, 13, 15, 1, 0}};
     const bool avx512 = __builtin_cpu_supports("avx512f");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ul_conv_shape s;
         ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
                                      3, 3, cases[i][3], 1));
-        ck_assert_msg(ul_conv_s2_ok(&s) == (avx512 && cases[i][4]),
-                      "%d into %d channels on %dx%d, stride %d: direct stride-2 path %s expected",
+        ck_assert_msg(ul_conv_kvec_ok(&s) == (avx512 && cases[i][4]),
+                      "%d into %d channels on %dx%d, stride %d: AVX-512 direct path %s expected",
                       cases[i][0], cases[i][1], cases[i][2], cases[i][2], cases[i][3],
                       avx512 && cases[i][4] ? "" : "not");
         ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
                                      3, 3, cases[i][3], 0));
-        ck_assert(!ul_conv_s2_ok(&s));
+        ck_assert(!ul_conv_kvec_ok(&s));
     }
     ul_conv_shape s;
     ck_assert(ul_conv_shape_init(&s, 3, 16, 14, 14, 40, 3, 3, 2, 1));
-    if (!ul_conv_s2_ok(&s))
+    if (!ul_conv_kvec_ok(&s))
         return;
     const size_t nin = (size_t)3 * 16 * 14 * 14, nw = (size_t)40 * 16 * 9, nout = (size_t)3 * 40 * 49;
     ul_rng r;
     ul_rng_seed(&r, 77, 1);
     float *in = rand_buf(&r, nin, -1, 1), *w = rand_buf(&r, nw, -1, 1),
           *b = rand_buf(&r, 40, -1, 1), *y1 = falloc(nout), *y2 = falloc(nout), *sc = NULL;
-    ck_assert_int_eq(posix_memalign((void **)&sc, 64, ul_conv_s2_scratch(&s) * sizeof(float)), 0);
-    ul_conv_s2_forward(y1, in, w, b, &s, sc);
-    fill_nan(sc, ul_conv_s2_scratch(&s));
-    ul_conv_s2_forward(y2, in, w, b, &s, sc);
+    ck_assert_int_eq(posix_memalign((void **)&sc, 64, ul_conv_kvec_scratch(&s) * sizeof(float)), 0);
+    ul_conv_kvec_forward(y1, in, w, b, &s, sc);
+    fill_nan(sc, ul_conv_kvec_scratch(&s));
+    ul_conv_kvec_forward(y2, in, w, b, &s, sc);
     ck_assert(memcmp(y1, y2, nout * sizeof(float)) == 0);
     free(in), free(w), free(b), free(y1), free(y2), free(sc);
 }
@@ -1723,13 +1735,13 @@ static Suite *ops_suite(void)
     tcase_add_test(t, test_conv_hand);
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_small_baseline, 0, N_CONV_CASES);
-    tcase_add_loop_test(t, test_conv_s2_off, 0, N_CONV_CASES);
+    tcase_add_loop_test(t, test_conv_kvec_off, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, 2 * (N_CONV_CASES - FIRST_WINO_CASE));
     tcase_add_test(t, test_conv_forward_stats);
     tcase_add_test(t, test_wino_thresholds);
     tcase_add_test(t, test_conv_small_choice);
-    tcase_add_test(t, test_conv_s2_choice);
+    tcase_add_test(t, test_conv_kvec_choice);
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_pk_tile_vs_naive);
     tcase_add_test(t, test_wide_kernel_choice);
