@@ -30,7 +30,8 @@
  *  - forward passes of 3×3, pad-1 layers with stride 2 and up to 64 input
  *    channels, or with stride 1 and few channels (ul_conv_kvec_ok), where
  *    the CPU has AVX-512: computed directly with 16 output channels to a
- *    register (ops_conv_kvec.c), ahead of the next one;
+ *    register (ops_conv_kvec.c), ahead of every other path, Winograd's
+ *    included (conv_kvec_first);
  *  - 3×3, stride 1, pad 1 with at most UL_SMALL_CONV_CH channels on one
  *    side or UL_SMALL_CONV_BOTH both ways: computed directly
  *    (ops_conv_small.c), no GEMM;
@@ -1528,11 +1529,19 @@ static float conv_bias_grad(const float *dout, const ul_conv_shape *s, int k)
     return (float)acc;
 }
 
+/* The AVX-512 direct path goes ahead of every other in the one-thread
+ * forward pass, Winograd's included, except where tests force Winograd's
+ * path on (ul_wino_force) and it can take the layer. */
+static bool conv_kvec_first(const ul_conv_shape *s)
+{
+    return ul_conv_kvec_ok(s) && !(ul_wino_forced() && ul_wino_ok(s, false));
+}
+
 bool ul_conv2d_forward_team(float *out, const float *in, const float *w, const float *b,
                             const ul_conv_shape *s, float *scratch, ul_wino_team *team,
                             double *mean, double *m2)
 {
-    if (!ul_wino_ok(s, false)) {
+    if (!ul_wino_ok(s, false) || conv_kvec_first(s)) {
         ul_conv2d_forward_local(out, in, w, b, s, scratch);
         return false;
     }
@@ -1550,16 +1559,16 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
+    if (conv_kvec_first(s)) {
+        ul_conv_kvec_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
+        return;
+    }
     if (ul_wino_ok(s, false)) {
         ul_wino_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).wp, NULL);
         return;
     }
     if (conv_subsampled_ok(s)) {
         conv_subsampled_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).sub);
-        return;
-    }
-    if (ul_conv_kvec_ok(s)) {
-        ul_conv_kvec_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
         return;
     }
     if (ul_conv_small_fwd_ok(s)) {

@@ -109,15 +109,24 @@ static bool kv_cpu(void)
  * packed GEMM is near the multiply-add rate already: 128 → 256 even (12.5
  * against 12.7 ms on 14×14, 4.3 against 4.0 on 7×7) or behind (14.8
  * against 16.4 on 16×16), 256 → 512 14.8 against 19.2 on 7×7.
- * Stride 1: the few-channel path's layers (ul_conv_small_ok) with at
- * least 8 output channels, and either at most 16 of them, one input
- * channel or at least 8 (1 → 16 on 28×28 0.30 → 0.16, 3 → 16 on 32×32
- * 0.64 → 0.60, 13 → 13 on 14×14 0.36 → 0.24, 8 → 8 on 28×28 0.75 → 0.62,
- * 8 → 32 3.0 → 1.5, 32 → 8 3.3 → 2.6, 1 → 32 0.61 → 0.46). Not with 6
- * output channels (6 → 6 on 28×28 0.38 against 0.44, 3 → 6 on 32×32 0.23
- * against 0.36: most lanes idle) nor 3 → 32 on 32×32 (1.35 against
- * 2.19). With more channels Winograd's path is ahead (16 → 16 on 28×28
- * even, 32 → 32 on 14×14 0.87 against 1.18). */
+ * Stride 1: at least 8 and at most 16 output channels from at most 16
+ * input channels (one register of outputs), or the few-channel path's
+ * layers (ul_conv_small_ok) with at least 8 output channels from one
+ * input channel or at least 8. Against that path: 1 → 16 on 28×28
+ * 0.30 → 0.16, 3 → 16 on 32×32 0.64 → 0.60, 13 → 13 on 14×14 0.36 →
+ * 0.24, 8 → 8 on 28×28 0.75 → 0.62, 8 → 32 3.0 → 1.5, 32 → 8 3.3 → 2.6,
+ * 1 → 32 0.61 → 0.46; not with 6 output channels (6 → 6 on 28×28 0.38
+ * against 0.44, 3 → 6 on 32×32 0.23 against 0.36: most lanes idle) nor
+ * 3 → 32 on 32×32 (1.35 against 2.19). Against Winograd's path, 16 → 16
+ * is even here (1.21 against 1.24 on 28×28, 1.91 against 1.98 on 32×32)
+ * but ahead in the net, where the layer's input comes from memory rather
+ * than from the last repetition: 1.69 → 1.47 ms per pass on 28×28 on
+ * thread 0's clock, ResNet-18 width 0.25 inference on 1×28×28 5588–6567
+ * → 5963–6864 img/s (four alternated runs), on 3×32×32 even, training
+ * even; with 32 channels Winograd's path stays ahead (32 → 32 on 14×14
+ * 0.87 against 1.18 here; width 0.5 inference on 1×28×28 1736–1746
+ * against 1608–1649, width 0.25 6700–6865 against 6525–6746 with its
+ * 32-channel layers on 14×14 here too). */
 bool ul_conv_kvec_ok(const ul_conv_shape *s)
 {
     if (!kv_cpu() || s->R != 3 || s->S != 3 || s->pad != 1)
@@ -126,7 +135,8 @@ bool ul_conv_kvec_ok(const ul_conv_shape *s)
         if (s->C > 64)
             return false;
     } else if (s->stride == 1) {
-        if (!ul_conv_small_ok(s) || s->K < 8 || (s->K > 16 && s->C > 1 && s->C < 8))
+        const bool one_reg = s->K <= 16 && s->C <= 16;
+        if (s->K < 8 || (!one_reg && !(ul_conv_small_ok(s) && (s->C == 1 || s->C >= 8))))
             return false;
     } else {
         return false;

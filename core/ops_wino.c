@@ -125,6 +125,7 @@ static bool wino_few_wide(const ul_conv_shape *s)
 }
 
 void ul_wino_force(int mode) { __atomic_store_n(&wino_forced, mode, __ATOMIC_RELAXED); }
+bool ul_wino_forced(void) { return __atomic_load_n(&wino_forced, __ATOMIC_RELAXED) > 0; }
 
 bool ul_wino_ok(const ul_conv_shape *s, bool backward)
 {

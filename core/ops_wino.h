@@ -32,6 +32,9 @@ int ul_wino_tile(const ul_conv_shape *s);
  * paths; mode 4 as mode 2, with dW by 4×4 tiles; −1 sends none; 0
  * restores the thresholds. */
 void ul_wino_force(int mode);
+/* Whether a mode above 0 is set (the other paths then give way wherever
+ * the Winograd path can take a layer). */
+bool ul_wino_forced(void);
 
 /* Floats of one thread's scratch for shape s (forward or backward; the
  * batch size does not matter). The scratch starts on a 64-byte boundary. */
