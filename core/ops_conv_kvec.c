@@ -71,14 +71,19 @@ static kv_plan kv_plan_of(int Q, int kb)
 }
 
 /* Images per batch: as many as keep their padded copies within
- * KV_BATCH_FLOATS (192 KiB), at least one. A pair of channel registers'
+ * KV_BATCH_FLOATS (192 KiB) and their pixel-major results within
+ * KV_RESULT_FLOATS (256 KiB), at least one. A pair of channel registers'
  * weights (C·9·32 floats, up to 72 KiB at 64 channels) is then read from
- * L2 once per batch, not once per image. */
-enum { KV_BATCH_FLOATS = 48 * 1024 };
+ * L2 once per batch, not once per image, and the results are still in L2
+ * when they are transposed into the output. */
+enum { KV_BATCH_FLOATS = 48 * 1024, KV_RESULT_FLOATS = 64 * 1024 };
 static int kv_batch(const ul_conv_shape *s)
 {
     const size_t img = (size_t)s->C * kv_rows(s) * kv_pitch(s);
-    const size_t nb = img < KV_BATCH_FLOATS ? KV_BATCH_FLOATS / img : 1;
+    const size_t res = (size_t)s->P * s->Q * kv_kv(s) * KV_VL;
+    size_t nb = img < KV_BATCH_FLOATS ? KV_BATCH_FLOATS / img : 1;
+    if (nb * res > KV_RESULT_FLOATS)
+        nb = res < KV_RESULT_FLOATS ? KV_RESULT_FLOATS / res : 1;
     return nb < (size_t)s->N ? (int)nb : s->N;
 }
 
@@ -109,24 +114,24 @@ static bool kv_cpu(void)
  * packed GEMM is near the multiply-add rate already: 128 → 256 even (12.5
  * against 12.7 ms on 14×14, 4.3 against 4.0 on 7×7) or behind (14.8
  * against 16.4 on 16×16), 256 → 512 14.8 against 19.2 on 7×7.
- * Stride 1: at least 8 and at most 16 output channels from at most 16
- * input channels (one register of outputs), or the few-channel path's
- * layers (ul_conv_small_ok) with at least 8 output channels from one
- * input channel or at least 8. Against that path: 1 → 16 on 28×28
- * 0.30 → 0.16, 3 → 16 on 32×32 0.64 → 0.60, 13 → 13 on 14×14 0.36 →
- * 0.24, 8 → 8 on 28×28 0.75 → 0.62, 8 → 32 3.0 → 1.5, 32 → 8 3.3 → 2.6,
- * 1 → 32 0.61 → 0.46; not with 6 output channels (6 → 6 on 28×28 0.38
- * against 0.44, 3 → 6 on 32×32 0.23 against 0.36: most lanes idle) nor
- * 3 → 32 on 32×32 (1.35 against 2.19). Against Winograd's path, 16 → 16
- * is even here (1.21 against 1.24 on 28×28, 1.91 against 1.98 on 32×32)
- * but ahead in the net, where the layer's input comes from memory rather
- * than from the last repetition: 1.69 → 1.47 ms per pass on 28×28 on
- * thread 0's clock, ResNet-18 width 0.25 inference on 1×28×28 5588–6567
- * → 5963–6864 img/s (four alternated runs), on 3×32×32 even, training
- * even; with 32 channels Winograd's path stays ahead (32 → 32 on 14×14
- * 0.87 against 1.18 here; width 0.5 inference on 1×28×28 1736–1746
- * against 1608–1649, width 0.25 6700–6865 against 6525–6746 with its
- * 32-channel layers on 14×14 here too). */
+ * Stride 1, with at least 8 output channels (with 6, most lanes idle,
+ * the few-channel path stays ahead: 6 → 6 on 28×28 0.39 against 0.44
+ * ms, 3 → 6 on 32×32 0.30 against 0.41): the few-channel path's layers
+ * (ul_conv_small_ok; 1 → 16 on 28×28 0.27 → 0.16, 3 → 16 on 32×32 0.80
+ * → 0.51, 13 → 13 on 14×14 0.36 → 0.24, 6 → 32 on 28×28 2.6 → 1.3, 8 →
+ * 32 2.9 → 1.5, 32 → 8 3.4 → 2.7, 3 → 32 on 32×32 1.77 → 1.22), stems of
+ * up to 3 input channels and 64 output ones (1 → 64 on 28×28 2.0 → 1.0,
+ * 3 → 64 on 32×32 3.2 → 2.0, against the shifted copies), and at most 16
+ * channels each way. Against Winograd's path 16 → 16 is even here (1.21
+ * against 1.24 ms on 28×28, 1.91 against 1.98 on 32×32) but ahead in the
+ * net, where the layer's input comes from memory rather than from the
+ * last repetition: 1.69 → 1.47 ms per pass on 28×28 on thread 0's clock,
+ * ResNet-18 width 0.25 inference on 1×28×28 5588–6567 → 5963–6864 img/s
+ * (four alternated runs), on 3×32×32 even, training even. With 32
+ * channels Winograd's path stays ahead (32 → 32 on 14×14 0.87 against
+ * 1.18 here; width 0.5 inference on 1×28×28 1736–1746 against 1608–1649
+ * img/s, width 0.25 6700–6865 against 6525–6746 with its 32-channel
+ * layers on 14×14 here too). */
 bool ul_conv_kvec_ok(const ul_conv_shape *s)
 {
     if (!kv_cpu() || s->R != 3 || s->S != 3 || s->pad != 1)
@@ -135,8 +140,8 @@ bool ul_conv_kvec_ok(const ul_conv_shape *s)
         if (s->C > 64)
             return false;
     } else if (s->stride == 1) {
-        const bool one_reg = s->K <= 16 && s->C <= 16;
-        if (s->K < 8 || (!one_reg && !(ul_conv_small_ok(s) && (s->C == 1 || s->C >= 8))))
+        const bool one_reg = s->K <= 16 && s->C <= 16, stem = s->C <= 3 && s->K <= 64;
+        if (s->K < 8 || !(one_reg || stem || ul_conv_small_ok(s)))
             return false;
     } else {
         return false;
@@ -288,9 +293,15 @@ void ul_conv_kvec_forward(float *out, const float *in, const float *w, const flo
                                     rows, t.cols, kb);
                 }
         }
+        /* Eight channels at a time: a whole image at once would store
+         * each 8-pixel block into K planes P·Q floats apart, which share
+         * the L1 sets when P·Q is a multiple of 1024 (3 → 64 channels on
+         * 32×32: 4.8 → 1.9 ms, the transposes 80% of it before). */
         for (int n = 0; n < nb; n++)
-            ul_transpose(yb + (size_t)n * PQ * kp, kp, out + (size_t)(n0 + n) * K * PQ, PQ,
-                         (int)PQ, K);
+            for (int k = 0; k < K; k += 8)
+                ul_transpose(yb + (size_t)n * PQ * kp + k, kp,
+                             out + ((size_t)(n0 + n) * K + k) * PQ, PQ, (int)PQ,
+                             K - k < 8 ? K - k : 8);
     }
 #else
     (void)out, (void)in, (void)w, (void)b, (void)s, (void)scratch;

@@ -301,10 +301,11 @@ static const conv_case conv_cases[] = {
      * one input channel into 32 on rows of 28 (two registers, tiles of
      * 7), rows of 8 with 13 channels each way, rows of 4 with 5 output
      * rows (four-row tiles, then one row), no bias; 16 channels each way
-     * (Winograd's shape otherwise) on rows of 14. */
+     * (Winograd's shape otherwise) on rows of 14; a 3-channel stem into 64
+     * on rows of 32 (four registers, tiles of 8). */
     {2, 8, 9, 16, 13, 3, 3, 1, 1, 1},   {1, 1, 6, 28, 32, 3, 3, 1, 1, 1},
     {2, 13, 7, 8, 13, 3, 3, 1, 1, 1},   {2, 10, 5, 4, 9, 3, 3, 1, 1, 0},
-    {2, 16, 9, 14, 16, 3, 3, 1, 1, 1},
+    {2, 16, 9, 14, 16, 3, 3, 1, 1, 1},  {1, 3, 8, 32, 64, 3, 3, 1, 1, 1},
     /* The direct path for few channels (ops_conv_small.c): one output
      * channel (32-column passes, a ragged 8-column tail), a 1-channel 28×28
      * stem into 16, and 32 outputs (groups of 4) on rows of 16 + 16 + 1. */
@@ -984,9 +985,9 @@ END_TEST
 
 /* The AVX-512 direct path takes 3×3, pad-1 forward passes with output
  * rows a multiple of 4, 7 or 8 long: stride 2 with up to 64 input
- * channels; stride 1 with 8 to 16 output channels from at most 16, or
- * where the few-channel path would, with at least 8 output channels from
- * one input channel or at least 8; nowhere without AVX-512. Its results
+ * channels; stride 1 with at least 8 output channels, where the
+ * few-channel path would, or from at most 3 input channels into at most
+ * 64, or at most 16 each way; nowhere without AVX-512. Its results
  * repeat bit for bit. */
 START_TEST(test_conv_kvec_choice)
 {
@@ -996,9 +997,11 @@ START_TEST(test_conv_kvec_choice)
         {64, 128, 16, 2, 1}, {65, 128, 14, 2, 0}, {128, 256, 16, 2, 0}, {128, 256, 8, 2, 0},
         {256, 512, 14, 2, 0}, {16, 32, 10, 2, 0},  {16, 32, 22, 2, 0},  {16, 32, 28, 1, 0},
         {16, 32, 28, 3, 0},  {1, 16, 28, 1, 1},   {3, 16, 32, 1, 1},   {13, 13, 14, 1, 1},
-        {8, 32, 28, 1, 1},   {32, 8, 28, 1, 1},   {1, 32, 28, 1, 1},   {3, 32, 32, 1, 0},
+        {8, 32, 28, 1, 1},   {32, 8, 28, 1, 1},   {1, 32, 28, 1, 1},   {3, 32, 32, 1, 1},
         {6, 6, 28, 1, 0},    {3, 6, 32, 1, 0},    {16, 16, 28, 1, 1},  {13, 13, 15, 1, 0},
-        {16, 16, 32, 1, 1},  {16, 32, 28, 1, 0},  {32, 32, 14, 1, 0},  {17, 16, 28, 1, 0}};
+        {16, 16, 32, 1, 1},  {16, 32, 28, 1, 0},  {32, 32, 14, 1, 0},  {17, 16, 28, 1, 0},
+        {1, 64, 28, 1, 1},   {3, 64, 32, 1, 1},   {4, 64, 32, 1, 0},   {3, 65, 32, 1, 0},
+        {6, 32, 28, 1, 1}};
     const bool avx512 = __builtin_cpu_supports("avx512f");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ul_conv_shape s;
