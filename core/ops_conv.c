@@ -27,7 +27,7 @@
  * rows of at most 8) run as AVX2 masked gathers where the CPU has them.
  * The one-thread entry points (ul_conv2d_*_local, which the nets' passes
  * use) also take three shapes their own way:
- *  - forward passes of 3×3, pad-1 layers with stride 2 and up to 64 input
+ *  - forward passes of 3×3, pad-1 layers with stride 2 and up to 128 input
  *    channels, or with stride 1 and few channels (ul_conv_kvec_ok), where
  *    the CPU has AVX-512: computed directly with 16 output channels to a
  *    register (ops_conv_kvec.c), ahead of every other path, Winograd's

@@ -70,20 +70,29 @@ static kv_plan kv_plan_of(int Q, int kb)
     return (kv_plan){1, 0};
 }
 
-/* Images per batch: as many as keep their padded copies within
- * KV_BATCH_FLOATS (192 KiB) and their pixel-major results within
+/* Input channels per chunk: a tile sums over one chunk of the input
+ * channels, then (from the second chunk on) adds to what the chunks before
+ * it left in the results, so that one pair of channel registers' weights
+ * for a chunk (KV_CHUNK·9·32 floats, 72 KiB) stays in L2 while it serves
+ * a whole batch of images. */
+enum { KV_CHUNK = 64 };
+static int kv_chunk(const ul_conv_shape *s) { return s->C < KV_CHUNK ? s->C : KV_CHUNK; }
+
+/* Images per batch: as many as keep their padded copies of one chunk
+ * within KV_BATCH_FLOATS (192 KiB) and their pixel-major results within
  * KV_RESULT_FLOATS (256 KiB), at least one. A pair of channel registers'
- * weights (C·9·32 floats, up to 72 KiB at 64 channels) is then read from
- * L2 once per batch, not once per image, and the results are still in L2
- * when they are transposed into the output. */
+ * weights for the chunk is then read from L2 once per batch, not once
+ * per image, and the results are still in L2 when they are transposed
+ * into the output. */
 enum { KV_BATCH_FLOATS = 48 * 1024, KV_RESULT_FLOATS = 64 * 1024 };
 static int kv_batch(const ul_conv_shape *s)
 {
-    const size_t img = (size_t)s->C * kv_rows(s) * kv_pitch(s);
+    const size_t bf = KV_BATCH_FLOATS, rf = KV_RESULT_FLOATS;
+    const size_t img = (size_t)kv_chunk(s) * kv_rows(s) * kv_pitch(s);
     const size_t res = (size_t)s->P * s->Q * kv_kv(s) * KV_VL;
-    size_t nb = img < KV_BATCH_FLOATS ? KV_BATCH_FLOATS / img : 1;
-    if (nb * res > KV_RESULT_FLOATS)
-        nb = res < KV_RESULT_FLOATS ? KV_RESULT_FLOATS / res : 1;
+    size_t nb = img < bf ? bf / img : 1;
+    if (nb * res > rf)
+        nb = res < rf ? rf / res : 1;
     return nb < (size_t)s->N ? (int)nb : s->N;
 }
 
@@ -107,13 +116,15 @@ static bool kv_cpu(void)
 /* Where it measured faster than the other paths (one thread, 64 images,
  * best of 10–50, against ul_conv2d_forward_local without it, on a 2-core
  * AVX-512 EPYC).
- * Stride 2: up to 64 input channels at every output size (6 → 13
+ * Stride 2: up to 128 input channels at every output size (6 → 13
  * channels on 28×28 inputs 0.34 → 0.17 ms, against the few-channel
  * path; 16 → 32 1.50 → 0.62; 32 → 64 on 14×14 1.12 → 0.66, 64 → 128 on
- * 7×7 1.02 → 0.81 and on 28×28 15.2 → 10.2). From 128 channels the
- * packed GEMM is near the multiply-add rate already: 128 → 256 even (12.5
- * against 12.7 ms on 14×14, 4.3 against 4.0 on 7×7) or behind (14.8
- * against 16.4 on 16×16), 256 → 512 14.8 against 19.2 on 7×7.
+ * 7×7 1.02 → 0.81 and on 28×28 14.2 → 9.9, 128 → 256 on 7×7 3.6 → 3.2,
+ * on 14×14 12.9 → 10.5, on 16×16 14.7 → 12.5). With 256 the packed GEMM
+ * is as fast (13.9 ms each way on 7×7 inputs, over every batch size
+ * tried), and before the input channels were taken in chunks of 64 the
+ * 128-channel layers were even or behind (the weights of all channels,
+ * 1.2 MiB, did not stay in L2 from one batch of images to the next).
  * Stride 1, with at least 8 output channels (with 6, most lanes idle,
  * the few-channel path stays ahead: 6 → 6 on 28×28 0.39 against 0.44
  * ms, 3 → 6 on 32×32 0.30 against 0.41): the few-channel path's layers
@@ -137,7 +148,7 @@ bool ul_conv_kvec_ok(const ul_conv_shape *s)
     if (!kv_cpu() || s->R != 3 || s->S != 3 || s->pad != 1)
         return false;
     if (s->stride == 2) {
-        if (s->C > 64)
+        if (s->C > 128)
             return false;
     } else if (s->stride == 1) {
         const bool one_reg = s->K <= 16 && s->C <= 16, stem = s->C <= 3 && s->K <= 64;
@@ -153,7 +164,7 @@ size_t ul_conv_kvec_scratch(const ul_conv_shape *s)
 {
     const size_t kp = (size_t)kv_kv(s) * KV_VL;
     const size_t nb = (size_t)kv_batch(s);
-    const size_t xp = nb * s->C * kv_rows(s) * kv_pitch(s);
+    const size_t xp = nb * kv_chunk(s) * kv_rows(s) * kv_pitch(s);
     const size_t wp = (size_t)s->C * 9 * kp;
     const size_t yb = nb * s->P * s->Q * kp;
     return (xp + 15) / 16 * 16 + (wp + 15) / 16 * 16 + (yb + 15) / 16 * 16;
@@ -164,7 +175,8 @@ size_t ul_conv_kvec_scratch(const ul_conv_shape *s)
 typedef float kv_v __attribute__((vector_size(64)));
 
 /* One tile: ROWS × COLS output pixels from (p, q0), KB registers of
- * channels from kv0, stride ST. x points at input pixel (σp, σq0) of the
+ * channels from kv0, stride ST, summed over C input channels onto bias,
+ * or with bias NULL onto what yb holds. x points at input pixel (σp, σq0) of the
  * padded image, w at register kv0 of tap 0 of channel 0 (kp floats per
  * tap), yb at the tile's first pixel in the pixel-major buffer (kp floats
  * per pixel, Q pixels per row). */
@@ -180,7 +192,8 @@ kv_tile(float *restrict yb, const float *restrict x, const float *restrict w, co
     for (int j = 0; j < COLS; j++)
         _Pragma("GCC unroll 16")
         for (int b = 0; b < KB; b++)
-            acc[i][j][b] = (__m512)bias[b];
+            acc[i][j][b] = bias ? (__m512)bias[b]
+                                : _mm512_load_ps(yb + ((size_t)i * Q + j) * kp + b * KV_VL);
     for (int c = 0; c < C; c++) {
         const float *xc = x + (size_t)c * plane;
         const float *wc = w + (size_t)c * 9 * kp;
@@ -251,9 +264,9 @@ void ul_conv_kvec_forward(float *out, const float *in, const float *w, const flo
 {
 #ifdef KV_X86
     const int C = s->C, K = s->K, H = s->H, W = s->W, P = s->P, Q = s->Q, st = s->stride;
-    const int pitch = kv_pitch(s), kv = kv_kv(s), NB = kv_batch(s);
+    const int pitch = kv_pitch(s), kv = kv_kv(s), NB = kv_batch(s), CC = kv_chunk(s);
     const size_t kp = (size_t)kv * KV_VL, plane = (size_t)kv_rows(s) * pitch;
-    const size_t img = (size_t)C * plane, PQ = (size_t)P * Q, HW = (size_t)H * W;
+    const size_t img = (size_t)CC * plane, PQ = (size_t)P * Q, HW = (size_t)H * W;
     float *xp = scratch;
     float *wp = xp + ((size_t)NB * img + 15) / 16 * 16;
     float *yb = wp + ((size_t)C * 9 * kp + 15) / 16 * 16;
@@ -266,32 +279,37 @@ void ul_conv_kvec_forward(float *out, const float *in, const float *w, const flo
     memset(xp, 0, (size_t)NB * img * sizeof(float));
     for (int n0 = 0; n0 < s->N; n0 += NB) {
         const int nb = s->N - n0 < NB ? s->N - n0 : NB;
-        for (int n = 0; n < nb; n++) {
-            const float *xn = in + (size_t)(n0 + n) * C * HW;
-            for (int c = 0; c < C; c++)
-                for (int h = 0; h < H; h++)
-                    ul_copy_floats(xp + n * img + (size_t)c * plane + (size_t)(h + 1) * pitch + 1,
-                                   xn + (size_t)c * HW + (size_t)h * W, W);
-        }
-        for (int k0 = 0; k0 < kv; k0 += 2) {
-            const int kb = kv - k0 < 2 ? kv - k0 : 2;
-            const kv_plan t = kv_plan_of(Q, kb);
-            kv_v bias[2];
-            for (int v = 0; v < kb; v++)
-                for (int l = 0; l < KV_VL; l++) {
-                    const int k = (k0 + v) * KV_VL + l;
-                    bias[v][l] = b && k < K ? b[k] : 0.0f;
-                }
-            for (int n = 0; n < nb; n++)
-                for (int p = 0; p < P; p += t.rows) {
-                    const int rows = P - p < t.rows ? P - p : t.rows;
-                    for (int q0 = 0; q0 < Q; q0 += t.cols)
-                        kv_tile_any(yb + ((size_t)n * PQ + (size_t)p * Q + q0) * kp +
-                                        (size_t)k0 * KV_VL,
-                                    xp + n * img + (size_t)(st * p) * pitch + st * q0,
-                                    wp + (size_t)k0 * KV_VL, bias, C, Q, plane, pitch, kp, st,
-                                    rows, t.cols, kb);
-                }
+        for (int c0 = 0; c0 < C; c0 += CC) {
+            const int cc = C - c0 < CC ? C - c0 : CC;
+            for (int n = 0; n < nb; n++) {
+                const float *xn = in + ((size_t)(n0 + n) * C + c0) * HW;
+                for (int c = 0; c < cc; c++)
+                    for (int h = 0; h < H; h++)
+                        ul_copy_floats(xp + n * img + (size_t)c * plane +
+                                           (size_t)(h + 1) * pitch + 1,
+                                       xn + (size_t)c * HW + (size_t)h * W, W);
+            }
+            for (int k0 = 0; k0 < kv; k0 += 2) {
+                const int kb = kv - k0 < 2 ? kv - k0 : 2;
+                const kv_plan t = kv_plan_of(Q, kb);
+                kv_v bias[2];
+                for (int v = 0; v < kb; v++)
+                    for (int l = 0; l < KV_VL; l++) {
+                        const int k = (k0 + v) * KV_VL + l;
+                        bias[v][l] = b && k < K ? b[k] : 0.0f;
+                    }
+                const float *wc = wp + (size_t)c0 * 9 * kp + (size_t)k0 * KV_VL;
+                for (int n = 0; n < nb; n++)
+                    for (int p = 0; p < P; p += t.rows) {
+                        const int rows = P - p < t.rows ? P - p : t.rows;
+                        for (int q0 = 0; q0 < Q; q0 += t.cols)
+                            kv_tile_any(yb + ((size_t)n * PQ + (size_t)p * Q + q0) * kp +
+                                            (size_t)k0 * KV_VL,
+                                        xp + n * img + (size_t)(st * p) * pitch + st * q0, wc,
+                                        c0 == 0 ? bias : NULL, cc, Q, plane, pitch, kp, st, rows,
+                                        t.cols, kb);
+                    }
+            }
         }
         /* Eight channels at a time: a whole image at once would store
          * each 8-pixel block into K planes P·Q floats apart, which share

@@ -107,8 +107,8 @@ void ul_conv_small_backward(float *din, float *dw_acc, const float *dout, const 
 void ul_conv_small_force_baseline(bool on);
 
 /* 3×3, pad-1 forward passes computed directly with AVX-512, 16 output
- * channels to a register (ops_conv_kvec.c): stride 2 with up to 64 input
- * channels; stride 1 with at least 8 output channels where the
+ * channels to a register (ops_conv_kvec.c): stride 2 with up to 128
+ * input channels; stride 1 with at least 8 output channels where the
  * few-channel path would take the layer, from at most 3 input channels
  * (stems) or with at most 16 each way; only where the CPU has AVX-512 and
  * the output rows are a multiple of 4, 7 or 8 long (ul_conv_kvec_ok). The

@@ -295,8 +295,9 @@ static const conv_case conv_cases[] = {
      * of channels (tiles of 16); rows of 4 with three registers (tiles of
      * two rows, then four rows of one register), square and with 7 output
      * rows (both tiles cut short at the bottom); rows of 14 with one
-     * register (tiles of 14); rows of 8 with three registers. */
-    {2, 6, 16, 16, 48, 3, 3, 2, 1, 1},
+     * register (tiles of 14); rows of 8 with three registers; 70 input
+     * channels (two chunks, 64 + 6, the second adding to the first). */
+    {2, 6, 16, 16, 48, 3, 3, 2, 1, 1},  {3, 70, 7, 7, 20, 3, 3, 2, 1, 1},
     /* ... and with stride 1 (few channels): rows of 16 with 13 outputs,
      * one input channel into 32 on rows of 28 (two registers, tiles of
      * 7), rows of 8 with 13 channels each way, rows of 4 with 5 output
@@ -984,7 +985,7 @@ START_TEST(test_wino_thresholds)
 END_TEST
 
 /* The AVX-512 direct path takes 3×3, pad-1 forward passes with output
- * rows a multiple of 4, 7 or 8 long: stride 2 with up to 64 input
+ * rows a multiple of 4, 7 or 8 long: stride 2 with up to 128 input
  * channels; stride 1 with at least 8 output channels, where the
  * few-channel path would, or from at most 3 input channels into at most
  * 64, or at most 16 each way; nowhere without AVX-512. Its results
@@ -994,8 +995,8 @@ START_TEST(test_conv_kvec_choice)
     static const int cases[][5] = {
         /* C, K, H = W, stride, taken */
         {16, 32, 28, 2, 1},  {32, 64, 14, 2, 1},  {64, 128, 7, 2, 1},  {6, 13, 32, 2, 1},
-        {64, 128, 16, 2, 1}, {65, 128, 14, 2, 0}, {128, 256, 16, 2, 0}, {128, 256, 8, 2, 0},
-        {256, 512, 14, 2, 0}, {16, 32, 10, 2, 0},  {16, 32, 22, 2, 0},  {16, 32, 28, 1, 0},
+        {64, 128, 16, 2, 1}, {65, 128, 14, 2, 1}, {128, 256, 16, 2, 1}, {128, 256, 8, 2, 1},
+        {256, 512, 14, 2, 0}, {129, 256, 14, 2, 0}, {16, 32, 10, 2, 0},  {16, 32, 22, 2, 0},  {16, 32, 28, 1, 0},
         {16, 32, 28, 3, 0},  {1, 16, 28, 1, 1},   {3, 16, 32, 1, 1},   {13, 13, 14, 1, 1},
         {8, 32, 28, 1, 1},   {32, 8, 28, 1, 1},   {1, 32, 28, 1, 1},   {3, 32, 32, 1, 1},
         {6, 6, 28, 1, 0},    {3, 6, 32, 1, 0},    {16, 16, 28, 1, 1},  {13, 13, 15, 1, 0},
