@@ -26,6 +26,7 @@
  * ops_conv.c take these layers. */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops_local.h"
@@ -104,10 +105,15 @@ static bool kv_cpu(void)
     if (__atomic_load_n(&kv_off, __ATOMIC_RELAXED))
         return false;
 #ifdef KV_X86
+    /* UNLEARN_KVEC=0 turns the path off. */
     static int ok = -1;
-    if (ok < 0)
-        ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return ok == 1;
+    int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *e = getenv("UNLEARN_KVEC");
+        v = __builtin_cpu_supports("avx512f") && !(e && strcmp(e, "0") == 0) ? 1 : 0;
+        __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
+    }
+    return v == 1;
 #else
     return false;
 #endif
