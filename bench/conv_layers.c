@@ -7,11 +7,16 @@
  * thresholds pick.
  *
  *   build/bench/unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW]
- *                                  [--strided C,K,HxW]
+ *                                  [--strided C,K,HxW] [--conv C,K,HxW,S]
  *
  * --strided times one 3×3, stride-2, pad-1 layer (C → K channels, HxW
  * inputs) instead, forward and backward, through the paths the library
- * picks. Times are the best of R repetitions (default 5). */
+ * picks, and where the AVX-512 path with output channels in registers
+ * takes its forward pass, that pass again with the path off; --conv the
+ * same for stride S. In the table of stride-1 layers, "dir" is whatever
+ * the one-thread forward pass takes without Winograd's path (that AVX-512
+ * path for up to 16 channels). Times are the best of R repetitions
+ * (default 5). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,33 +69,47 @@ static double time_pass(const ul_conv_shape *s, int pass, int reps, float *out, 
     return best;
 }
 
-/* --strided: one 3×3 stride-2 layer, forward and backward (dX and dW). */
-static int time_strided(int N, int reps, int C, int K, int HW)
+/* --strided and --conv: one 3×3, pad-1 layer, forward and backward (dX and
+ * dW), and the forward pass again with the AVX-512 path with output
+ * channels in registers off (ul_conv_kvec_force_off). */
+static int time_strided(int N, int reps, int C, int K, int HW, int stride)
 {
     ul_conv_shape s;
-    if (!ul_conv_shape_init(&s, N, C, HW, HW, K, 3, 3, 2, 1)) {
-        fprintf(stderr, "error: bad layer %d,%d,%dx%d\n", C, K, HW, HW);
+    if (!ul_conv_shape_init(&s, N, C, HW, HW, K, 3, 3, stride, 1)) {
+        fprintf(stderr, "error: bad layer %d,%d,%dx%d,%d\n", C, K, HW, HW, stride);
         return 2;
     }
     const size_t nin = (size_t)N * C * HW * HW, nout = (size_t)N * K * s.P * s.Q;
     const size_t nw = (size_t)C * K * 9;
     float *in = buffer(nin, 1), *out = buffer(nout, 2), *w = buffer(nw, 3);
     float *dout = buffer(nout, 4), *din = buffer(nin, 5), *dw = buffer(nw, 6);
-    float *scratch = buffer(ul_conv2d_local_scratch(&s), 7);
+    const size_t s_on = ul_conv2d_local_scratch(&s);
+    ul_conv_kvec_force_off(true);
+    const size_t s_off = ul_conv2d_local_scratch(&s);
+    ul_conv_kvec_force_off(false);
+    float *scratch = buffer(s_on > s_off ? s_on : s_off, 7);
+    const bool kvec = ul_conv_kvec_ok(&s);
     const double f = time_pass(&s, 0, reps, out, in, w, dout, din, dw, scratch);
+    ul_conv_kvec_force_off(true);
+    const double f_off = kvec ? time_pass(&s, 0, reps, out, in, w, dout, din, dw, scratch) : f;
+    ul_conv_kvec_force_off(false);
     const double b = time_pass(&s, 1, reps, out, in, w, dout, din, dw, scratch);
     const double macs = (double)N * K * C * 9 * s.P * s.Q;
-    printf("one thread, %d images, best of %d: %d -> %d channels, 3x3 stride 2, %dx%d -> "
-           "%dx%d: forward %.3f ms (%.0f GFLOP/s), backward %.3f ms (%.0f GFLOP/s)\n",
-           N, reps, C, K, HW, HW, s.P, s.Q, f * 1e3, 2 * macs / f * 1e-9, b * 1e3,
+    printf("one thread, %d images, best of %d: %d -> %d channels, 3x3 stride %d, %dx%d -> "
+           "%dx%d: forward %.3f ms (%.0f GFLOP/s; %s), backward %.3f ms (%.0f GFLOP/s)\n",
+           N, reps, C, K, stride, HW, HW, s.P, s.Q, f * 1e3, 2 * macs / f * 1e-9,
+           kvec ? "output channels in registers" : "not the AVX-512 path", b * 1e3,
            4 * macs / b * 1e-9);
+    if (kvec)
+        printf("  forward with that path off: %.3f ms (%.0f GFLOP/s)\n", f_off * 1e3,
+               2 * macs / f_off * 1e-9);
     free(in), free(out), free(w), free(dout), free(din), free(dw), free(scratch);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    int N = 64, reps = 5, one_c = 0, one_hw = 0, s2[3] = {0};
+    int N = 64, reps = 5, one_c = 0, one_hw = 0, s2[4] = {0, 0, 0, 2};
     bool strided = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--images") == 0 && i + 1 < argc)
@@ -104,20 +123,23 @@ int main(int argc, char **argv)
                  sscanf(argv[i + 1], "%d,%d,%dx%*d", &s2[0], &s2[1], &s2[2]) == 3) {
             strided = true;
             i++;
-        }
-        else {
+        } else if (strcmp(argv[i], "--conv") == 0 && i + 1 < argc &&
+                   sscanf(argv[i + 1], "%d,%d,%dx%*d,%d", &s2[0], &s2[1], &s2[2], &s2[3]) == 4) {
+            strided = true;
+            i++;
+        } else {
             fprintf(stderr,
                     "usage: unlearn-bench-conv [--images N] [--reps R] [--layer C,HxW] "
-                    "[--strided C,K,HxW]\n"
+                    "[--strided C,K,HxW] [--conv C,K,HxW,S]\n"
                     "  (unknown or incomplete argument '%s')\n",
                     argv[i]);
             return 2;
         }
     }
     if (N < 1 || reps < 1 || (one_c && (one_c < 1 || one_hw < 1)) ||
-        (strided && (s2[0] < 1 || s2[1] < 1 || s2[2] < 1))) {
-        fprintf(stderr,
-                "error: --images, --reps, --layer and --strided take positive numbers\n");
+        (strided && (s2[0] < 1 || s2[1] < 1 || s2[2] < 1 || s2[3] < 1))) {
+        fprintf(stderr, "error: --images, --reps, --layer, --strided and --conv take positive "
+                        "numbers\n");
         return 2;
     }
     ul_runtime_init();
@@ -126,7 +148,7 @@ int main(int argc, char **argv)
      * take both cores in a measurement of one thread's share. */
     ul_runtime_set_threads(1);
     if (strided)
-        return time_strided(N, reps, s2[0], s2[1], s2[2]);
+        return time_strided(N, reps, s2[0], s2[1], s2[2], s2[3]);
     if (!ul_pk_get()) {
         fprintf(stderr, "error: BLIS offers no micro-kernel the packed paths can use "
                         "(or UNLEARN_PACKED_GEMM=0): there is no Winograd path to time\n");

@@ -267,20 +267,20 @@ UL_VEC_CLONES static void col2im_s2_plane(float *x, const float *src0, size_t ld
         const float *b0 = nt > 1 ? a[1] : a0, *b1 = b0 + ld, *b2 = b0 + 2 * ld;
         int j = 0;
         /* Even column 2j, then odd column 2j + 1, stored (OP =) or added. */
-#define KV_COLS(OP, E, O)                                                                      \
+#define S2_COLS(OP, E, O)                                                                      \
     for (; j < jo; j++) {                                                                      \
         xr[2 * j] OP(E);                                                                       \
         xr[2 * j + 1] OP(O);                                                                   \
     }
         if (nt == 1 && write)
-            KV_COLS(=, a1[j], a0[j + 1] + a2[j])
+            S2_COLS(=, a1[j], a0[j + 1] + a2[j])
         else if (nt == 1)
-            KV_COLS(+=, a1[j], a0[j + 1] + a2[j])
+            S2_COLS(+=, a1[j], a0[j + 1] + a2[j])
         else if (write)
-            KV_COLS(=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
+            S2_COLS(=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
         else
-            KV_COLS(+=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
-#undef KV_COLS
+            S2_COLS(+=, a1[j] + b1[j], (a0[j + 1] + a2[j]) + (b0[j + 1] + b2[j]))
+#undef S2_COLS
         /* The last one or two columns: no kernel column 0 from j + 1. */
         for (; j < we; j++) {
             const float e = nt > 1 ? a1[j] + b1[j] : a1[j];
@@ -961,8 +961,8 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     L.small = off;
     {
         const size_t sm = ul_conv_small_fwd_ok(s) ? ul_conv_small_scratch(s) : 0;
-        const size_t s2 = ul_conv_kvec_ok(s) ? ul_conv_kvec_scratch(s) : 0;
-        off += a16(sm > s2 ? sm : s2);
+        const size_t kv = ul_conv_kvec_ok(s) ? ul_conv_kvec_scratch(s) : 0;
+        off += a16(sm > kv ? sm : kv);
     }
     L.total = off;
     return L;
@@ -1620,8 +1620,8 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
     }
     /* Only the shifted dX and col2im_s2 over whole images write their
      * result outright; the other paths add into a zeroed din. */
-    const bool kv_write = din && din_overwrite && !ul_wino_ok(s, true) && conv_s2_writes(s);
-    if (din && din_overwrite && !kv_write && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
+    const bool s2_write = din && din_overwrite && !ul_wino_ok(s, true) && conv_s2_writes(s);
+    if (din && din_overwrite && !s2_write && (ul_wino_ok(s, true) || !conv_shifted_ok(s)))
         memset(din, 0, (size_t)s->N * s->C * s->H * s->W * sizeof(float));
     if (ul_wino_ok(s, true)) {
         ul_wino_backward(din, dw_acc, dout, in, w, s, scratch + conv_scratch_layout(s).wp);
@@ -1644,7 +1644,7 @@ void ul_conv2d_backward_team(float *din, float *dw_acc, float *db_acc, const flo
     const int units = conv_units(s, nb);
     const float *wp = din ? conv_pack_weights(s, w, scratch, true) : NULL;
     for (int u = 0; u < units; u++)
-        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1, wp, kv_write);
+        conv_backward_unit(din, dw_acc, dout, in, w, s, u, scratch, 1, wp, s2_write);
 }
 
 void ul_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,

@@ -10,8 +10,10 @@
  * channels. xp is the image copied into a zero-bordered buffer (one
  * padding row and column on each side, so the taps need no edge tests),
  * w the weights transposed once per call to (c, r, s, k) with k padded to
- * whole registers. Tiles write a pixel-major buffer (P·Q, K rounded up to
- * 16), transposed into the NCHW output image by image.
+ * whole registers. Input channels are taken 64 at a time (kv_chunk),
+ * images a batch at a time (kv_batch). Tiles write a pixel-major buffer
+ * (P·Q, K rounded up to 16), transposed into the NCHW output eight
+ * channels at a time.
  *
  * For stride 2 the packed GEMM assembles its right operand from strided
  * reads of the image (im2col gathers, rows of 14, 7 or 4 at 1×28×28),

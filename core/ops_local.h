@@ -117,7 +117,7 @@ void ul_conv_small_force_baseline(bool on);
 bool ul_conv_kvec_ok(const ul_conv_shape *s);
 size_t ul_conv_kvec_scratch(const ul_conv_shape *s);
 void ul_conv_kvec_forward(float *out, const float *in, const float *w, const float *b,
-                        const ul_conv_shape *s, float *scratch);
+                          const ul_conv_shape *s, float *scratch);
 /* For the tests: with on, ul_conv_kvec_ok says no (the layers go the other
  * paths' way). */
 void ul_conv_kvec_force_off(bool on);
