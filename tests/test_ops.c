@@ -782,14 +782,21 @@ START_TEST(test_conv_vs_ref)
 }
 END_TEST
 
+/* The shape of conv case i. */
+static ul_conv_shape conv_case_shape(int i)
+{
+    ul_conv_shape s;
+    const conv_case *k = &conv_cases[i];
+    ck_assert(ul_conv_shape_init(&s, k->N, k->C, k->H, k->W, k->K, k->R, k->S, k->stride,
+                                 k->pad));
+    return s;
+}
+
 /* The cases the direct path for few channels takes, through its baseline
  * build (the one a CPU without AVX2+FMA runs; the AVX-512 path off). */
 START_TEST(test_conv_small_baseline)
 {
-    ul_conv_shape s;
-    const conv_case *k = &conv_cases[_i];
-    ck_assert(ul_conv_shape_init(&s, k->N, k->C, k->H, k->W, k->K, k->R, k->S, k->stride,
-                                 k->pad));
+    const ul_conv_shape s = conv_case_shape(_i);
     if (!ul_conv_small_fwd_ok(&s))
         return;
     ul_conv_small_force_baseline(true);
@@ -804,10 +811,7 @@ END_TEST
  * those layers take on other CPUs (and took before it). */
 START_TEST(test_conv_kvec_off)
 {
-    ul_conv_shape s;
-    const conv_case *k = &conv_cases[_i];
-    ck_assert(ul_conv_shape_init(&s, k->N, k->C, k->H, k->W, k->K, k->R, k->S, k->stride,
-                                 k->pad));
+    const ul_conv_shape s = conv_case_shape(_i);
     if (!ul_conv_kvec_ok(&s))
         return;
     ul_conv_kvec_force_off(true);
