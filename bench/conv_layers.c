@@ -69,9 +69,16 @@ static double time_pass(const ul_conv_shape *s, int pass, int reps, float *out, 
     return best;
 }
 
+/* Turns the AVX-512 Winograd path and the direct one off (or on again). */
+static void avx512_paths_off(bool kwino, bool kvec)
+{
+    ul_conv_kwino_force_off(kwino);
+    ul_conv_kvec_force_off(kvec);
+}
+
 /* --strided and --conv: one 3×3, pad-1 layer, forward and backward (dX and
- * dW), and the forward pass again with the AVX-512 path with output
- * channels in registers off (ul_conv_kvec_force_off). */
+ * dW), and the forward pass again without the AVX-512 paths with channels
+ * in registers. */
 static int time_strided(int N, int reps, int C, int K, int HW, int stride)
 {
     ul_conv_shape s;
@@ -84,25 +91,37 @@ static int time_strided(int N, int reps, int C, int K, int HW, int stride)
     float *in = buffer(nin, 1), *out = buffer(nout, 2), *w = buffer(nw, 3);
     float *dout = buffer(nout, 4), *din = buffer(nin, 5), *dw = buffer(nw, 6);
     const size_t s_on = ul_conv2d_local_scratch(&s);
-    ul_conv_kvec_force_off(true);
+    avx512_paths_off(true, true);
     const size_t s_off = ul_conv2d_local_scratch(&s);
-    ul_conv_kvec_force_off(false);
+    avx512_paths_off(false, false);
     float *scratch = buffer(s_on > s_off ? s_on : s_off, 7);
-    const bool kvec = ul_conv_kvec_ok(&s);
+    const bool kwino = ul_conv_kwino_ok(&s), kvec = ul_conv_kvec_ok(&s);
     const double f = time_pass(&s, 0, reps, out, in, w, dout, din, dw, scratch);
-    ul_conv_kvec_force_off(true);
-    const double f_off = kvec ? time_pass(&s, 0, reps, out, in, w, dout, din, dw, scratch) : f;
-    ul_conv_kvec_force_off(false);
     const double b = time_pass(&s, 1, reps, out, in, w, dout, din, dw, scratch);
     const double macs = (double)N * K * C * 9 * s.P * s.Q;
     printf("one thread, %d images, best of %d: %d -> %d channels, 3x3 stride %d, %dx%d -> "
            "%dx%d: forward %.3f ms (%.0f GFLOP/s; %s), backward %.3f ms (%.0f GFLOP/s)\n",
            N, reps, C, K, stride, HW, HW, s.P, s.Q, f * 1e3, 2 * macs / f * 1e-9,
-           kvec ? "output channels in registers" : "not the AVX-512 path", b * 1e3,
-           4 * macs / b * 1e-9);
-    if (kvec)
-        printf("  forward with that path off: %.3f ms (%.0f GFLOP/s)\n", f_off * 1e3,
-               2 * macs / f_off * 1e-9);
+           kwino  ? "Winograd with channels in registers"
+           : kvec ? "output channels in registers"
+                  : "not an AVX-512 path",
+           b * 1e3, 4 * macs / b * 1e-9);
+    /* The forward pass again without the path taken: with only the
+     * Winograd one off, the direct one where it takes the layer; with
+     * both off, the paths of other CPUs. */
+    if (kwino && kvec) {
+        avx512_paths_off(true, false);
+        const double f1 = time_pass(&s, 0, reps, out, in, w, dout, din, dw, scratch);
+        printf("  forward with output channels in registers instead: %.3f ms (%.0f GFLOP/s)\n",
+               f1 * 1e3, 2 * macs / f1 * 1e-9);
+    }
+    if (kwino || kvec) {
+        avx512_paths_off(true, true);
+        const double f0 = time_pass(&s, 0, reps, out, in, w, dout, din, dw, scratch);
+        printf("  forward with the AVX-512 paths off: %.3f ms (%.0f GFLOP/s)\n", f0 * 1e3,
+               2 * macs / f0 * 1e-9);
+    }
+    avx512_paths_off(false, false);
     free(in), free(out), free(w), free(dout), free(din), free(dw), free(scratch);
     return 0;
 }

@@ -962,7 +962,9 @@ static conv_scratch conv_scratch_layout(const ul_conv_shape *s)
     {
         const size_t sm = ul_conv_small_fwd_ok(s) ? ul_conv_small_scratch(s) : 0;
         const size_t kv = ul_conv_kvec_ok(s) ? ul_conv_kvec_scratch(s) : 0;
-        off += a16(sm > kv ? sm : kv);
+        const size_t kw = ul_conv_kwino_ok(s) ? ul_conv_kwino_scratch(s) : 0;
+        const size_t dm = sm > kv ? sm : kv;
+        off += a16(dm > kw ? dm : kw);
     }
     L.total = off;
     return L;
@@ -1537,11 +1539,17 @@ static bool conv_kvec_first(const ul_conv_shape *s)
     return ul_conv_kvec_ok(s) && !(ul_wino_forced() && ul_wino_ok(s, false));
 }
 
+/* The same for the AVX-512 Winograd path, which goes ahead of that one. */
+static bool conv_kwino_first(const ul_conv_shape *s)
+{
+    return ul_conv_kwino_ok(s) && !(ul_wino_forced() && ul_wino_ok(s, false));
+}
+
 bool ul_conv2d_forward_team(float *out, const float *in, const float *w, const float *b,
                             const ul_conv_shape *s, float *scratch, ul_wino_team *team,
                             double *mean, double *m2)
 {
-    if (!ul_wino_ok(s, false) || conv_kvec_first(s)) {
+    if (!ul_wino_ok(s, false) || conv_kwino_first(s) || conv_kvec_first(s)) {
         ul_conv2d_forward_local(out, in, w, b, s, scratch);
         return false;
     }
@@ -1559,6 +1567,10 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
     int nb, pb;
     conv_blocking(s, &nb, &pb);
     const int units = conv_units(s, nb);
+    if (conv_kwino_first(s)) {
+        ul_conv_kwino_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
+        return;
+    }
     if (conv_kvec_first(s)) {
         ul_conv_kvec_forward(out, in, w, b, s, scratch + conv_scratch_layout(s).small);
         return;

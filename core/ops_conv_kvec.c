@@ -102,12 +102,10 @@ static int kv_batch(const ul_conv_shape *s)
 static bool kv_off;
 void ul_conv_kvec_force_off(bool on) { __atomic_store_n(&kv_off, on, __ATOMIC_RELAXED); }
 
-static bool kv_cpu(void)
+bool ul_conv_avx512_ok(void)
 {
-    if (__atomic_load_n(&kv_off, __ATOMIC_RELAXED))
-        return false;
 #ifdef KV_X86
-    /* UNLEARN_KVEC=0 turns the path off. */
+    /* UNLEARN_KVEC=0 turns the paths off. */
     static int ok = -1;
     int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
     if (v < 0) {
@@ -120,6 +118,8 @@ static bool kv_cpu(void)
     return false;
 #endif
 }
+
+static bool kv_cpu(void) { return !__atomic_load_n(&kv_off, __ATOMIC_RELAXED) && ul_conv_avx512_ok(); }
 
 /* Where it measured faster than the other paths (one thread, 64 images,
  * best of 10–50, against ul_conv2d_forward_local without it, on a 2-core

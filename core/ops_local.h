@@ -106,6 +106,11 @@ void ul_conv_small_backward(float *din, float *dw_acc, const float *dout, const 
  * AVX2+FMA one would be picked. */
 void ul_conv_small_force_baseline(bool on);
 
+/* Whether the AVX-512 paths with output channels in registers
+ * (ops_conv_kvec.c, ops_conv_kwino.c) may run: the CPU has AVX-512 and
+ * UNLEARN_KVEC is not 0. */
+bool ul_conv_avx512_ok(void);
+
 /* 3×3, pad-1 forward passes computed directly with AVX-512, 16 output
  * channels to a register (ops_conv_kvec.c): stride 2 with up to 128
  * input channels; stride 1 with at least 8 output channels where the
@@ -121,6 +126,19 @@ void ul_conv_kvec_forward(float *out, const float *in, const float *w, const flo
 /* For the tests: with on, ul_conv_kvec_ok says no (the layers go the other
  * paths' way). */
 void ul_conv_kvec_force_off(bool on);
+
+/* 3×3, stride-1, pad-1 forward passes by Winograd's F(4×4, 3×3) with 16
+ * channels in the lanes of AVX-512 registers (ops_conv_kwino.c): channel
+ * counts multiples of 16 each way, C·K ≤ 64·64, only where the CPU has
+ * AVX-512 (ul_conv_kwino_ok). The one-thread forward entry point takes
+ * them ahead of the other paths. Scratch: ul_conv_kwino_scratch floats,
+ * 64-byte aligned. */
+bool ul_conv_kwino_ok(const ul_conv_shape *s);
+size_t ul_conv_kwino_scratch(const ul_conv_shape *s);
+void ul_conv_kwino_forward(float *out, const float *in, const float *w, const float *b,
+                           const ul_conv_shape *s, float *scratch);
+/* For the tests: with on, ul_conv_kwino_ok says no. */
+void ul_conv_kwino_force_off(bool on);
 
 /* ul_maxpool2d_backward on one thread; with overwrite, din is written
  * (zero where no window took its maximum) instead of added to. */

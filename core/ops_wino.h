@@ -40,6 +40,11 @@ bool ul_wino_forced(void);
  * batch size does not matter). The scratch starts on a 64-byte boundary. */
 size_t ul_wino_scratch(const ul_conv_shape *s);
 
+/* The F(4×4, 3×3) kernel transforms U[ξ] = G·g·Gᵀ of the (K, C, 3, 3)
+ * weights w, 16 output channels per row: dst[ξ·Kp·C + (k/16)·C·16 + c·16
+ * + k%16], Kp = K rounded up to 16 (zero past K); 36·Kp·C floats. */
+void ul_wino4_pack_k16(float *dst, const float *w, int K, int C);
+
 /* Threads of one parallel region that run the same layers in step, each
  * on its own images (net_team.c): every thread calls the same function
  * with the same shape and weights at the same time. The kernels are then
