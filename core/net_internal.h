@@ -65,6 +65,8 @@ typedef struct net_node {
 
     /* Activations, set by ul_net_reserve. */
     float *out, *dout;
+    size_t out_ld;       /* floats per example in out: C·H·W, or in a folded pass
+                          * whose activations infer_plan placed, the places' */
     size_t dout_ld;      /* floats per example in dout's gradient slot (≥ C·H·W) */
     float *mean, *rstd;  /* BN batch statistics saved for backward */
     /* BN: the per-channel map y = x·scale + shift the last batch-parallel
@@ -102,6 +104,11 @@ struct ul_net {
 
     int max_batch;           /* 0 until ul_net_reserve */
     float *act;              /* every float activation region, one allocation */
+    float *slots;            /* the gradient slots' part of act, slots_floats long */
+    size_t slots_floats;
+    float **out_train;       /* n_nodes: each node's output buffer (ul_net_reserve's layout) */
+    float **out_infer;       /* ... and in a folded pass (infer_plan), or NULL */
+    size_t infer_ld;         /* floats per example in the folded pass's places */
     int32_t *act_i32;        /* maxpool argmax regions */
     float *scratch;
     float *fold;             /* folded conv weights and biases, n_fold floats */

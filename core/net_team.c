@@ -58,10 +58,13 @@ int net_team_size(const ul_net *net, int N)
     return T < 1 ? 1 : T;
 }
 
-/* This thread's rows of a node's (N, C·H·W) activation. */
+/* This thread's rows of a node's (N, C·H·W) activation, out_ld floats
+ * per example apart (C·H·W, or in a folded pass the per-example size of
+ * the places its activations share, so that a thread only ever touches
+ * its own part of a place, whichever activation holds it). */
 static float *rows(const team *tm, float *base, const net_node *nd)
 {
-    return base + (size_t)tm->n0 * node_numel(nd);
+    return base + (size_t)tm->n0 * nd->out_ld;
 }
 
 /* This thread's rows of node nd's gradient. Gradient slots are shared by

@@ -330,6 +330,20 @@ static const conv_case conv_cases[] = {
      * panel of 6) and 17 outputs (one lane in the second panel of 16); then
      * six 12×12 images per unit, the last unit ragged (7 = 6 + 1). */
     {3, 8, 30, 30, 17, 3, 3, 1, 1, 0}, {7, 4, 12, 12, 4, 3, 3, 1, 1, 1},
+    /* The AVX-512 Winograd path (ops_conv_kwino.c, channel counts
+     * multiples of 16 up to 64): 16 each way on 28×28 over three images (a
+     * group of two padded copies and a ragged one of one, batches of 32
+     * tiles that span images, 98 % 32 = 2 tiles in the last); 32 each way
+     * on 14×14, clipped edge tiles, no bias; 64 on 7×7, five images in one
+     * group (20 tiles: a batch of 12 and one of 8); 16 into 48 (three
+     * registers of output channels, taken one at a time); 48 into 32 (two
+     * registers, the product kernel's depth 48); 3×3 images, smaller
+     * than a tile; 17×30, where the 16-pixel blocks of the input copy
+     * cross rows and the last is partial. */
+    {3, 16, 28, 28, 16, 3, 3, 1, 1, 1}, {2, 32, 14, 14, 32, 3, 3, 1, 1, 0},
+    {5, 64, 7, 7, 64, 3, 3, 1, 1, 1},   {2, 16, 5, 9, 48, 3, 3, 1, 1, 1},
+    {3, 48, 6, 6, 32, 3, 3, 1, 1, 1},   {1, 64, 3, 3, 16, 3, 3, 1, 1, 1},
+    {2, 16, 17, 30, 16, 3, 3, 1, 1, 1},
     /* The Winograd path (ops_wino.c, 16 or more channels each way): odd
      * sizes (clipped edge tiles), channels not a multiple of the
      * micro-kernel's 6 rows or 16 lanes, blocks of tiles that span images
@@ -820,6 +834,24 @@ START_TEST(test_conv_kvec_off)
 }
 END_TEST
 
+/* The cases the AVX-512 Winograd path takes, with it turned off: the
+ * direct path with output channels in registers or the general Winograd
+ * path, as before it (and the direct one off as well: the paths of CPUs
+ * without AVX-512). */
+START_TEST(test_conv_kwino_off)
+{
+    const ul_conv_shape s = conv_case_shape(_i);
+    if (!ul_conv_kwino_ok(&s))
+        return;
+    ul_conv_kwino_force_off(true);
+    conv_vs_ref(_i);
+    ul_conv_kvec_force_off(true);
+    conv_vs_ref(_i);
+    ul_conv_kvec_force_off(false);
+    ul_conv_kwino_force_off(false);
+}
+END_TEST
+
 /* The same with the micro-kernel driven through the transposed-tile path
  * that column-preferring kernels (e.g. BLIS's skx) take. */
 START_TEST(test_conv_vs_ref_transposed_tiles)
@@ -1035,6 +1067,53 @@ START_TEST(test_conv_kvec_choice)
     ul_conv_kvec_forward(y1, in, w, b, &s, sc);
     fill_nan(sc, ul_conv_kvec_scratch(&s));
     ul_conv_kvec_forward(y2, in, w, b, &s, sc);
+    ck_assert(memcmp(y1, y2, nout * sizeof(float)) == 0);
+    free(in), free(w), free(b), free(y1), free(y2), free(sc);
+}
+END_TEST
+
+/* The AVX-512 Winograd path takes 3×3, stride-1, pad-1 layers whose
+ * channel counts are multiples of 16 up to 64, at any image size, and
+ * nothing without AVX-512 (or with UNLEARN_KVEC=0). The one-thread
+ * forward entry point picks it ahead of the direct path with output
+ * channels in registers, which also takes 16 → 16. Results repeat bit for
+ * bit, the second time on scratch full of NaN. */
+START_TEST(test_conv_kwino_choice)
+{
+    static const int cases[][5] = {
+        /* C, K, H = W, stride, taken */
+        {16, 16, 28, 1, 1}, {32, 32, 14, 1, 1},  {64, 64, 7, 1, 1},  {16, 64, 3, 1, 1},
+        {48, 16, 32, 1, 1}, {64, 64, 56, 1, 1},  {128, 128, 4, 1, 0}, {64, 128, 8, 1, 0},
+        {24, 32, 14, 1, 0}, {16, 20, 14, 1, 0},  {8, 16, 28, 1, 0},  {16, 16, 28, 2, 0},
+        {32, 64, 14, 2, 0}};
+    const char *e = getenv("UNLEARN_KVEC");
+    const bool avx512 = __builtin_cpu_supports("avx512f") && !(e && strcmp(e, "0") == 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ul_conv_shape s;
+        ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
+                                     3, 3, cases[i][3], 1));
+        ck_assert_msg(ul_conv_kwino_ok(&s) == (avx512 && cases[i][4]),
+                      "%d into %d channels on %dx%d, stride %d: AVX-512 Winograd path %s expected",
+                      cases[i][0], cases[i][1], cases[i][2], cases[i][2], cases[i][3],
+                      avx512 && cases[i][4] ? "" : "not");
+        ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
+                                     3, 3, cases[i][3], 0));
+        ck_assert(!ul_conv_kwino_ok(&s));
+    }
+    ul_conv_shape s;
+    ck_assert(ul_conv_shape_init(&s, 3, 32, 10, 10, 16, 3, 3, 1, 1));
+    if (!ul_conv_kwino_ok(&s))
+        return;
+    const size_t nin = (size_t)3 * 32 * 100, nw = (size_t)16 * 32 * 9, nout = (size_t)3 * 16 * 100;
+    ul_rng r;
+    ul_rng_seed(&r, 78, 1);
+    float *in = rand_buf(&r, nin, -1, 1), *w = rand_buf(&r, nw, -1, 1),
+          *b = rand_buf(&r, 16, -1, 1), *y1 = falloc(nout), *y2 = falloc(nout), *sc = NULL;
+    const size_t ns = ul_conv_kwino_scratch(&s);
+    ck_assert_int_eq(posix_memalign((void **)&sc, 64, ns * sizeof(float)), 0);
+    ul_conv_kwino_forward(y1, in, w, b, &s, sc);
+    fill_nan(sc, ns);
+    ul_conv_kwino_forward(y2, in, w, b, &s, sc);
     ck_assert(memcmp(y1, y2, nout * sizeof(float)) == 0);
     free(in), free(w), free(b), free(y1), free(y2), free(sc);
 }
@@ -1750,12 +1829,14 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(t, test_conv_vs_ref, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_small_baseline, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_kvec_off, 0, N_CONV_CASES);
+    tcase_add_loop_test(t, test_conv_kwino_off, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_vs_ref_transposed_tiles, 0, N_CONV_CASES);
     tcase_add_loop_test(t, test_conv_wino4_vs_ref, 0, 2 * (N_CONV_CASES - FIRST_WINO_CASE));
     tcase_add_test(t, test_conv_forward_stats);
     tcase_add_test(t, test_wino_thresholds);
     tcase_add_test(t, test_conv_small_choice);
     tcase_add_test(t, test_conv_kvec_choice);
+    tcase_add_test(t, test_conv_kwino_choice);
     tcase_add_test(t, test_pk_gemm_vs_naive);
     tcase_add_test(t, test_pk_tile_vs_naive);
     tcase_add_test(t, test_wide_kernel_choice);
