@@ -930,8 +930,10 @@ static int net_team_alloc(ul_net *net, ul_error *err)
  * one thread may write a place while the other still reads the place's
  * previous activation, each in its own rows. The logits keep their own
  * buffer (the caller reads them contiguously). When the slots cannot
- * hold as many places as the pass needs at once, out_infer stays NULL
- * and the pass uses the usual layout. */
+ * hold as many places as the pass needs at once (small nets with small
+ * batches), the places get a buffer of their own (infer_act); only when
+ * that allocation fails does out_infer stay NULL, and the pass uses the
+ * usual layout. */
 static bool input_read_only(const ul_net *net);
 
 static void infer_plan(ul_net *net, int B)
@@ -978,39 +980,44 @@ static void infer_plan(ul_net *net, int B)
             }
     }
     /* Places in order of first write: the lowest one whose occupant's last
-     * reader came before. */
-    /* Places 37 cache lines more apart than they need to be: at whole
-     * multiples of 4 KiB, a layer's loads from one place and its stores
-     * to the next would fall on the same offsets in the page (4K
-     * aliasing). */
-    const size_t place_floats = align_floats((size_t)B * big) + 37 * 16;
-    const size_t cap = big ? net->slots_floats / place_floats : 0;
-    int *until = cap ? calloc(cap, sizeof(int)) : NULL;
-    bool ok = until != NULL;
-    for (size_t p = 0; ok && p < cap; p++)
-        until[p] = -1;
+     * reader came before; as many as that takes (at most one per
+     * activation). */
+    const size_t place_floats = align_floats((size_t)B * big);
+    int *until = malloc((size_t)n * sizeof(int));
+    int used = 0;
+    bool ok = until != NULL && big > 0;
     for (int i = 0; ok && i < n; i++)
-        for (int st = 0; ok && st < n; st++) {
+        for (int st = 0; st < n; st++) {
             if (start[st] != i)
                 continue;
-            size_t p = 0;
-            while (p < cap && until[p] >= i)
+            int p = 0;
+            while (p < used && until[p] >= i)
                 p++;
-            if (p == cap) {
-                ok = false;
-                break;
-            }
+            if (p == used)
+                used++;
             until[p] = end[st] > i ? end[st] : i;
-            place[st] = (int)p;
+            place[st] = p;
         }
     free(until);
-    if (ok) {
+    /* In the slots when they hold that many places (ResNet-18 and the CNN
+     * at every width: three), else in a buffer of their own. */
+    float *base = NULL;
+    free(net->infer_act);
+    net->infer_act = NULL;
+    if (ok && (size_t)used * place_floats <= net->slots_floats) {
+        base = net->slots;
+    } else if (ok) {
+        net->infer_act = net_alloc_aligned((size_t)used * place_floats * sizeof(float));
+        base = net->infer_act;
+    }
+    if (base) {
         for (int i = 0; i < n; i++) {
             const int st = net->nodes[i].store;
-            out[i] = place[st] >= 0 ? net->slots + (size_t)place[st] * place_floats : NULL;
+            out[i] = place[st] >= 0 ? base + (size_t)place[st] * place_floats : NULL;
         }
         net->out_infer = out;
         net->infer_ld = big;
+        net->infer_base = base;
     } else {
         free(out);
     }
@@ -1418,6 +1425,7 @@ void ul_net_free(ul_net *net)
     free(net->act_i32);
     free(net->out_train);
     free(net->out_infer);
+    free(net->infer_act);
     free(net->fold);
     free(net->part);
     free(net->red);

@@ -109,6 +109,8 @@ struct ul_net {
     float **out_train;       /* n_nodes: each node's output buffer (ul_net_reserve's layout) */
     float **out_infer;       /* ... and in a folded pass (infer_plan), or NULL */
     size_t infer_ld;         /* floats per example in the folded pass's places */
+    float *infer_base;       /* the first place: slots, or infer_act */
+    float *infer_act;        /* the places when the slots are too small, or NULL */
     int32_t *act_i32;        /* maxpool argmax regions */
     float *scratch;
     float *fold;             /* folded conv weights and biases, n_fold floats */

@@ -616,6 +616,53 @@ static void check_infer(const char *what, ul_net *net, int N, bool differ)
     free(G);
 }
 
+/* Where a folded pass keeps its activations (infer_plan, net.c) changes
+ * no result: ResNet-18's logits with the activations in a few shared
+ * places equal, bit for bit, those with every activation in its own
+ * buffer, at one and two threads (two threads run the layers without
+ * waiting for each other, and the first thread's images are fewer, 3 of
+ * 7, so a thread's rows of one activation overlap the other thread's
+ * rows of the next unless they are apart as the plan sets them). The
+ * plan uses fewer places than there are activations. */
+START_TEST(test_infer_places)
+{
+    const int N = 7;
+    ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 88);
+    warm_running_stats(net, N, 74);
+    ck_assert_ptr_nonnull(net->out_infer);
+    int placed = 0, places = 0;
+    for (int i = 0; i < net->n_nodes; i++)
+        if (net->out_infer[i] && net->nodes[i].store == i) {
+            placed++;
+            bool seen = false;
+            for (int j = 0; j < i; j++)
+                seen |= net->nodes[j].store == j && net->out_infer[j] == net->out_infer[i];
+            places += !seen;
+        }
+    ck_assert_msg(placed > 10 && places < placed / 3,
+                  "%d activations in %d places: expected them to share a few", placed, places);
+    const int K = ul_net_classes(net);
+    ul_rng r;
+    ul_rng_seed(&r, 75, 0);
+    float *x = rand_floats(&r, (size_t)N * 3 * 64, -1, 2);
+    float *z1 = malloc((size_t)N * K * sizeof *z1), *z2 = malloc((size_t)N * K * sizeof *z2);
+    const int prev = ul_runtime_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        ul_runtime_set_threads(threads);
+        memcpy(z1, ul_net_infer(net, x, N), (size_t)N * K * sizeof *z1);
+        float **plan = net->out_infer;
+        net->out_infer = NULL;
+        memcpy(z2, ul_net_infer(net, x, N), (size_t)N * K * sizeof *z2);
+        net->out_infer = plan;
+        ck_assert_msg(!memcmp(z1, z2, (size_t)N * K * sizeof *z1),
+                      "%d thread(s): the placed activations changed the logits", threads);
+    }
+    ul_runtime_set_threads(prev);
+    free(x), free(z1), free(z2);
+    ul_net_free(net);
+}
+END_TEST
+
 START_TEST(test_infer_folds_bn)
 {
     ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 86);
@@ -1372,6 +1419,7 @@ static Suite *net_suite(void)
     t = tcase_create("threads");
     tcase_add_test(t, test_threads_agree);
     tcase_add_test(t, test_infer_folds_bn);
+    tcase_add_test(t, test_infer_places);
     tcase_add_test(t, test_grad_one_thread);
     tcase_add_test(t, test_grad_inside_parallel_region);
     tcase_add_test(t, test_bn_relu_mask_from_x);
