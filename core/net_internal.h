@@ -155,9 +155,9 @@ static inline float net_relu1(float v) { return v < 0.0f ? 0.0f : v; }
  * reserved under a smaller limit sums them after every convolution. */
 void net_part_whole_limit(size_t bytes);
 
-/* For the tests: thread 0 of a batch-parallel forward pass waits this long
- * before each node (0: not at all), so that the other threads run layers
- * ahead of it. */
+/* For the tests: thread t of T in a batch-parallel forward pass waits
+ * seconds·(T − t)/T before each node (0: not at all), so that the later
+ * threads run ever more layers ahead of the earlier ones. */
 void net_team_lag(double seconds);
 /* Batch-parallel forward and backward with up to T threads (net_team.c);
  * fold: the eval-mode forward of ul_net_infer. */

@@ -704,8 +704,9 @@ void net_forward_team(ul_net *net, const float *x, int N, bool train, bool fold,
             net_node *nd = &net->nodes[i];
             if (nd->op == NET_RELU && (bn_relu_fused(net, i - 1) || add_relu_fused(net, i - 1)))
                 continue; /* done by the BatchNorm or addition before it */
-            if (team_lag_s > 0.0 && tm.t == 0 && T > 1)
-                for (const double until = team_clock() + team_lag_s; team_clock() < until;)
+            if (team_lag_s > 0.0)
+                for (const double until = team_clock() + team_lag_s * (T - tm.t) / T;
+                     team_clock() < until;)
                     ;
             double t0 = prof && tm.t == pt ? team_clock() : 0.0;
             team_node_forward(&tm, nd, x, train, fold);

@@ -623,9 +623,9 @@ static void check_infer(const char *what, ul_net *net, int N, bool differ)
  * waiting for each other, and the first thread's images are fewer, 3 of
  * 7, so a thread's rows of one activation overlap the other thread's
  * rows of the next unless they are apart as the plan sets them; the
- * first thread is also held back before each layer, so that the second
- * one writes places ahead of it). The plan uses fewer places than there
- * are activations. */
+ * first thread is also held back before each layer, twice as long as the
+ * second, which then writes places ahead of it). The plan uses fewer
+ * places than there are activations. */
 START_TEST(test_infer_places)
 {
     const int N = 7;
@@ -658,7 +658,8 @@ START_TEST(test_infer_places)
         net->out_infer = plan;
         ck_assert_msg(!memcmp(z1, z2, (size_t)N * K * sizeof *z1),
                       "%d thread(s): the placed activations changed the logits", threads);
-        /* Again with the second thread layers ahead of the first. */
+        /* Again with the second thread ever more layers ahead of the
+         * first (half its wait before each node). */
         net_team_lag(2e-3);
         memcpy(z1, ul_net_infer(net, x, N), (size_t)N * K * sizeof *z1);
         net_team_lag(0.0);
