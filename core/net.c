@@ -1024,6 +1024,84 @@ static void infer_plan(ul_net *net, int B)
     free(start);
 }
 
+/* Where the folded passes keep their convolutions' transformed kernels
+ * (ul_conv2d_forward_kc): in the activations' usual buffers, which a
+ * folded pass with placed activations (infer_plan) does not touch — every
+ * store's but the logits', and the folded BatchNorms' statistics between
+ * them, runs of adjacent buffers taken as one. Convolutions on the
+ * smallest images first (their kernels cost the most next to the
+ * convolution itself), each in the first run with room left. An unfolded
+ * pass writes those buffers and raises kc_epoch, after which each cache is
+ * filled again by the next folded pass. */
+/* Appends [a, b) to the runs, joined to the last one when adjacent. */
+static void kc_run_add(size_t *lo, size_t *hi, int *runs, size_t a, size_t b)
+{
+    if (*runs > 0 && hi[*runs - 1] == a) {
+        hi[*runs - 1] = b;
+    } else {
+        lo[*runs] = a;
+        hi[*runs] = b;
+        (*runs)++;
+    }
+}
+
+static void net_kcache_plan(ul_net *net, int B)
+{
+    const int n = net->n_nodes;
+    for (int i = 0; i < n; i++)
+        net->nodes[i].kc = (ul_conv_kcache){0};
+    if (!net->out_infer)
+        return;
+    /* The free runs, in address order: [lo, hi) in floats from act. */
+    size_t *lo = malloc(4 * (size_t)n * sizeof(size_t)), *hi = lo ? lo + 2 * n : NULL;
+    bool *done = calloc((size_t)n, sizeof(bool));
+    if (!lo || !done) {
+        free(lo);
+        free(done);
+        return;
+    }
+    int runs = 0;
+    const int logits = net->nodes[n - 1].store;
+    for (int i = 0; i < n; i++) {
+        const net_node *nd = &net->nodes[i];
+        if (nd->store == i && i != logits) {
+            const size_t a = (size_t)(net->out_train[i] - net->act);
+            kc_run_add(lo, hi, &runs, a, a + align_floats((size_t)B * node_numel(nd)));
+        }
+        if (nd->op == NET_BN && nd->fold_conv >= 0) {
+            /* mean, rstd, bn_scale and bn_shift, one after the other. */
+            const size_t a = (size_t)(nd->mean - net->act);
+            kc_run_add(lo, hi, &runs, a, a + 4 * align_floats((size_t)nd->C));
+        }
+    }
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < n; i++) {
+            const net_node *nd = &net->nodes[i];
+            if (nd->op != NET_CONV || nd->fold_bn < 0 || done[i])
+                continue;
+            if (best < 0 ||
+                nd->conv.H * nd->conv.W < net->nodes[best].conv.H * net->nodes[best].conv.W)
+                best = i;
+        }
+        if (best < 0)
+            break;
+        done[best] = true;
+        net_node *cv = &net->nodes[best];
+        ul_conv_shape s = cv->conv;
+        s.N = B;
+        const size_t need = align_floats(ul_conv2d_kcache_floats(&s));
+        for (int r = 0; need && r < runs; r++)
+            if (hi[r] - lo[r] >= need) {
+                cv->kc = (ul_conv_kcache){net->act + lo[r], need, 0, 0};
+                lo[r] += need;
+                break;
+            }
+    }
+    free(lo);
+    free(done);
+}
+
 int ul_net_reserve(ul_net *net, int max_batch, ul_error *err)
 {
     if (!net->finalized)
@@ -1079,6 +1157,7 @@ int ul_net_reserve(ul_net *net, int max_batch, ul_error *err)
             train[i] = net->nodes[i].out;
         net->out_train = train;
         infer_plan(net, max_batch);
+        net_kcache_plan(net, max_batch);
     } else {
         free(net->out_infer);
         net->out_infer = NULL;
@@ -1134,14 +1213,32 @@ void net_fold_conv(ul_net *net, int i)
     net_node *cv = &net->nodes[i];
     const net_node *bn = &net->nodes[cv->fold_bn];
     const size_t per = (size_t)cv->conv.C * cv->conv.R * cv->conv.S;
+    bool same = cv->fold_set;
     for (int k = 0; k < cv->conv.K; k++) {
         /* bn_forward_eval's scale and shift. */
         const float scale = bn->w[k] / sqrtf(bn->running_var[k] + BN_EPS);
         const float shift = bn->b[k] - bn->running_mean[k] * scale;
-        for (size_t j = 0; j < per; j++)
-            cv->fold_w[k * per + j] = cv->w[k * per + j] * scale;
-        cv->fold_b[k] = (cv->b ? cv->b[k] * scale : 0.0f) + shift;
+        /* Compared bit for bit while written (a NaN equals itself). */
+        uint32_t diff = 0;
+        for (size_t j = 0; j < per; j++) {
+            const float v = cv->w[k * per + j] * scale;
+            uint32_t a, o;
+            memcpy(&a, &v, sizeof a);
+            memcpy(&o, &cv->fold_w[k * per + j], sizeof o);
+            diff |= a ^ o;
+            cv->fold_w[k * per + j] = v;
+        }
+        const float fb = (cv->b ? cv->b[k] * scale : 0.0f) + shift;
+        uint32_t a, o;
+        memcpy(&a, &fb, sizeof a);
+        memcpy(&o, &cv->fold_b[k], sizeof o);
+        diff |= a ^ o;
+        cv->fold_b[k] = fb;
+        same = same && diff == 0;
     }
+    if (!same)
+        cv->fold_gen++;
+    cv->fold_set = true;
 }
 
 static void node_forward(ul_net *net, net_node *nd, const float *x, int N, bool train,
@@ -1241,6 +1338,11 @@ static const float *net_run(ul_net *net, const float *x, int N, bool train, bool
      * input's storage the layers read the caller's x in place: no copy of
      * the batch (12% of an MLP's inference on 3×32×32). */
     const bool placed = fold && net->out_infer;
+    /* A pass that writes the activations' usual buffers overwrites the
+     * kernel caches kept there; only a placed pass uses them. */
+    if (!placed)
+        net->kc_epoch++;
+    net->kc_on = placed;
     if (placed)
         for (int i = 0; i < net->n_nodes; i++)
             if (net->out_infer[i]) {

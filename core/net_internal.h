@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops_local.h"
 #include "unlearn/net.h"
 #include "unlearn/ops.h"
 
@@ -57,6 +58,14 @@ typedef struct net_node {
      * then only applies its fused ReLU. */
     int fold_bn, fold_conv;
     float *fold_w, *fold_b;
+    /* fold_w and fold_b's version: raised by net_fold_conv whenever they
+     * change (fold_set: written at least once). The folded passes keep
+     * the convolution's transformed kernels in kc (net_kcache_plan; kc.buf
+     * NULL: not kept), valid while they were made from this version and
+     * no unfolded pass has written activations since (kc_epoch). */
+    uint32_t fold_gen;
+    bool fold_set;
+    ul_conv_kcache kc;
 
     /* Parameter views into the net's blocks (NULL when absent). */
     float *w, *b, *dw, *db;
@@ -109,6 +118,9 @@ struct ul_net {
     float **out_train;       /* n_nodes: each node's output buffer (ul_net_reserve's layout) */
     float **out_infer;       /* ... and in a folded pass (infer_plan), or NULL */
     size_t infer_ld;         /* floats per example in the folded pass's places */
+    uint32_t kc_epoch;       /* raised by every pass that writes the activations'
+                              * usual buffers, where the kernel caches live */
+    bool kc_on;              /* this pass may use them (its activations are placed) */
     float *infer_base;       /* the first place: slots, or infer_act */
     float *infer_act;        /* the places when the slots are too small, or NULL */
     int32_t *act_i32;        /* maxpool argmax regions */

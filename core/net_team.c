@@ -601,9 +601,13 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
         const int i = (int)(nd - net->nodes);
         if (fold && nd->fold_bn >= 0) {
             const net_node *bn = &net->nodes[nd->fold_bn];
-            ul_conv2d_forward_team(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
-                                   nd->fold_b, &s, team_scratch(tm), team_wino(tm, &s), NULL,
-                                   NULL);
+            /* The transformed kernels from the node's cache, made again
+             * when the folded weights or the cache's memory changed. */
+            const ul_conv_kc_use use = {&nd->kc, (uint64_t)net->kc_epoch << 32 | nd->fold_gen,
+                                        tm->t, tm->T};
+            ul_conv2d_forward_kc(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
+                                 nd->fold_b, &s, team_scratch(tm), team_wino(tm, &s),
+                                 nd->kc.buf && net->kc_on ? &use : NULL);
         } else if (train && i + 1 < net->n_nodes && net->nodes[i + 1].op == NET_BN &&
                    net->nodes[i + 1].in[0] == i) {
             /* The training BatchNorm right after takes its statistics from

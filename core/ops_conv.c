@@ -1561,6 +1561,38 @@ bool ul_conv2d_forward_team(float *out, const float *in, const float *w, const f
     return mean && m2;
 }
 
+size_t ul_conv2d_kcache_floats(const ul_conv_shape *s)
+{
+    if (conv_kwino_first(s))
+        return ul_conv_kwino_kernel_floats(s);
+    if (ul_wino_ok(s, false) && !conv_kvec_first(s))
+        return ul_wino_kernel_floats(s);
+    return 0;
+}
+
+void ul_kc_filled(const ul_conv_kc_use *use, int kind)
+{
+    if (use->T > 1) {
+#pragma omp barrier
+    }
+    if (use->t == 0) {
+        use->c->have = use->key;
+        use->c->kind = kind;
+    }
+}
+
+void ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
+                          const ul_conv_shape *s, float *scratch, ul_wino_team *team,
+                          const ul_conv_kc_use *use)
+{
+    if (conv_kwino_first(s))
+        ul_conv_kwino_forward_kc(out, in, w, b, s, scratch + conv_scratch_layout(s).small, use);
+    else if (ul_wino_ok(s, false) && !conv_kvec_first(s))
+        ul_wino_forward_kc(out, in, w, b, s, scratch + conv_scratch_layout(s).wp, team, use);
+    else
+        ul_conv2d_forward_local(out, in, w, b, s, scratch);
+}
+
 void ul_conv2d_forward_local(float *out, const float *in, const float *w, const float *b,
                              const ul_conv_shape *s, float *scratch)
 {

@@ -344,8 +344,22 @@ static KW_TARGET __attribute__((noinline)) void kw_mm_any(float *m, const float 
 }
 #endif
 
+size_t ul_conv_kwino_kernel_floats(const ul_conv_shape *s)
+{
+    return (size_t)KW_XI * s->C * s->K;
+}
+
+/* The kind of kernels the path keeps in a cache (ul_kc_hit). */
+enum { KW_KIND = 1 };
+
 void ul_conv_kwino_forward(float *out, const float *in, const float *w, const float *b,
                            const ul_conv_shape *s, float *scratch)
+{
+    ul_conv_kwino_forward_kc(out, in, w, b, s, scratch, NULL);
+}
+
+void ul_conv_kwino_forward_kc(float *out, const float *in, const float *w, const float *b,
+                              const ul_conv_shape *s, float *scratch, const ul_conv_kc_use *use)
 {
 #ifdef KW_X86
     const kw_geom g = kw_geometry(s);
@@ -353,9 +367,19 @@ void ul_conv_kwino_forward(float *out, const float *in, const float *w, const fl
     const int C = s->C, K = s->K, H = s->H, W = s->W;
     const size_t HW = (size_t)H * W, blk = (size_t)g.Hp * g.Wp * KW_VL;
     const size_t vx = (size_t)g.NT * C, ms = (size_t)g.KB * KW_XI * KW_VL;
-    float *u = scratch + L.u, *xp = scratch + L.xp, *v = scratch + L.v, *m = scratch + L.m,
-          *y = scratch + L.y;
-    ul_wino4_pack_k16(u, w, K, C);
+    float *xp = scratch + L.xp, *v = scratch + L.v, *m = scratch + L.m, *y = scratch + L.y;
+    const float *u = ul_kc_hit(use, KW_KIND);
+    if (!u && use && use->c->cap >= ul_conv_kwino_kernel_floats(s)) {
+        /* This thread's share of the 16-channel blocks into the cache. */
+        const int k0 = g.KB * use->t / use->T * KW_VL, k1 = g.KB * (use->t + 1) / use->T * KW_VL;
+        if (k0 < k1)
+            ul_wino4_pack_k16_rows(use->c->buf, w, K, C, k0, k1);
+        ul_kc_filled(use, KW_KIND);
+        u = use->c->buf;
+    } else if (!u) {
+        ul_wino4_pack_k16(scratch + L.u, w, K, C);
+        u = scratch + L.u;
+    }
     /* The borders stay zero: only the interiors are copied below. */
     memset(xp, 0, (size_t)g.G * g.CB * blk * sizeof(float));
     for (int n0 = 0; n0 < s->N; n0 += g.G) {
@@ -388,6 +412,6 @@ void ul_conv_kwino_forward(float *out, const float *in, const float *w, const fl
                             y + ((size_t)n * g.KB + kb) * HW * KW_VL, (int)HW);
     }
 #else
-    (void)out, (void)in, (void)w, (void)b, (void)s, (void)scratch;
+    (void)out, (void)in, (void)w, (void)b, (void)s, (void)scratch, (void)use;
 #endif
 }

@@ -3,6 +3,8 @@
 #ifndef UL_OPS_LOCAL_H
 #define UL_OPS_LOCAL_H
 
+#include <stdint.h>
+
 #include "unlearn/ops.h"
 
 struct ul_wino_team;
@@ -66,6 +68,50 @@ void ul_conv2d_forward_local(float *out, const float *in, const float *w, const 
 bool ul_conv2d_forward_team(float *out, const float *in, const float *w, const float *b,
                             const ul_conv_shape *s, float *scratch, struct ul_wino_team *team,
                             double *mean, double *m2);
+
+/* Transformed kernels kept from one call to the next by a caller whose
+ * weights seldom change (the net's folded inference passes): buf holds
+ * cap floats (64-byte aligned); have is the key of the weights it was
+ * filled from (0: none) and kind the path and layout that filled it. */
+typedef struct ul_conv_kcache {
+    float *buf;
+    size_t cap;
+    uint64_t have;
+    int kind;
+} ul_conv_kcache;
+
+/* One call's use of a cache: key identifies this call's weights (never 0;
+ * the caller gives another whenever they or the cache's memory may have
+ * changed), and the calling thread is t of the T that call with the same
+ * cache and key at once (the threads of a team, each on its images). */
+typedef struct ul_conv_kc_use {
+    ul_conv_kcache *c;
+    uint64_t key;
+    int t, T;
+} ul_conv_kc_use;
+
+/* Floats of the kernels the forward path for shape s would keep (the
+ * Winograd paths' transforms), 0 when it keeps none. */
+size_t ul_conv2d_kcache_floats(const ul_conv_shape *s);
+
+/* ul_conv2d_forward_team without statistics, taking the transformed
+ * kernels from use's cache when it holds those of use->key, else
+ * transforming them into it (each of the T threads a share, then a
+ * barrier) when it is large enough, else as ul_conv2d_forward_team. */
+void ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
+                          const ul_conv_shape *s, float *scratch, struct ul_wino_team *team,
+                          const ul_conv_kc_use *use);
+
+/* For the paths: the cache's kernels when use holds those of its key made
+ * by path kind, else NULL. */
+static inline const float *ul_kc_hit(const ul_conv_kc_use *use, int kind)
+{
+    return use && use->c->have == use->key && use->c->kind == kind ? use->c->buf : NULL;
+}
+/* After this thread's share of the kernels went into use's cache: waits
+ * for the other threads' shares (T > 1), then marks the cache as holding
+ * use->key's kernels of path kind. Every thread of the T calls it. */
+void ul_kc_filled(const ul_conv_kc_use *use, int kind);
 
 /* ul_conv2d_backward on one thread: adds dX into din and the weight and bias
  * gradients into dw_acc and db_acc (any of the three may be NULL). With
@@ -137,6 +183,11 @@ bool ul_conv_kwino_ok(const ul_conv_shape *s);
 size_t ul_conv_kwino_scratch(const ul_conv_shape *s);
 void ul_conv_kwino_forward(float *out, const float *in, const float *w, const float *b,
                            const ul_conv_shape *s, float *scratch);
+/* ... with its kernels kept in a cache (ul_conv2d_forward_kc), of
+ * ul_conv_kwino_kernel_floats floats. */
+size_t ul_conv_kwino_kernel_floats(const ul_conv_shape *s);
+void ul_conv_kwino_forward_kc(float *out, const float *in, const float *w, const float *b,
+                              const ul_conv_shape *s, float *scratch, const ul_conv_kc_use *use);
 /* For the tests: with on, ul_conv_kwino_ok says no. */
 void ul_conv_kwino_force_off(bool on);
 

@@ -1274,8 +1274,13 @@ static void wino_pack_kernels(float *dst, size_t stride, const float *w, int K, 
  * lanes past K zero (ops_conv_kwino.c's layout). */
 void ul_wino4_pack_k16(float *dst, const float *w, int K, int C)
 {
+    ul_wino4_pack_k16_rows(dst, w, K, C, 0, K);
+}
+
+void ul_wino4_pack_k16_rows(float *dst, const float *w, int K, int C, int k0, int k1)
+{
     const size_t kp = ((size_t)K + 15) / 16 * 16;
-    wino_pack_kernels_rows(dst, kp * (size_t)C, w, K, C, false, false, 16, 4, 0, K);
+    wino_pack_kernels_rows(dst, kp * (size_t)C, w, K, C, false, false, 16, 4, k0, k1);
 }
 
 /* The packed kernels a forward pass reads: packed here into up, or with a
@@ -1406,7 +1411,7 @@ UL_VEC_CLONES static void wino_stats_add(wino_stats *st, int k, const float *res
  * turned by 180°, and the results are added to out. */
 static void wino_forward(float *out, const float *in, const float *w, const float *b,
                          const ul_conv_shape *s, float *scratch, int m, bool dx, bool add,
-                         wino_stats *st, ul_wino_team *team)
+                         wino_stats *st, ul_wino_team *team, const ul_conv_kc_use *use)
 {
     const ul_pk *pk = wino_fwd_pk(m);
     const int nxi = wino_xi(m);
@@ -1422,8 +1427,20 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
     wino_rows rc;
     wino_rows_init(&rc, hb, ld, m);
     /* (K, C) of this convolution are (C, K) of the layer whose dX it is. */
-    const float *up = dx ? wino_team_kernels(scratch + L.up, L.up_x, w, C, K, true, wl, m, team)
-                         : wino_team_kernels(scratch + L.up, L.up_x, w, K, C, false, wl, m, team);
+    const float *up = ul_kc_hit(use, m);
+    if (!up && use && use->c->cap >= (size_t)nxi * L.up_x) {
+        /* This thread's share of the row groups into the cache. */
+        const int groups = (K + wl - 1) / wl;
+        const int g0 = (int)((long)groups * use->t / use->T);
+        const int g1 = (int)((long)groups * (use->t + 1) / use->T);
+        wino_pack_kernels_rows(use->c->buf, L.up_x, w, K, C, false, false, wl, m, g0 * wl,
+                               g1 * wl);
+        ul_kc_filled(use, m);
+        up = use->c->buf;
+    } else if (!up) {
+        up = dx ? wino_team_kernels(scratch + L.up, L.up_x, w, C, K, true, wl, m, team)
+                : wino_team_kernels(scratch + L.up, L.up_x, w, K, C, false, wl, m, team);
+    }
     for (int t0 = 0; t0 < g.T; t0 += nt) {
         const int nb = g.T - t0 < nt ? g.T - t0 : nt;
         /* V of the block as R panels: vp[ξ][(tl/16)·vps + c·16 + tl%16].
@@ -1539,7 +1556,21 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
                      const ul_conv_shape *s, float *scratch, ul_wino_team *team)
 {
     wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, NULL,
-                 team);
+                 team, NULL);
+}
+
+size_t ul_wino_kernel_floats(const ul_conv_shape *s)
+{
+    const int m = ul_wino_tile(s) == 4 ? 4 : 2;
+    return (size_t)wino_xi(m) * wino_scratch_layout(s, wino_fwd_pk(m), m).up_x;
+}
+
+void ul_wino_forward_kc(float *out, const float *in, const float *w, const float *b,
+                        const ul_conv_shape *s, float *scratch, ul_wino_team *team,
+                        const ul_conv_kc_use *use)
+{
+    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, NULL,
+                 team, use);
 }
 
 void ul_wino_forward_stats(float *out, const float *in, const float *w, const float *b,
@@ -1550,7 +1581,7 @@ void ul_wino_forward_stats(float *out, const float *in, const float *w, const fl
     for (int k = 0; k < s->K; k++)
         mean[k] = m2[k] = 0.0;
     wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, &st,
-                 team);
+                 team, NULL);
     const double M = (double)s->N * s->H * s->W;
     for (int k = 0; k < s->K && M > 0; k++) {
         const double s1 = mean[k], k0 = out[(size_t)k * s->H * s->W];
@@ -1563,7 +1594,7 @@ void ul_wino_dx(float *din, const float *dout, const float *w, const ul_conv_sha
                 float *scratch, bool add, ul_wino_team *team)
 {
     const ul_conv_shape d = wino_dx_shape(s);
-    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add, NULL, team);
+    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add, NULL, team, NULL);
 }
 
 /* ---- backward --------------------------------------------------------------------- */

@@ -44,6 +44,8 @@ size_t ul_wino_scratch(const ul_conv_shape *s);
  * weights w, 16 output channels per row: dst[ξ·Kp·C + (k/16)·C·16 + c·16
  * + k%16], Kp = K rounded up to 16 (zero past K); 36·Kp·C floats. */
 void ul_wino4_pack_k16(float *dst, const float *w, int K, int C);
+/* ... only output channels [k0, k1) (multiples of 16, or k1 = K). */
+void ul_wino4_pack_k16_rows(float *dst, const float *w, int K, int C, int k0, int k1);
 
 /* Threads of one parallel region that run the same layers in step, each
  * on its own images (net_team.c): every thread calls the same function
@@ -71,6 +73,15 @@ size_t ul_wino_shared_floats(const ul_conv_shape *s);
  * (with team, the team's threads share the kernel transforms). */
 void ul_wino_forward(float *out, const float *in, const float *w, const float *b,
                      const ul_conv_shape *s, float *scratch, ul_wino_team *team);
+
+/* ul_wino_forward with the kernel transforms kept in a cache
+ * (ul_conv2d_forward_kc; NULL use: as ul_wino_forward), of
+ * ul_wino_kernel_floats floats. */
+struct ul_conv_kc_use;
+size_t ul_wino_kernel_floats(const ul_conv_shape *s);
+void ul_wino_forward_kc(float *out, const float *in, const float *w, const float *b,
+                        const ul_conv_shape *s, float *scratch, ul_wino_team *team,
+                        const struct ul_conv_kc_use *use);
 
 /* ul_wino_forward, and per output channel k the mean of its N·H·W output
  * values (mean[k]) and the sum of their squared deviations from it
