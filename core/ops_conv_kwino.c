@@ -226,31 +226,74 @@ static kw_tile kw_tile_at(const kw_geom *g, int t)
     return (kw_tile){t / g->tpi, r / g->TW, r % g->TW};
 }
 
-/* V of tile t, every channel block: v[ξ·vx + c]. */
-static KW_TARGET void kw_tile_in(float *restrict v, size_t vx, const float *restrict xp,
-                                 const kw_geom *g, int t)
+/* V of tile t, every channel block: v[ξ·vx + c]. The row transforms' 36 results and the inputs do not fit in the 32
+ * registers (GCC spilled them to the stack and read them back), so the
+ * tile goes in two halves: the first three outputs of each row's
+ * transform (from its columns 0–4), then the column transforms of those
+ * three columns; then the same for the last three (columns 1–5). */
+static inline __attribute__((always_inline)) KW_TARGET void
+kw_tile_in(float *restrict v, size_t vx, const float *restrict xp, const kw_geom *g, int t,
+           const int CB)
 {
     const kw_tile p = kw_tile_at(g, t);
-    const size_t blk = (size_t)g->Hp * g->Wp * KW_VL;
-    for (int cb = 0; cb < g->CB; cb++) {
-        const float *d = xp + ((size_t)p.n * g->CB + cb) * blk +
+    const size_t blk = (size_t)g->Hp * g->Wp * KW_VL, pitch = (size_t)g->Wp * KW_VL;
+    for (int cb = 0; cb < CB; cb++) {
+        const float *d = xp + ((size_t)p.n * CB + cb) * blk +
                          ((size_t)4 * p.ty * g->Wp + 4 * p.tx) * KW_VL;
-        __m512 e[6][6];
-        for (int r = 0; r < 6; r++) {
-            const float *dr = d + (size_t)r * g->Wp * KW_VL;
-            WINO4_BT(_mm512_load_ps(dr), _mm512_load_ps(dr + 16), _mm512_load_ps(dr + 32),
-                     _mm512_load_ps(dr + 48), _mm512_load_ps(dr + 64), _mm512_load_ps(dr + 80),
-                     e[r][0], e[r][1], e[r][2], e[r][3], e[r][4], e[r][5]);
+        float *vc = v + cb * KW_VL;
+#define KW_LD(r, c) _mm512_load_ps(d + (size_t)(r) * pitch + (c) * KW_VL)
+#define KW_ST(i, j, x) _mm512_store_ps(vc + (size_t)(6 * (i) + (j)) * vx, x)
+        {
+            __m512 e[6][3];
+#pragma GCC unroll 6
+            for (int r = 0; r < 6; r++)
+                WINO4_BT_LO(KW_LD(r, 0), KW_LD(r, 1), KW_LD(r, 2), KW_LD(r, 3), KW_LD(r, 4),
+                            e[r][0], e[r][1], e[r][2]);
+#pragma GCC unroll 3
+            for (int j = 0; j < 3; j++) {
+                __m512 o[6];
+                WINO4_BT(e[0][j], e[1][j], e[2][j], e[3][j], e[4][j], e[5][j], o[0], o[1], o[2],
+                         o[3], o[4], o[5]);
+#pragma GCC unroll 6
+                for (int i = 0; i < 6; i++)
+                    KW_ST(i, j, o[i]);
+            }
         }
-        float *vc = v + (size_t)cb * KW_VL;
-        for (int j = 0; j < 6; j++) {
-            __m512 o[6];
-            WINO4_BT(e[0][j], e[1][j], e[2][j], e[3][j], e[4][j], e[5][j], o[0], o[1], o[2],
-                     o[3], o[4], o[5]);
-            for (int i = 0; i < 6; i++)
-                _mm512_storeu_ps(vc + (size_t)(6 * i + j) * vx, o[i]);
+        {
+            __m512 e[6][3];
+#pragma GCC unroll 6
+            for (int r = 0; r < 6; r++)
+                WINO4_BT_HI(KW_LD(r, 1), KW_LD(r, 2), KW_LD(r, 3), KW_LD(r, 4), KW_LD(r, 5),
+                            e[r][0], e[r][1], e[r][2]);
+#pragma GCC unroll 3
+            for (int j = 0; j < 3; j++) {
+                __m512 o[6];
+                WINO4_BT(e[0][j], e[1][j], e[2][j], e[3][j], e[4][j], e[5][j], o[0], o[1], o[2],
+                         o[3], o[4], o[5]);
+#pragma GCC unroll 6
+                for (int i = 0; i < 6; i++)
+                    KW_ST(i, 3 + j, o[i]);
+            }
         }
+#undef KW_LD
+#undef KW_ST
     }
+}
+
+/* kw_tile_in for tiles [t0, t0 + nt), tile i's values at v + i·C, for 1
+ * to 4 channel blocks. */
+static KW_TARGET __attribute__((noinline)) void kw_tiles_in(float *v, size_t vx, const float *xp,
+                                                            const kw_geom *g, int t0, int nt)
+{
+    const size_t C = (size_t)g->CB * KW_VL;
+    for (int i = 0; i < nt; i++)
+        switch (g->CB) {
+        case 1: kw_tile_in(v + i * C, vx, xp, g, t0 + i, 1); break;
+        case 2: kw_tile_in(v + i * C, vx, xp, g, t0 + i, 2); break;
+        case 3: kw_tile_in(v + i * C, vx, xp, g, t0 + i, 3); break;
+        case 4: kw_tile_in(v + i * C, vx, xp, g, t0 + i, 4); break;
+        default: break;
+        }
 }
 
 /* Y = Aᵀ·M·A + bias of tile t, every channel block, from m[(kb·36 + ξ)·16]
@@ -391,8 +434,7 @@ void ul_conv_kwino_forward_kc(float *out, const float *in, const float *w, const
         const int T = gn * g.tpi;
         for (int t0 = 0; t0 < T; t0 += g.NT) {
             const int nt = T - t0 < g.NT ? T - t0 : g.NT;
-            for (int i = 0; i < nt; i++)
-                kw_tile_in(v + (size_t)i * C, vx, xp, &g, t0 + i);
+            kw_tiles_in(v, vx, xp, &g, t0, nt);
             for (int xi = 0; xi < KW_XI; xi++)
                 for (int i0 = 0; i0 < nt; i0 += g.TT) {
                     const int tt = nt - i0 < g.TT ? nt - i0 : g.TT;

@@ -18,17 +18,27 @@
  *
  * The macros take floats or vectors of them (ops_wino.c, ops_conv_kwino.c). */
 
-/* Bᵀ applied to six values (a row or a column of a patch). */
-#define WINO4_BT(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                                  \
+/* Bᵀ applied to six values (a row or a column of a patch): its first
+ * three outputs (from d0 .. d4), its last three (from d1 .. d5), and all
+ * six. */
+#define WINO4_BT_LO(d0, d1, d2, d3, d4, o0, o1, o2)                                              \
     do {                                                                                       \
         const __typeof__(d0) t1_ = (d4) - 4.0f * (d2), t2_ = (d3) - 4.0f * (d1);               \
-        const __typeof__(d0) t3_ = (d4) - (d2), t4_ = 2.0f * ((d3) - (d1));                    \
         (o0) = 4.0f * (d0) - 5.0f * (d2) + (d4);                                               \
         (o1) = t1_ + t2_;                                                                      \
         (o2) = t1_ - t2_;                                                                      \
+    } while (0)
+#define WINO4_BT_HI(d1, d2, d3, d4, d5, o3, o4, o5)                                              \
+    do {                                                                                       \
+        const __typeof__(d1) t3_ = (d4) - (d2), t4_ = 2.0f * ((d3) - (d1));                    \
         (o3) = t3_ + t4_;                                                                      \
         (o4) = t3_ - t4_;                                                                      \
         (o5) = 4.0f * (d1) - 5.0f * (d3) + (d5);                                               \
+    } while (0)
+#define WINO4_BT(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                                  \
+    do {                                                                                       \
+        WINO4_BT_LO(d0, d1, d2, d3, d4, o0, o1, o2);                                           \
+        WINO4_BT_HI(d1, d2, d3, d4, d5, o3, o4, o5);                                           \
     } while (0)
 
 /* Aᵀ applied to six values. */
