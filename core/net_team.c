@@ -44,6 +44,7 @@ typedef struct team {
     int bn_k;            /* BatchNorm nodes visited in this pass (parity) */
     bool bn_stats;       /* the convolution before the next BatchNorm summed its output */
     ul_wino_team wt;     /* the convolutions' shared kernel transforms */
+    bool relu_done;      /* a folded convolution applied its BatchNorm's fused ReLU */
 } team;
 
 int net_team_size(const ul_net *net, int N)
@@ -118,7 +119,8 @@ static float *team_scratch(const team *tm)
  * threads the region really has. */
 static team team_member(ul_net *net, int N)
 {
-    team tm = {net, N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0, false, {{0}, 0, 0, 0}};
+    team tm = {net,   N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0, false,
+               {{0}, 0, 0, 0}, false};
     tm.wt = (ul_wino_team){{net->wino_shared, net->wino_shared + net->wino_per}, tm.t, tm.T, 0};
     tm.n0 = (int)((long)tm.t * N / tm.T);
     tm.n = (int)((long)(tm.t + 1) * N / tm.T) - tm.n0;
@@ -605,9 +607,10 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
              * when the folded weights or the cache's memory changed. */
             const ul_conv_kc_use use = {&nd->kc, (uint64_t)net->kc_epoch << 32 | nd->fold_gen,
                                         tm->t, tm->T};
-            ul_conv2d_forward_kc(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
-                                 nd->fold_b, &s, team_scratch(tm), team_wino(tm, &s),
-                                 nd->kc.buf && net->kc_on ? &use : NULL);
+            tm->relu_done = ul_conv2d_forward_kc(
+                rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w, nd->fold_b, &s,
+                team_scratch(tm), team_wino(tm, &s), nd->kc.buf && net->kc_on ? &use : NULL,
+                bn_relu_fused(net, nd->fold_bn));
         } else if (train && i + 1 < net->n_nodes && net->nodes[i + 1].op == NET_BN &&
                    net->nodes[i + 1].in[0] == i) {
             /* The training BatchNorm right after takes its statistics from
@@ -628,8 +631,9 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
     case NET_BN: {
         const bool relu = bn_relu_fused(net, (int)(nd - net->nodes));
         if (fold && nd->fold_conv >= 0) {
-            /* The convolution wrote the normalised values. */
-            if (relu)
+            /* The convolution wrote the normalised values, and where its
+             * path could, applied the ReLU. */
+            if (relu && !tm->relu_done)
                 relu_inplace(y, count);
         } else if (train)
             bn_forward_train(tm, nd, a, relu);

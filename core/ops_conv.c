@@ -1581,16 +1581,24 @@ void ul_kc_filled(const ul_conv_kc_use *use, int kind)
     }
 }
 
-void ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
+bool ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
                           const ul_conv_shape *s, float *scratch, ul_wino_team *team,
-                          const ul_conv_kc_use *use)
+                          const ul_conv_kc_use *use, bool relu)
 {
-    if (conv_kwino_first(s))
-        ul_conv_kwino_forward_kc(out, in, w, b, s, scratch + conv_scratch_layout(s).small, use);
-    else if (ul_wino_ok(s, false) && !conv_kvec_first(s))
-        ul_wino_forward_kc(out, in, w, b, s, scratch + conv_scratch_layout(s).wp, team, use);
-    else
-        ul_conv2d_forward_local(out, in, w, b, s, scratch);
+    if (conv_kwino_first(s)) {
+        ul_conv_kwino_forward_kc(out, in, w, b, s, scratch + conv_scratch_layout(s).small, use,
+                                 relu);
+        return relu;
+    }
+    if (conv_kvec_first(s)) {
+        ul_conv_kvec_forward_relu(out, in, w, b, s, scratch + conv_scratch_layout(s).small, relu);
+        return relu;
+    }
+    if (ul_wino_ok(s, false))
+        return ul_wino_forward_kc(out, in, w, b, s, scratch + conv_scratch_layout(s).wp, team, use,
+                                  relu);
+    ul_conv2d_forward_local(out, in, w, b, s, scratch);
+    return false;
 }
 
 void ul_conv2d_forward_local(float *out, const float *in, const float *w, const float *b,

@@ -190,7 +190,7 @@ typedef float kv_v __attribute__((vector_size(64)));
  * per pixel, Q pixels per row). */
 static inline __attribute__((always_inline)) KV_TARGET void
 kv_tile(float *restrict yb, const float *restrict x, const float *restrict w, const kv_v *bias,
-        int C, int Q, size_t plane, int pitch, size_t kp, const int ST, const int ROWS,
+        int C, int Q, size_t plane, int pitch, size_t kp, bool relu, const int ST, const int ROWS,
         const int COLS, const int KB)
 {
     __m512 acc[4][16][KV_KB];
@@ -232,12 +232,14 @@ kv_tile(float *restrict yb, const float *restrict x, const float *restrict w, co
     for (int j = 0; j < COLS; j++)
         _Pragma("GCC unroll 16")
         for (int b = 0; b < KB; b++)
-            _mm512_store_ps(yb + ((size_t)i * Q + j) * kp + b * KV_VL, acc[i][j][b]);
+            _mm512_store_ps(yb + ((size_t)i * Q + j) * kp + b * KV_VL,
+                            relu ? _mm512_max_ps(_mm512_setzero_ps(), acc[i][j][b])
+                                 : acc[i][j][b]);
 }
 
 #define KV_CASE(ST, ROWS, COLS, KB)                                                         \
     case (((ST) * 8 + (ROWS)) * 32 + (COLS)) * 4 + (KB):                                      \
-        kv_tile(yb, x, w, bias, C, Q, plane, pitch, kp, ST, ROWS, COLS, KB);                \
+        kv_tile(yb, x, w, bias, C, Q, plane, pitch, kp, relu, ST, ROWS, COLS, KB);          \
         break;
 #define KV_CASES(ST)                                                                        \
     KV_CASE(ST, 1, 7, 2)                                                                    \
@@ -256,7 +258,7 @@ kv_tile(float *restrict yb, const float *restrict x, const float *restrict w, co
 /* Every tile kv_plan_of gives, with its rows cut at the bottom edge. */
 static KV_TARGET __attribute__((noinline)) void
 kv_tile_any(float *yb, const float *x, const float *w, const kv_v *bias, int C, int Q,
-            size_t plane, int pitch, size_t kp, int st, int rows, int cols, int kb)
+            size_t plane, int pitch, size_t kp, bool relu, int st, int rows, int cols, int kb)
 {
     switch (((st * 8 + rows) * 32 + cols) * 4 + kb) {
         KV_CASES(1)
@@ -269,6 +271,12 @@ kv_tile_any(float *yb, const float *x, const float *w, const kv_v *bias, int C, 
 
 void ul_conv_kvec_forward(float *out, const float *in, const float *w, const float *b,
                           const ul_conv_shape *s, float *scratch)
+{
+    ul_conv_kvec_forward_relu(out, in, w, b, s, scratch, false);
+}
+
+void ul_conv_kvec_forward_relu(float *out, const float *in, const float *w, const float *b,
+                               const ul_conv_shape *s, float *scratch, bool relu)
 {
 #ifdef KV_X86
     const int C = s->C, K = s->K, H = s->H, W = s->W, P = s->P, Q = s->Q, st = s->stride;
@@ -314,8 +322,8 @@ void ul_conv_kvec_forward(float *out, const float *in, const float *w, const flo
                             kv_tile_any(yb + ((size_t)n * PQ + (size_t)p * Q + q0) * kp +
                                             (size_t)k0 * KV_VL,
                                         xp + n * img + (size_t)(st * p) * pitch + st * q0, wc,
-                                        c0 == 0 ? bias : NULL, cc, Q, plane, pitch, kp, st, rows,
-                                        t.cols, kb);
+                                        c0 == 0 ? bias : NULL, cc, Q, plane, pitch, kp,
+                                        relu && c0 + cc == C, st, rows, t.cols, kb);
                     }
             }
         }
@@ -330,6 +338,6 @@ void ul_conv_kvec_forward(float *out, const float *in, const float *w, const flo
                              K - k < 8 ? K - k : 8);
     }
 #else
-    (void)out, (void)in, (void)w, (void)b, (void)s, (void)scratch;
+    (void)out, (void)in, (void)w, (void)b, (void)s, (void)scratch, (void)relu;
 #endif
 }

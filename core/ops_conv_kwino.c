@@ -296,11 +296,11 @@ static KW_TARGET __attribute__((noinline)) void kw_tiles_in(float *v, size_t vx,
         }
 }
 
-/* Y = Aᵀ·M·A + bias of tile t, every channel block, from m[(kb·36 + ξ)·16]
- * into the group's pixel-major results (rows and columns past the image
- * dropped). */
+/* Y = Aᵀ·M·A + bias of tile t (with relu, then max(0, ·)), every channel
+ * block, from m[(kb·36 + ξ)·16] into the group's pixel-major results
+ * (rows and columns past the image dropped). */
 static KW_TARGET void kw_tile_out(float *restrict y, const float *restrict m, const float *b,
-                                  const kw_geom *g, int H, int W, int t)
+                                  const kw_geom *g, int H, int W, int t, bool relu)
 {
     const kw_tile p = kw_tile_at(g, t);
     const size_t HW = (size_t)H * W;
@@ -321,8 +321,13 @@ static KW_TARGET void kw_tile_out(float *restrict y, const float *restrict m, co
             __m512 o[4];
             WINO4_AT(a[i][0], a[i][1], a[i][2], a[i][3], a[i][4], a[i][5], o[0], o[1], o[2],
                      o[3]);
-            for (int q = 0; q < cols; q++)
-                _mm512_store_ps(yk + ((size_t)i * W + q) * KW_VL, o[q] + bias);
+            for (int q = 0; q < cols; q++) {
+                /* With relu max(0, ·), which keeps a NaN (the second
+                 * operand of a comparison with one). */
+                const __m512 x = o[q] + bias;
+                _mm512_store_ps(yk + ((size_t)i * W + q) * KW_VL,
+                                relu ? _mm512_max_ps(_mm512_setzero_ps(), x) : x);
+            }
         }
     }
 }
@@ -398,11 +403,12 @@ enum { KW_KIND = 1 };
 void ul_conv_kwino_forward(float *out, const float *in, const float *w, const float *b,
                            const ul_conv_shape *s, float *scratch)
 {
-    ul_conv_kwino_forward_kc(out, in, w, b, s, scratch, NULL);
+    ul_conv_kwino_forward_kc(out, in, w, b, s, scratch, NULL, false);
 }
 
 void ul_conv_kwino_forward_kc(float *out, const float *in, const float *w, const float *b,
-                              const ul_conv_shape *s, float *scratch, const ul_conv_kc_use *use)
+                              const ul_conv_shape *s, float *scratch, const ul_conv_kc_use *use,
+                              bool relu)
 {
 #ifdef KW_X86
     const kw_geom g = kw_geometry(s);
@@ -446,7 +452,7 @@ void ul_conv_kwino_forward_kc(float *out, const float *in, const float *w, const
                                   g.KBB);
                 }
             for (int i = 0; i < nt; i++)
-                kw_tile_out(y, m + (size_t)i * ms, b, &g, H, W, t0 + i);
+                kw_tile_out(y, m + (size_t)i * ms, b, &g, H, W, t0 + i, relu);
         }
         for (int n = 0; n < gn; n++)
             for (int kb = 0; kb < g.KB; kb++)
@@ -454,6 +460,6 @@ void ul_conv_kwino_forward_kc(float *out, const float *in, const float *w, const
                             y + ((size_t)n * g.KB + kb) * HW * KW_VL, (int)HW);
     }
 #else
-    (void)out, (void)in, (void)w, (void)b, (void)s, (void)scratch, (void)use;
+    (void)out, (void)in, (void)w, (void)b, (void)s, (void)scratch, (void)use, (void)relu;
 #endif
 }

@@ -97,10 +97,13 @@ size_t ul_conv2d_kcache_floats(const ul_conv_shape *s);
 /* ul_conv2d_forward_team without statistics, taking the transformed
  * kernels from use's cache when it holds those of use->key, else
  * transforming them into it (each of the T threads a share, then a
- * barrier) when it is large enough, else as ul_conv2d_forward_team. */
-void ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
+ * barrier) when it is large enough, else as ul_conv2d_forward_team. With
+ * relu, the path also applies max(0, ·) to the outputs where it can do so
+ * as it stores them (the AVX-512 paths, Winograd's with 4×4 tiles), and
+ * then returns true; false: the outputs are the convolution's alone. */
+bool ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
                           const ul_conv_shape *s, float *scratch, struct ul_wino_team *team,
-                          const ul_conv_kc_use *use);
+                          const ul_conv_kc_use *use, bool relu);
 
 /* For the paths: the cache's kernels when use holds those of its key made
  * by path kind, else NULL. */
@@ -169,6 +172,9 @@ bool ul_conv_kvec_ok(const ul_conv_shape *s);
 size_t ul_conv_kvec_scratch(const ul_conv_shape *s);
 void ul_conv_kvec_forward(float *out, const float *in, const float *w, const float *b,
                           const ul_conv_shape *s, float *scratch);
+/* ... then with relu max(0, ·) of the outputs. */
+void ul_conv_kvec_forward_relu(float *out, const float *in, const float *w, const float *b,
+                               const ul_conv_shape *s, float *scratch, bool relu);
 /* For the tests: with on, ul_conv_kvec_ok says no (the layers go the other
  * paths' way). */
 void ul_conv_kvec_force_off(bool on);
@@ -187,7 +193,8 @@ void ul_conv_kwino_forward(float *out, const float *in, const float *w, const fl
  * ul_conv_kwino_kernel_floats floats. */
 size_t ul_conv_kwino_kernel_floats(const ul_conv_shape *s);
 void ul_conv_kwino_forward_kc(float *out, const float *in, const float *w, const float *b,
-                              const ul_conv_shape *s, float *scratch, const ul_conv_kc_use *use);
+                              const ul_conv_shape *s, float *scratch, const ul_conv_kc_use *use,
+                              bool relu);
 /* For the tests: with on, ul_conv_kwino_ok says no. */
 void ul_conv_kwino_force_off(bool on);
 

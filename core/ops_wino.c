@@ -670,17 +670,26 @@ UL_VEC_CLONES static void wino4_out_panel32(float *restrict y, const float *rest
  * lanes, then pairs of pairs, then halves. */
 typedef float wino_v8 __attribute__((vector_size(32), aligned(4)));
 UL_VEC_CLONES static void wino4_interleave(float *restrict z, const float *restrict y, int wr,
-                                         float bias)
+                                         float bias, bool relu)
 {
+    typedef int wino_i8 __attribute__((vector_size(32), aligned(4)));
+    const wino_v8 zero = {0};
     for (int i = 0; i < 4; i++) {
         const float *restrict y0 = y + 4 * i * wr, *restrict y1 = y0 + wr,
                               *restrict y2 = y1 + wr, *restrict y3 = y2 + wr;
         float *restrict zi = z + (size_t)4 * i * wr;
         for (int l = 0; l < wr; l += 8) {
-            const wino_v8 a = *(const wino_v8 *)(y0 + l) + bias,
-                          b = *(const wino_v8 *)(y1 + l) + bias,
-                          c = *(const wino_v8 *)(y2 + l) + bias,
-                          d = *(const wino_v8 *)(y3 + l) + bias;
+            wino_v8 a = *(const wino_v8 *)(y0 + l) + bias,
+                    b = *(const wino_v8 *)(y1 + l) + bias,
+                    c = *(const wino_v8 *)(y2 + l) + bias,
+                    d = *(const wino_v8 *)(y3 + l) + bias;
+            if (relu) {
+                /* max(0, v), a NaN kept (as net_relu1). */
+                a = (wino_v8)((wino_i8)a & ~(wino_i8)(a < zero));
+                b = (wino_v8)((wino_i8)b & ~(wino_i8)(b < zero));
+                c = (wino_v8)((wino_i8)c & ~(wino_i8)(c < zero));
+                d = (wino_v8)((wino_i8)d & ~(wino_i8)(d < zero));
+            }
             /* a0 b0 a1 b1 | a4 b4 a5 b5 and a2 b2 a3 b3 | a6 b6 a7 b7. */
             const wino_v8 ab0 = __builtin_shufflevector(a, b, 0, 8, 1, 9, 4, 12, 5, 13),
                           ab1 = __builtin_shufflevector(a, b, 2, 10, 3, 11, 6, 14, 7, 15),
@@ -1411,7 +1420,8 @@ UL_VEC_CLONES static void wino_stats_add(wino_stats *st, int k, const float *res
  * turned by 180°, and the results are added to out. */
 static void wino_forward(float *out, const float *in, const float *w, const float *b,
                          const ul_conv_shape *s, float *scratch, int m, bool dx, bool add,
-                         wino_stats *st, ul_wino_team *team, const ul_conv_kc_use *use)
+                         wino_stats *st, ul_wino_team *team, const ul_conv_kc_use *use,
+                         bool relu)
 {
     const ul_pk *pk = wino_fwd_pk(m);
     const int nxi = wino_xi(m);
@@ -1501,7 +1511,7 @@ static void wino_forward(float *out, const float *in, const float *w, const floa
                 else
                     wino_out_panel(tmp, mk);
                 if (m == 4)
-                    wino4_interleave(z, tmp, wr, b ? b[k] : 0.0f);
+                    wino4_interleave(z, tmp, wr, b ? b[k] : 0.0f, relu);
                 for (int i = 0; i < ns; i++) {
                     const wino_seg sg = segs[i];
                     float *o = out + sg.n * out_img + k * HW;
@@ -1556,7 +1566,7 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
                      const ul_conv_shape *s, float *scratch, ul_wino_team *team)
 {
     wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, NULL,
-                 team, NULL);
+                 team, NULL, false);
 }
 
 size_t ul_wino_kernel_floats(const ul_conv_shape *s)
@@ -1565,12 +1575,13 @@ size_t ul_wino_kernel_floats(const ul_conv_shape *s)
     return (size_t)wino_xi(m) * wino_scratch_layout(s, wino_fwd_pk(m), m).up_x;
 }
 
-void ul_wino_forward_kc(float *out, const float *in, const float *w, const float *b,
+bool ul_wino_forward_kc(float *out, const float *in, const float *w, const float *b,
                         const ul_conv_shape *s, float *scratch, ul_wino_team *team,
-                        const ul_conv_kc_use *use)
+                        const ul_conv_kc_use *use, bool relu)
 {
-    wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, NULL,
-                 team, use);
+    const int m = ul_wino_tile(s) == 4 ? 4 : 2;
+    wino_forward(out, in, w, b, s, scratch, m, false, false, NULL, team, use, relu && m == 4);
+    return relu && m == 4;
 }
 
 void ul_wino_forward_stats(float *out, const float *in, const float *w, const float *b,
@@ -1581,7 +1592,7 @@ void ul_wino_forward_stats(float *out, const float *in, const float *w, const fl
     for (int k = 0; k < s->K; k++)
         mean[k] = m2[k] = 0.0;
     wino_forward(out, in, w, b, s, scratch, ul_wino_tile(s) == 4 ? 4 : 2, false, false, &st,
-                 team, NULL);
+                 team, NULL, false);
     const double M = (double)s->N * s->H * s->W;
     for (int k = 0; k < s->K && M > 0; k++) {
         const double s1 = mean[k], k0 = out[(size_t)k * s->H * s->W];
@@ -1594,7 +1605,7 @@ void ul_wino_dx(float *din, const float *dout, const float *w, const ul_conv_sha
                 float *scratch, bool add, ul_wino_team *team)
 {
     const ul_conv_shape d = wino_dx_shape(s);
-    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add, NULL, team, NULL);
+    wino_forward(din, dout, w, NULL, &d, scratch, 4, true, add, NULL, team, NULL, false);
 }
 
 /* ---- backward --------------------------------------------------------------------- */

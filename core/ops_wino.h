@@ -76,12 +76,13 @@ void ul_wino_forward(float *out, const float *in, const float *w, const float *b
 
 /* ul_wino_forward with the kernel transforms kept in a cache
  * (ul_conv2d_forward_kc; NULL use: as ul_wino_forward), of
- * ul_wino_kernel_floats floats. */
+ * ul_wino_kernel_floats floats; with relu, max(0, ·) of the outputs where
+ * the path can (4×4 tiles), and then true. */
 struct ul_conv_kc_use;
 size_t ul_wino_kernel_floats(const ul_conv_shape *s);
-void ul_wino_forward_kc(float *out, const float *in, const float *w, const float *b,
+bool ul_wino_forward_kc(float *out, const float *in, const float *w, const float *b,
                         const ul_conv_shape *s, float *scratch, ul_wino_team *team,
-                        const struct ul_conv_kc_use *use);
+                        const struct ul_conv_kc_use *use, bool relu);
 
 /* ul_wino_forward, and per output channel k the mean of its N·H·W output
  * values (mean[k]) and the sum of their squared deviations from it

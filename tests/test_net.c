@@ -761,6 +761,14 @@ START_TEST(test_infer_folds_bn)
     check_infer("resnet18, Winograd 2x2 tiles", net, 5, true);
     ul_net_free(net);
     ul_wino_force(0);
+    /* Width 0.25 on 16×16, at the default thresholds: 16 to 64 channels
+     * through the AVX-512 Winograd path (where the CPU has it), the
+     * downsampling layers through the direct one, both with the fused
+     * ReLU applied as they store their outputs, and with their kernels
+     * kept in the caches. */
+    net = make_model("resnet18", 0.25, NULL, 3, 16, 16, 4, 92);
+    check_infer("resnet18 width 0.25", net, 5, true);
+    ul_net_free(net);
     net = make_model("cnn", 0.0625, NULL, 1, 8, 8, 3, 88);
     check_infer("cnn", net, 5, true);
     ul_net_free(net);
