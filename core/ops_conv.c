@@ -1248,19 +1248,22 @@ static void conv_forward_unit(float *out, const float *in, const float *w, const
     for (int p0 = 0; p0 < P; p0 += pb) {
         conv_block blk = {n0, N - n0 < nb ? N - n0 : nb, p0, P - p0 < pb ? P : p0 + pb};
         const int cols = conv_block_cols(s, &blk);
-        /* y is (K, cols): inside image n0 with row stride PQ, or tmp. */
+        /* y is (K, cols): inside image n0 with row stride PQ, or tmp. The
+         * bias goes in first either way and the products are added to it
+         * (depth block by depth block), so that an image's outputs do not
+         * depend on how many images share its block. */
         float *y = tmp;
         int ldy = cols;
         float beta = 0.0f;
         if (blk.nbc == 1) {
             y = out + n0 * out_img + (size_t)p0 * Q;
             ldy = PQ;
-            if (b) {
-                for (int k = 0; k < K; k++)
-                    for (int j = 0; j < cols; j++)
-                        y[(size_t)k * PQ + j] = b[k];
-                beta = 1.0f;
-            }
+        }
+        if (b) {
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < cols; j++)
+                    y[(size_t)k * ldy + j] = b[k];
+            beta = 1.0f;
         }
         if (pk && conv_is_pointwise(s)) {
             ul_pk_rows r = {in + n0 * in_img + (size_t)p0 * Q, in_img, (size_t)PQ,
@@ -1294,9 +1297,8 @@ static void conv_forward_unit(float *out, const float *in, const float *w, const
             for (int k = 0; k < K; k++) {
                 const float *t = tmp + (size_t)k * cols + (size_t)n * PQ;
                 float *yy = yo + ((size_t)n * K + k) * PQ;
-                float bk = b ? b[k] : 0.0f;
                 for (int j = 0; j < PQ; j++)
-                    yy[j] = t[j] + bk;
+                    yy[j] = t[j];
             }
     }
 }
