@@ -897,17 +897,26 @@ static int net_team_alloc(ul_net *net, ul_error *err)
             net->wino_shared = net_alloc_aligned((2 * align_floats(wino) + 1) * sizeof(float));
     }
     net->red = malloc(((size_t)4 * cap * red_c + 1) * sizeof(double));
-    if ((cap > 1 && (!net->part || (wino && !net->wino_shared))) || !net->red) {
+    net->team_speed = malloc(2 * (size_t)cap * sizeof(double));
+    net->team_cut = malloc(((size_t)cap + 1) * sizeof(int));
+    if ((cap > 1 && (!net->part || (wino && !net->wino_shared))) || !net->red ||
+        !net->team_speed || !net->team_cut) {
         free(net->part);
         free(net->red);
         free(net->wino_shared);
+        free(net->team_speed);
+        free(net->team_cut);
         net->part = NULL;
         net->red = NULL;
         net->wino_shared = NULL;
+        net->team_speed = NULL;
+        net->team_cut = NULL;
         return ul_errorf(err, UL_ENOMEM, "out of memory: the threads' gradient and kernel "
                                          "buffers need %.1f MiB",
                          ((double)part_floats + 2.0 * wino) * 4 / (1024.0 * 1024.0));
     }
+    net->team_busy = net->team_speed + cap;
+    net->team_speed_T = 0;
     net->wino_per = net->wino_shared ? align_floats(wino) : 0;
     net->part_per = align_floats(part);
     net->red_c = red_c;
@@ -1532,6 +1541,8 @@ void ul_net_free(ul_net *net)
     free(net->part);
     free(net->red);
     free(net->wino_shared);
+    free(net->team_speed);
+    free(net->team_cut);
     free(net);
 }
 

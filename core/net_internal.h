@@ -150,6 +150,13 @@ struct ul_net {
     int red_c;               /* the widest BatchNorm */
     float *wino_shared;      /* the team's two buffers of transformed kernels (ul_wino_team) */
     size_t wino_per;         /* floats of each */
+    /* Folded passes split the batch by the threads' measured speeds
+     * (net_team.c, team_cuts): team_speed[t] (mean 1 over the T of the
+     * last such pass, team_speed_T), each thread's busy seconds in it, and
+     * the split itself, team_cut[0 .. T]. */
+    double *team_speed, *team_busy;
+    int *team_cut;
+    int team_speed_T;
 };
 
 static inline size_t node_numel(const net_node *n)

@@ -782,6 +782,50 @@ START_TEST(test_infer_batch)
 }
 END_TEST
 
+/* How a folded pass splits the batch between two threads (by their
+ * measured speeds, team_cuts in net_team.c) changes no logit: ResNet-18
+ * width 0.25 gives the same logits bit for bit with the first thread
+ * taking 1, 6 or 10 of 12 images. */
+START_TEST(test_infer_split)
+{
+    const int N = 12;
+    ul_net *net = make_model("resnet18", 0.25, NULL, 3, 16, 16, 4, 90);
+    warm_running_stats(net, N, 78);
+    const int K = ul_net_classes(net);
+    const size_t nz = (size_t)N * K * sizeof(float);
+    ul_rng r;
+    ul_rng_seed(&r, 79, 0);
+    float *x = rand_floats(&r, (size_t)N * 3 * 256, -1, 2);
+    float *z[3];
+    if (net->team_cap < 2) { /* one processor: no split to make */
+        free(x);
+        ul_net_free(net);
+        return;
+    }
+    /* Speeds (relative to their mean) and the first thread's share. */
+    static const double first[3] = {1.0 / 6.0, 1.0, 5.0 / 3.0};
+    static const int want[3] = {1, 6, 10};
+    const int prev = ul_runtime_threads();
+    ul_runtime_set_threads(2);
+    for (int k = 0; k < 3; k++) {
+        net->team_speed_T = 2;
+        net->team_speed[0] = first[k];
+        net->team_speed[1] = 2.0 - first[k];
+        z[k] = malloc(nz);
+        memcpy(z[k], ul_net_infer(net, x, N), nz);
+        ck_assert_msg(net->team_cut[1] == want[k], "speeds %g : %g: the first thread took %d images",
+                      first[k], 2.0 - first[k], net->team_cut[1]);
+    }
+    ul_runtime_set_threads(prev);
+    ck_assert_msg(!memcmp(z[0], z[1], nz) && !memcmp(z[1], z[2], nz),
+                  "the split of the batch changed the logits");
+    for (int k = 0; k < 3; k++)
+        free(z[k]);
+    free(x);
+    ul_net_free(net);
+}
+END_TEST
+
 START_TEST(test_infer_folds_bn)
 {
     ul_net *net = make_model("resnet18", 0.04, NULL, 3, 8, 8, 4, 86);
@@ -1548,6 +1592,7 @@ static Suite *net_suite(void)
     tcase_add_test(t, test_infer_folds_bn);
     tcase_add_test(t, test_infer_places);
     tcase_add_test(t, test_infer_batch);
+    tcase_add_test(t, test_infer_split);
     tcase_add_test(t, test_infer_kernel_cache);
     tcase_add_test(t, test_grad_one_thread);
     tcase_add_test(t, test_grad_inside_parallel_region);
