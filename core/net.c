@@ -1033,15 +1033,6 @@ static void infer_plan(ul_net *net, int B)
     free(start);
 }
 
-/* Where the folded passes keep their convolutions' transformed kernels
- * (ul_conv2d_forward_kc): in the activations' usual buffers, which a
- * folded pass with placed activations (infer_plan) does not touch — every
- * store's but the logits', and the folded BatchNorms' statistics between
- * them, runs of adjacent buffers taken as one. Convolutions on the
- * smallest images first (their kernels cost the most next to the
- * convolution itself), each in the first run with room left. An unfolded
- * pass writes those buffers and raises kc_epoch, after which each cache is
- * filled again by the next folded pass. */
 /* Appends [a, b) to the runs, joined to the last one when adjacent. */
 static void kc_run_add(size_t *lo, size_t *hi, int *runs, size_t a, size_t b)
 {
@@ -1054,6 +1045,15 @@ static void kc_run_add(size_t *lo, size_t *hi, int *runs, size_t a, size_t b)
     }
 }
 
+/* Where the folded passes keep their convolutions' transformed kernels
+ * (ul_conv2d_forward_kc): in the activations' usual buffers, which a
+ * folded pass with placed activations (infer_plan) does not touch — every
+ * store's but the logits', and the folded BatchNorms' statistics between
+ * them, runs of adjacent buffers taken as one. Convolutions on the
+ * smallest images first (their kernels cost the most next to the
+ * convolution itself), each in the first run with room left. An unfolded
+ * pass writes those buffers and raises kc_epoch, after which each cache is
+ * filled again by the next folded pass. */
 static void net_kcache_plan(ul_net *net, int B)
 {
     const int n = net->n_nodes;

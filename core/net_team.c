@@ -44,7 +44,6 @@ typedef struct team {
     int bn_k;            /* BatchNorm nodes visited in this pass (parity) */
     bool bn_stats;       /* the convolution before the next BatchNorm summed its output */
     ul_wino_team wt;     /* the convolutions' shared kernel transforms */
-    bool relu_done;      /* a folded convolution applied its BatchNorm's fused ReLU */
 } team;
 
 int net_team_size(const ul_net *net, int N)
@@ -121,8 +120,7 @@ static float *team_scratch(const team *tm)
  * when the region got fewer). */
 static team team_member(ul_net *net, int N, const int *cut, int T_cut)
 {
-    team tm = {net,   N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0, false,
-               {{0}, 0, 0, 0}, false};
+    team tm = {net, N, omp_get_num_threads(), omp_get_thread_num(), 0, 0, 0, false, {{0}, 0, 0, 0}};
     tm.wt = (ul_wino_team){{net->wino_shared, net->wino_shared + net->wino_per}, tm.t, tm.T, 0};
     if (cut && T_cut == tm.T) {
         tm.n0 = cut[tm.t];
@@ -668,10 +666,10 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
              * when the folded weights or the cache's memory changed. */
             const ul_conv_kc_use use = {&nd->kc, (uint64_t)net->kc_epoch << 32 | nd->fold_gen,
                                         tm->t, tm->T};
-            tm->relu_done = ul_conv2d_forward_kc(
-                rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w, nd->fold_b, &s,
-                team_scratch(tm), team_wino(tm, &s), nd->kc.buf && net->kc_on ? &use : NULL,
-                bn_relu_fused(net, nd->fold_bn));
+            ul_conv2d_forward_kc(rows(tm, bn->out, bn), rows(tm, a->out, a), nd->fold_w,
+                                 nd->fold_b, &s, team_scratch(tm), team_wino(tm, &s),
+                                 nd->kc.buf && net->kc_on ? &use : NULL,
+                                 bn_relu_fused(net, nd->fold_bn));
         } else if (train && i + 1 < net->n_nodes && net->nodes[i + 1].op == NET_BN &&
                    net->nodes[i + 1].in[0] == i) {
             /* The training BatchNorm right after takes its statistics from
@@ -694,7 +692,7 @@ static void team_node_forward(team *tm, net_node *nd, const float *x, bool train
         if (fold && nd->fold_conv >= 0) {
             /* The convolution wrote the normalised values, and where its
              * path could, applied the ReLU. */
-            if (relu && !tm->relu_done)
+            if (relu && !ul_conv2d_kc_relu(&net->nodes[nd->fold_conv].conv))
                 relu_inplace(y, count);
         } else if (train)
             bn_forward_train(tm, nd, a, relu);

@@ -1583,6 +1583,12 @@ void ul_kc_filled(const ul_conv_kc_use *use, int kind)
     }
 }
 
+bool ul_conv2d_kc_relu(const ul_conv_shape *s)
+{
+    return conv_kwino_first(s) || conv_kvec_first(s) ||
+           (ul_wino_ok(s, false) && ul_wino_tile(s) == 4);
+}
+
 bool ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
                           const ul_conv_shape *s, float *scratch, ul_wino_team *team,
                           const ul_conv_kc_use *use, bool relu)

@@ -104,6 +104,9 @@ size_t ul_conv2d_kcache_floats(const ul_conv_shape *s);
 bool ul_conv2d_forward_kc(float *out, const float *in, const float *w, const float *b,
                           const ul_conv_shape *s, float *scratch, struct ul_wino_team *team,
                           const ul_conv_kc_use *use, bool relu);
+/* Whether ul_conv2d_forward_kc applies the ReLU it is asked for, for
+ * shape s (any batch size). */
+bool ul_conv2d_kc_relu(const ul_conv_shape *s);
 
 /* For the paths: the cache's kernels when use holds those of its key made
  * by path kind, else NULL. */
