@@ -1020,6 +1020,50 @@ START_TEST(test_wino_thresholds)
 }
 END_TEST
 
+typedef bool (*conv_ok_fn)(const ul_conv_shape *s);
+typedef size_t (*conv_scratch_fn)(const ul_conv_shape *s);
+typedef void (*conv_fwd_fn)(float *out, const float *in, const float *w, const float *b,
+                            const ul_conv_shape *s, float *scratch);
+
+/* Which 3×3 shapes an AVX-512 path takes (cases: C, K, H = W, stride,
+ * whether it takes them with pad 1; never with pad 0, never without
+ * AVX-512 or with UNLEARN_KVEC=0), and on shape s, when it takes it, that
+ * its results repeat bit for bit, the second time on NaN-filled scratch. */
+static void check_avx512_path(const int (*cases)[5], size_t n, const char *what, conv_ok_fn ok,
+                              conv_scratch_fn scratch, conv_fwd_fn fwd, const ul_conv_shape *s,
+                              uint64_t seed)
+{
+    const char *e = getenv("UNLEARN_KVEC");
+    const bool avx512 = __builtin_cpu_supports("avx512f") && !(e && strcmp(e, "0") == 0);
+    for (size_t i = 0; i < n; i++) {
+        ul_conv_shape c;
+        ck_assert(ul_conv_shape_init(&c, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
+                                     3, 3, cases[i][3], 1));
+        ck_assert_msg(ok(&c) == (avx512 && cases[i][4]),
+                      "%d into %d channels on %dx%d, stride %d: AVX-512 %s path %s expected",
+                      cases[i][0], cases[i][1], cases[i][2], cases[i][2], cases[i][3], what,
+                      avx512 && cases[i][4] ? "" : "not");
+        ck_assert(ul_conv_shape_init(&c, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
+                                     3, 3, cases[i][3], 0));
+        ck_assert(!ok(&c));
+    }
+    if (!ok(s))
+        return;
+    const size_t nin = (size_t)s->N * s->C * s->H * s->W, nw = (size_t)s->K * s->C * 9;
+    const size_t nout = (size_t)s->N * s->K * s->P * s->Q, ns = scratch(s);
+    ul_rng r;
+    ul_rng_seed(&r, seed, 1);
+    float *in = rand_buf(&r, nin, -1, 1), *w = rand_buf(&r, nw, -1, 1),
+          *b = rand_buf(&r, (size_t)s->K, -1, 1), *y1 = falloc(nout), *y2 = falloc(nout),
+          *sc = NULL;
+    ck_assert_int_eq(posix_memalign((void **)&sc, 64, ns * sizeof(float)), 0);
+    fwd(y1, in, w, b, s, sc);
+    fill_nan(sc, ns);
+    fwd(y2, in, w, b, s, sc);
+    ck_assert(memcmp(y1, y2, nout * sizeof(float)) == 0);
+    free(in), free(w), free(b), free(y1), free(y2), free(sc);
+}
+
 /* The AVX-512 direct path takes 3×3, pad-1 forward passes with output
  * rows a multiple of 4, 7 or 8 long: stride 2 with up to 128 input
  * channels; stride 1 with at least 8 output channels, where the
@@ -1039,36 +1083,10 @@ START_TEST(test_conv_kvec_choice)
         {16, 16, 32, 1, 1},  {16, 32, 28, 1, 0},  {32, 32, 14, 1, 0},  {17, 16, 28, 1, 0},
         {1, 64, 28, 1, 1},   {3, 64, 32, 1, 1},   {4, 64, 32, 1, 0},   {3, 65, 32, 1, 0},
         {6, 32, 28, 1, 1}};
-    /* UNLEARN_KVEC=0 turns the path off everywhere. */
-    const char *e = getenv("UNLEARN_KVEC");
-    const bool avx512 = __builtin_cpu_supports("avx512f") && !(e && strcmp(e, "0") == 0);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ul_conv_shape s;
-        ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
-                                     3, 3, cases[i][3], 1));
-        ck_assert_msg(ul_conv_kvec_ok(&s) == (avx512 && cases[i][4]),
-                      "%d into %d channels on %dx%d, stride %d: AVX-512 direct path %s expected",
-                      cases[i][0], cases[i][1], cases[i][2], cases[i][2], cases[i][3],
-                      avx512 && cases[i][4] ? "" : "not");
-        ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
-                                     3, 3, cases[i][3], 0));
-        ck_assert(!ul_conv_kvec_ok(&s));
-    }
     ul_conv_shape s;
     ck_assert(ul_conv_shape_init(&s, 3, 16, 14, 14, 40, 3, 3, 2, 1));
-    if (!ul_conv_kvec_ok(&s))
-        return;
-    const size_t nin = (size_t)3 * 16 * 14 * 14, nw = (size_t)40 * 16 * 9, nout = (size_t)3 * 40 * 49;
-    ul_rng r;
-    ul_rng_seed(&r, 77, 1);
-    float *in = rand_buf(&r, nin, -1, 1), *w = rand_buf(&r, nw, -1, 1),
-          *b = rand_buf(&r, 40, -1, 1), *y1 = falloc(nout), *y2 = falloc(nout), *sc = NULL;
-    ck_assert_int_eq(posix_memalign((void **)&sc, 64, ul_conv_kvec_scratch(&s) * sizeof(float)), 0);
-    ul_conv_kvec_forward(y1, in, w, b, &s, sc);
-    fill_nan(sc, ul_conv_kvec_scratch(&s));
-    ul_conv_kvec_forward(y2, in, w, b, &s, sc);
-    ck_assert(memcmp(y1, y2, nout * sizeof(float)) == 0);
-    free(in), free(w), free(b), free(y1), free(y2), free(sc);
+    check_avx512_path(cases, sizeof cases / sizeof cases[0], "direct", ul_conv_kvec_ok,
+                      ul_conv_kvec_scratch, ul_conv_kvec_forward, &s, 77);
 }
 END_TEST
 
@@ -1086,36 +1104,10 @@ START_TEST(test_conv_kwino_choice)
         {48, 16, 32, 1, 1}, {64, 64, 56, 1, 1},  {128, 128, 4, 1, 0}, {64, 128, 8, 1, 0},
         {24, 32, 14, 1, 0}, {16, 20, 14, 1, 0},  {8, 16, 28, 1, 0},  {16, 16, 28, 2, 0},
         {32, 64, 14, 2, 0}};
-    const char *e = getenv("UNLEARN_KVEC");
-    const bool avx512 = __builtin_cpu_supports("avx512f") && !(e && strcmp(e, "0") == 0);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ul_conv_shape s;
-        ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
-                                     3, 3, cases[i][3], 1));
-        ck_assert_msg(ul_conv_kwino_ok(&s) == (avx512 && cases[i][4]),
-                      "%d into %d channels on %dx%d, stride %d: AVX-512 Winograd path %s expected",
-                      cases[i][0], cases[i][1], cases[i][2], cases[i][2], cases[i][3],
-                      avx512 && cases[i][4] ? "" : "not");
-        ck_assert(ul_conv_shape_init(&s, 2, cases[i][0], cases[i][2], cases[i][2], cases[i][1],
-                                     3, 3, cases[i][3], 0));
-        ck_assert(!ul_conv_kwino_ok(&s));
-    }
     ul_conv_shape s;
     ck_assert(ul_conv_shape_init(&s, 3, 32, 10, 10, 16, 3, 3, 1, 1));
-    if (!ul_conv_kwino_ok(&s))
-        return;
-    const size_t nin = (size_t)3 * 32 * 100, nw = (size_t)16 * 32 * 9, nout = (size_t)3 * 16 * 100;
-    ul_rng r;
-    ul_rng_seed(&r, 78, 1);
-    float *in = rand_buf(&r, nin, -1, 1), *w = rand_buf(&r, nw, -1, 1),
-          *b = rand_buf(&r, 16, -1, 1), *y1 = falloc(nout), *y2 = falloc(nout), *sc = NULL;
-    const size_t ns = ul_conv_kwino_scratch(&s);
-    ck_assert_int_eq(posix_memalign((void **)&sc, 64, ns * sizeof(float)), 0);
-    ul_conv_kwino_forward(y1, in, w, b, &s, sc);
-    fill_nan(sc, ns);
-    ul_conv_kwino_forward(y2, in, w, b, &s, sc);
-    ck_assert(memcmp(y1, y2, nout * sizeof(float)) == 0);
-    free(in), free(w), free(b), free(y1), free(y2), free(sc);
+    check_avx512_path(cases, sizeof cases / sizeof cases[0], "Winograd", ul_conv_kwino_ok,
+                      ul_conv_kwino_scratch, ul_conv_kwino_forward, &s, 78);
 }
 END_TEST
 
