@@ -139,7 +139,8 @@ static team team_member(ul_net *net, int N, const int *cut, int T_cut)
  * leave the others waiting that long at the end of every pass: on this
  * machine one of the two vCPUs ran ResNet-18 inference 6–11% slower than
  * the other for whole runs, whichever half of the batch it took, and the
- * other thread spun at the end for 5–11% of its time. Which thread takes
+ * other thread spun at the end (5–11% of both threads' perf samples).
+ * Which thread takes
  * an example does not change its result (test_infer_batch,
  * test_infer_split). */
 static void team_cuts(ul_net *net, int N, int T)
