@@ -140,9 +140,8 @@ static team team_member(ul_net *net, int N, const int *cut, int T_cut)
  * machine one of the two vCPUs ran ResNet-18 inference 6–11% slower than
  * the other for whole runs, whichever half of the batch it took, and the
  * other thread spun at the end (5–11% of both threads' perf samples).
- * Which thread takes
- * an example does not change its result (test_infer_batch,
- * test_infer_split). */
+ * Which thread takes an example does not change its result
+ * (test_infer_batch, test_infer_split). */
 static void team_cuts(ul_net *net, int N, int T)
 {
     if (net->team_speed_T != T) {
