@@ -1026,7 +1026,6 @@ static void infer_plan(ul_net *net, int B)
         }
         net->out_infer = out;
         net->infer_ld = big;
-        net->infer_base = base;
     } else {
         free(out);
     }

@@ -121,7 +121,6 @@ struct ul_net {
     uint32_t kc_epoch;       /* raised by every pass that writes the activations'
                               * usual buffers, where the kernel caches live */
     bool kc_on;              /* this pass may use them (its activations are placed) */
-    float *infer_base;       /* the first place: slots, or infer_act */
     float *infer_act;        /* the places when the slots are too small, or NULL */
     int32_t *act_i32;        /* maxpool argmax regions */
     float *scratch;
